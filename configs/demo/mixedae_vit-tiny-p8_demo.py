@@ -1,0 +1,82 @@
+# README command 1: a short MixedAE pretraining of a tiny ViT on CPU, on the
+# embedded demo photos (tools/run_demo.sh builds them into data/demo_photos).
+# Same model code as the ViT-B recipe; only the sizes are small.
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/models/mixedae_vit-base-p16.py',
+]
+custom_imports = dict(imports=['mixedae_mm'], allow_failed_imports=False)
+
+img_size = 64  # 8x8 = 64 patches of 8px; each image owns 16 of them
+model = dict(
+    backbone=dict(
+        arch=dict(
+            _delete_=True,
+            embed_dims=192,
+            num_layers=6,
+            num_heads=3,
+            feedforward_channels=768),
+        img_size=img_size,
+        patch_size=8),
+    neck=dict(decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    data_preprocessor=dict(
+        type='SelfSupDataPreprocessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        to_rgb=True))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='RandomResizedCrop',
+        scale=img_size,
+        crop_ratio_range=(0.2, 1.0),
+        backend='pillow',
+        interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackInputs')
+]
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(
+        type='CustomDataset',
+        data_root='data/demo_photos',
+        data_prefix='train',
+        with_label=False,
+        pipeline=train_pipeline))
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(
+        type='AdamW', lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05),
+    paramwise_cfg=dict(
+        custom_keys={
+            'ln': dict(decay_mult=0.0),
+            'bias': dict(decay_mult=0.0),
+            'pos_embed': dict(decay_mult=0.),
+            'mask_token': dict(decay_mult=0.),
+            'cls_token': dict(decay_mult=0.),
+            'segment_embed': dict(decay_mult=0.),
+        }))
+max_iters = 300
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0,
+         end=30),
+    dict(type='CosineAnnealingLR', T_max=max_iters - 30, by_epoch=False,
+         begin=30, end=max_iters),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=10),
+    checkpoint=dict(
+        type='CheckpointHook', by_epoch=False, interval=100,
+        max_keep_ckpts=2))
+custom_hooks = [dict(type='TrainingSummaryHook', num_bins=6)]
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)
+log_processor = dict(by_epoch=False)

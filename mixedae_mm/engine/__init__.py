@@ -1,0 +1,3 @@
+from .hooks import TrainingSummaryHook
+
+__all__ = ['TrainingSummaryHook']

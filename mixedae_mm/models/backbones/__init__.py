@@ -1,0 +1,3 @@
+from .mixedae_vit import MixedAEViT, MixedEncoding
+
+__all__ = ['MixedAEViT', 'MixedEncoding']

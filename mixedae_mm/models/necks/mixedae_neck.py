@@ -1,0 +1,88 @@
+from typing import Optional
+
+import torch
+from mmpretrain.models import MAEPretrainDecoder
+from mmpretrain.registry import MODELS
+from torch import Tensor, nn
+
+from ... import ops
+
+
+@MODELS.register_module()
+class MixedAEPretrainDecoder(MAEPretrainDecoder):
+    """MAE decoder that first un-mixes MixedAE's encoded samples.
+
+    Every source image gets its own decoder sequence: its encoded tokens at
+    the positions it owns, the shared mask token elsewhere, the cls token of
+    its mixed sample, the decoder position embedding and (optionally) the
+    embedding of its group slot. Decoder cost per step is then ``B * (N + 1)``
+    tokens, the same as MAE's.
+
+    With ``ids_restore`` instead of ``owner`` it is exactly
+    ``MAEPretrainDecoder`` (the ``mixing=False`` ablation).
+
+    Args:
+        group_size (int): ``G``, images per mixed sample.
+        segment_embed (bool): Add a learnable embedding of the group slot to
+            every token of the un-mixed sequences (the default
+            ``segment_embed='decoder'`` choice).
+        Other arguments are those of ``MAEPretrainDecoder``;
+        ``num_patches``/``embed_dim``/``patch_size`` are filled in from the
+        backbone by :class:`MixedAE`.
+    """
+
+    def __init__(self,
+                 group_size: int = 4,
+                 segment_embed: bool = True,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.group_size = group_size
+        decoder_dim = self.mask_token.shape[-1]
+        self.segment_embed = nn.Parameter(
+            torch.zeros(group_size, decoder_dim)) if segment_embed else None
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.segment_embed is not None:
+            nn.init.normal_(self.segment_embed, std=.02)
+
+    def forward(self,
+                x: Tensor,
+                ids_restore: Optional[Tensor] = None,
+                owner: Optional[Tensor] = None) -> Tensor:
+        """Predict pixels of every source image.
+
+        Args:
+            x: ``(M, N + 1, D)`` encoded mixed samples (MixedAE) or
+                ``(B, N_keep + 1, D)`` visible tokens (MAE).
+            ids_restore: MAE's ``(B, N)`` un-shuffle indices.
+            owner: MixedAE's ``(M, N)`` partition.
+
+        Returns:
+            ``(B, N, p * p * C)`` pixel predictions (cls removed).
+        """
+        if (ids_restore is None) == (owner is None):
+            raise ValueError('pass exactly one of ids_restore (MAE) and '
+                             'owner (MixedAE)')
+        if owner is None:
+            return super().forward(x, ids_restore)
+
+        num_mixed = x.shape[0]
+        # Project before un-mixing: M rows instead of B.
+        x = self.decoder_embed(x)
+        patches = ops.unmix_tokens(x[:, 1:], owner, self.mask_token.view(-1),
+                                   self.group_size)
+        cls_tokens = x[:, :1].repeat_interleave(self.group_size, dim=0)
+        x = torch.cat((cls_tokens, patches), dim=1) + self.decoder_pos_embed
+        if self.segment_embed is not None:
+            # row b = m * G + g gets the embedding of slot g
+            x = x + self.segment_embed.repeat(num_mixed, 1).unsqueeze(1)
+        return self.decode(x)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """Decoder blocks, norm and pixel projection on full sequences
+        ``(B, N + 1, D_dec)`` -> ``(B, N, p * p * C)``."""
+        for block in self.decoder_blocks:
+            x = block(x)
+        x = self.decoder_pred(self.decoder_norm(x))
+        return x[:, 1:]

@@ -1,0 +1,3 @@
+from .mixedae import ABLATIONS, MixedAE
+
+__all__ = ['ABLATIONS', 'MixedAE']

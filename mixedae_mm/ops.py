@@ -1,0 +1,312 @@
+"""Pure tensor functions of MixedAE.
+
+Everything the method adds on top of MAE lives here as plain functions of
+tensors: no registries, no modules, no state.  The registered classes in
+``mixedae_mm.models`` are thin wrappers around these.
+
+Shape glossary used in every docstring:
+
+- ``B``  images in the batch (per rank)
+- ``G``  mixing group size (``1 / mixing_ratio``; 4 in the paper)
+- ``M``  mixed samples, ``M = B // G``
+- ``N``  patches per image, ``K = N // G`` patches owned by each image
+- ``L``  tokens of a sequence including the cls token, ``L = N + 1``
+- ``h``  attention heads
+
+Image ``g`` of group ``m`` is batch element ``b = m * G + g``: groups are
+consecutive images, which the shuffling sampler makes a random grouping.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def check_mixing_shapes(batch_size: int, num_patches: int,
+                        group_size: int) -> None:
+    """Raise a ValueError that says what to change if ``B`` or ``N`` does not
+    split into groups of ``G``."""
+    if group_size < 1:
+        raise ValueError(f'mixing group size must be >= 1, got {group_size}')
+    if num_patches % group_size:
+        raise ValueError(
+            f'MixedAE needs the number of patches per image ({num_patches}) '
+            f'to be divisible by the mixing group size {group_size}: pick '
+            f'img_size/patch_size so that (img_size/patch_size)^2 is a '
+            f'multiple of {group_size}, or change mixing_ratio.')
+    if batch_size % group_size:
+        raise ValueError(
+            f'MixedAE mixes groups of {group_size} consecutive images, but '
+            f'this batch has {batch_size} images. Use a per-GPU batch size '
+            f'that is a multiple of {group_size} and drop_last=True in the '
+            f'train dataloader so the last, smaller batch is not used.')
+
+
+# --------------------------------------------------------------------------
+# Mixing
+# --------------------------------------------------------------------------
+def sample_partition(num_mixed: int,
+                     num_patches: int,
+                     group_size: int,
+                     device=None,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """Draw a random partition of the patch grid for every mixed sample.
+
+    Each mixed sample gets a uniformly random permutation of the ``N``
+    positions cut into ``G`` consecutive parts of ``K = N // G``; part ``g``
+    is owned by image ``g`` of the group.
+
+    Args:
+        num_mixed: ``M``, number of mixed samples (groups).
+        num_patches: ``N``.
+        group_size: ``G``; must divide ``N``.
+
+    Returns:
+        owner: ``(M, N)`` long, ``owner[m, n]`` in ``[0, G)`` is the group
+        slot whose patch sits at position ``n`` of mixed sample ``m``.
+    """
+    check_mixing_shapes(num_mixed * group_size, num_patches, group_size)
+    noise = torch.rand(
+        num_mixed, num_patches, device=device, generator=generator)
+    # rank of each position in a random order; the first K ranks -> slot 0...
+    rank = noise.argsort(dim=1).argsort(dim=1)
+    return rank // (num_patches // group_size)
+
+
+def mix_tokens(tokens: Tensor, owner: Tensor) -> Tensor:
+    """Mix per-image patch tokens into one sequence per group.
+
+    Args:
+        tokens: ``(B, N, C)`` with ``B = M * G``.
+        owner: ``(M, N)`` from :func:`sample_partition`.
+
+    Returns:
+        ``(M, N, C)``: position ``n`` of mixed sample ``m`` holds
+        ``tokens[m * G + owner[m, n], n]``.
+    """
+    num_mixed, num_patches = owner.shape
+    batch, _, channels = tokens.shape
+    grouped = tokens.view(num_mixed, batch // num_mixed, num_patches,
+                          channels)
+    index = owner[:, None, :, None].expand(-1, 1, -1, channels)
+    return grouped.gather(1, index).squeeze(1)
+
+
+def mix_images(images: Tensor, owner: Tensor, patch_size: int) -> Tensor:
+    """Mix images at patch granularity, before the patch embedding.
+
+    Equivalent to ``mix_tokens(patch_embed(images), owner)`` for a patch
+    embedding whose kernel equals its stride, but embeds ``M`` images instead
+    of ``B``.
+
+    Args:
+        images: ``(B, C, H, W)``; ``H`` and ``W`` multiples of ``patch_size``.
+        owner: ``(M, N)`` with ``N = (H / p) * (W / p)`` in row-major order.
+
+    Returns:
+        ``(M, C, H, W)`` mixed images.
+    """
+    batch, channels, height, width = images.shape
+    num_mixed = owner.shape[0]
+    grid_h, grid_w = height // patch_size, width // patch_size
+    if grid_h * grid_w != owner.shape[1]:
+        raise ValueError(f'owner has {owner.shape[1]} positions but a '
+                         f'{height}x{width} image with patch size '
+                         f'{patch_size} has {grid_h * grid_w} patches')
+    owner_px = owner.view(num_mixed, 1, 1, grid_h, 1, grid_w, 1).expand(
+        -1, 1, channels, -1, patch_size, -1, patch_size)
+    grouped = images.view(num_mixed, batch // num_mixed, channels, grid_h,
+                          patch_size, grid_w, patch_size)
+    return grouped.gather(1, owner_px).view(num_mixed, channels, height,
+                                            width)
+
+
+def unmix_tokens(mixed: Tensor, owner: Tensor, mask_token: Tensor,
+                 group_size: int) -> Tensor:
+    """Give every source image its own sequence back.
+
+    Image ``g`` of group ``m`` sees its own encoded tokens at the positions
+    it owns and ``mask_token`` everywhere else.
+
+    Args:
+        mixed: ``(M, N, C)`` encoded patch tokens of the mixed samples
+            (no cls token).
+        owner: ``(M, N)``.
+        mask_token: ``(C,)`` or anything broadcastable to ``(M, G, N, C)``.
+        group_size: ``G``.
+
+    Returns:
+        ``(B, N, C)`` with ``B = M * G``.
+    """
+    num_mixed, num_patches, channels = mixed.shape
+    slots = torch.arange(group_size, device=owner.device)
+    is_own = (owner[:, None, :] == slots[None, :, None]).unsqueeze(-1)
+    unmixed = torch.where(is_own, mixed.unsqueeze(1), mask_token)
+    return unmixed.reshape(num_mixed * group_size, num_patches, channels)
+
+
+def reconstruction_mask(owner: Tensor, group_size: int) -> Tensor:
+    """Which positions each source image must reconstruct.
+
+    Args:
+        owner: ``(M, N)``.
+
+    Returns:
+        ``(B, N)`` float, 1 where image ``b`` does *not* own the position
+        (as MAE's mask: 1 = to predict, 0 = visible).
+    """
+    slots = torch.arange(group_size, device=owner.device)
+    not_own = owner[:, None, :] != slots[None, :, None]
+    return not_own.flatten(0, 1).float()
+
+
+def homologous_target(owner: Tensor) -> Tensor:
+    """``(M, N, N)`` bool, True where two positions come from one image."""
+    return owner[:, :, None] == owner[:, None, :]
+
+
+# --------------------------------------------------------------------------
+# MAE masking (the ``mixing=False`` ablation)
+# --------------------------------------------------------------------------
+def random_masking(batch_size: int,
+                   num_patches: int,
+                   mask_ratio: float,
+                   device=None) -> Tuple[Tensor, Tensor, Tensor]:
+    """MAE's per-sample random masking, as index tensors.
+
+    Draws the same random numbers as mmpretrain's ``MAEViT.random_masking``
+    so that, under one seed, both pick the same patches.
+
+    Returns:
+        ids_keep: ``(B, N_keep)`` kept positions, in shuffled order.
+        mask: ``(B, N)`` float, 1 = masked (to predict).
+        ids_restore: ``(B, N)`` inverse permutation of the shuffle.
+    """
+    len_keep = int(num_patches * (1 - mask_ratio))
+    noise = torch.rand(batch_size, num_patches, device=device)
+    ids_shuffle = noise.argsort(dim=1)
+    ids_restore = ids_shuffle.argsort(dim=1)
+    mask = (ids_restore >= len_keep).float()
+    return ids_shuffle[:, :len_keep], mask, ids_restore
+
+
+# --------------------------------------------------------------------------
+# Homologous attention
+# --------------------------------------------------------------------------
+class TopKAttention(NamedTuple):
+    """Result of :func:`topk_attention`.
+
+    out: ``(M, h, L, d)`` attention output.
+    topk_indices: ``(M, h, N, K)`` long, the patch keys (0-based patch
+        positions, cls excluded) each patch query selected.
+    """
+    out: Tensor
+    topk_indices: Tensor
+
+
+def topk_attention_mask(scores: Tensor, k: int,
+                        num_prefix_tokens: int = 1) -> Tuple[Tensor, Tensor]:
+    """Boolean attention mask of homologous attention.
+
+    Every patch query keeps the prefix (cls) keys plus its ``k``
+    highest-scoring patch keys; prefix queries keep every key.
+
+    Args:
+        scores: ``(..., L, L)`` attention logits, prefix tokens first.
+        k: patch keys kept per patch query.
+        num_prefix_tokens: tokens before the patches (1 for cls).
+
+    Returns:
+        keep: ``(..., L, L)`` bool, True = may attend.
+        topk_indices: ``(..., L - P, k)`` long patch positions (0-based,
+            prefix excluded) chosen by each patch query.
+    """
+    p = num_prefix_tokens
+    patch_scores = scores[..., p:, p:]
+    if not 0 < k <= patch_scores.shape[-1]:
+        raise ValueError(f'top-k must be in [1, {patch_scores.shape[-1]}], '
+                         f'got {k}')
+    topk_indices = patch_scores.topk(k, dim=-1, sorted=False).indices
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    patch_keep = torch.zeros_like(patch_scores, dtype=torch.bool)
+    patch_keep.scatter_(-1, topk_indices, True)
+    keep[..., p:, p:] = patch_keep
+    return keep, topk_indices
+
+
+def topk_attention(q: Tensor,
+                   k: Tensor,
+                   v: Tensor,
+                   top_k: int,
+                   num_prefix_tokens: int = 1,
+                   dropout_p: float = 0.0) -> TopKAttention:
+    """Scaled dot-product attention restricted to each patch query's top-k
+    patch keys (plus the prefix keys); softmax over the kept keys only.
+
+    Args:
+        q, k, v: ``(M, h, L, d)``.
+
+    Returns:
+        :class:`TopKAttention`.
+    """
+    scale = q.shape[-1]**-0.5
+    scores = (q * scale) @ k.transpose(-2, -1)
+    keep, topk_indices = topk_attention_mask(scores.detach(), top_k,
+                                             num_prefix_tokens)
+    attn = scores.masked_fill(~keep, float('-inf')).softmax(dim=-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, p=dropout_p)
+    return TopKAttention(attn @ v, topk_indices)
+
+
+def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:
+    """Fraction of top-k selected keys that share the query's source image.
+
+    Args:
+        topk_indices: ``(M, h, N, K)`` from :func:`topk_attention`.
+        owner: ``(M, N)``.
+
+    Returns:
+        Scalar tensor in [0, 1]. Chance level is about ``(K-1)/(N-1)``.
+    """
+    num_heads, top_k = topk_indices.shape[1], topk_indices.shape[-1]
+    key_owner = owner[:, None, None, :].expand(-1, num_heads,
+                                               owner.shape[1], -1)
+    selected_owner = key_owner.gather(-1, topk_indices)
+    query_owner = owner[:, None, :, None]
+    return (selected_owner == query_owner).float().mean()
+
+
+# --------------------------------------------------------------------------
+# Homologous contrastive loss
+# --------------------------------------------------------------------------
+def homologous_contrastive_loss(features: Tensor, owner: Tensor,
+                                temperature: float) -> Tensor:
+    """Supervised contrastive loss over the patch tokens of each mixed sample.
+
+    For token ``i`` the positives are the other tokens with the same owner,
+    the candidates are all other tokens of its mixed sample:
+    ``-mean_{p in P(i)} log softmax_{a != i}(z_i . z_a / tau)[p]``,
+    averaged over tokens and samples.
+
+    Args:
+        features: ``(M, N, C)``; L2-normalised inside.
+        owner: ``(M, N)``.
+        temperature: ``tau``.
+
+    Returns:
+        Scalar loss.
+    """
+    z = F.normalize(features.float(), dim=-1)
+    logits = z @ z.transpose(1, 2) / temperature
+    num_patches = owner.shape[1]
+    self_mask = torch.eye(num_patches, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float('-inf'))
+    log_prob = logits.log_softmax(dim=-1)
+    positives = homologous_target(owner) & ~self_mask
+    # -inf * 0 on the diagonal would be NaN: zero it before the weighted sum.
+    log_prob = log_prob.masked_fill(self_mask, 0.0)
+    pos_log_prob = (log_prob * positives).sum(-1) / positives.sum(-1).clamp(
+        min=1)
+    return -pos_log_prob.mean()

@@ -1,0 +1,47 @@
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+def get_version():
+    scope = {}
+    with open(osp.join(HERE, 'mixedae_mm', 'version.py')) as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+def parse_requirements(fname):
+    """Read a requirements file, following ``-r`` includes."""
+    reqs = []
+    with open(osp.join(HERE, fname)) as f:
+        for line in f:
+            line = line.split('#', 1)[0].strip()
+            if not line:
+                continue
+            if line.startswith('-r '):
+                reqs += parse_requirements(
+                    osp.join(osp.dirname(fname), line[3:].strip()))
+            else:
+                reqs.append(line)
+    return reqs
+
+
+setup(
+    name='mixedae_mm',
+    version=get_version(),
+    description='MixedAE (CVPR 2023) self-supervised pretraining for OpenMMLab 2.x',
+    long_description=open(osp.join(HERE, 'README.md')).read()
+    if osp.exists(osp.join(HERE, 'README.md')) else '',
+    long_description_content_type='text/markdown',
+    packages=find_packages(exclude=('configs', 'tools', 'tests')),
+    python_requires='>=3.8',
+    install_requires=parse_requirements('requirements/runtime.txt'),
+    extras_require={
+        'transfer': parse_requirements('requirements/optional.txt'),
+        'tests': parse_requirements('requirements/tests.txt'),
+    },
+    license='Apache-2.0',
+    zip_safe=False,
+)

@@ -1,0 +1,260 @@
+"""The registered MixedAE modules: shapes, ablations, MAE equivalence."""
+import copy
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.optim import OptimWrapper
+
+import mixedae_mm  # noqa: F401
+from mixedae_mm import ops
+from mixedae_mm.models import MixedAE, MixedAEViT, MixedEncoding
+from mmpretrain.registry import MODELS
+
+TINY_ARCH = dict(
+    embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
+
+
+def tiny_cfg(**overrides):
+    cfg = dict(
+        type='MixedAE',
+        backbone=dict(
+            type='MixedAEViT', arch=TINY_ARCH, img_size=32, patch_size=8),
+        neck=dict(
+            type='MixedAEPretrainDecoder',
+            decoder_embed_dim=16,
+            decoder_depth=1,
+            decoder_num_heads=2),
+        head=dict(
+            type='MixedAEPretrainHead',
+            norm_pix=True,
+            loss=dict(type='PixelReconstructionLoss', criterion='L2')))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and key in cfg:
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def build(**overrides):
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_cfg(**overrides))
+    model.init_weights()
+    return model
+
+
+def test_full_mixedae_losses_and_logs():
+    model = build()
+    losses = model.loss(torch.randn(8, 3, 32, 32), [])
+    assert {'loss_rec', 'loss_homo', 'homo_acc', 'homo_acc_l0',
+            'homo_acc_l1'} <= set(losses)
+    for value in losses.values():
+        assert torch.isfinite(value)
+    assert 0 <= losses['homo_acc'] <= 1
+
+
+def test_shapes_are_derived_from_the_backbone():
+    model = build()
+    assert model.neck.num_patches == 16
+    assert model.neck.decoder_embed.in_features == 32
+    assert model.neck.decoder_pos_embed.shape == (1, 17, 16)
+    assert model.head.patch_size == 8
+    assert model.neck.decoder_pred.out_features == 8 * 8 * 3
+
+
+def test_contradicting_derived_value_is_an_error():
+    with pytest.raises(ValueError, match='num_patches=196 contradicts'):
+        build(neck=dict(num_patches=196))
+
+
+def test_backbone_mixed_forward_shapes_and_topk():
+    model = build()
+    enc = model.backbone(torch.randn(8, 3, 32, 32), return_topk=True)
+    assert isinstance(enc, MixedEncoding)
+    assert enc.tokens.shape == (2, 17, 32)
+    assert enc.owner.shape == (2, 16)
+    assert enc.homo_accuracy.shape == (2, )
+    assert len(enc.topk_indices) == 2
+    assert enc.topk_indices[0].shape == (2, 2, 16, 4)
+    assert model.backbone(torch.randn(8, 3, 32, 32)).topk_indices is None
+
+
+def test_decoder_predicts_every_source_image():
+    model = build()
+    enc = model.backbone(torch.randn(8, 3, 32, 32))
+    pred = model.neck(enc.tokens, owner=enc.owner)
+    assert pred.shape == (8, 16, 8 * 8 * 3)
+    with pytest.raises(ValueError, match='exactly one'):
+        model.neck(enc.tokens)
+
+
+def test_unmixed_decoder_input_holds_own_tokens_and_segment():
+    """Image g of a group sees its own tokens + slot-g segment embedding."""
+    model = build()
+    neck = model.neck
+    captured = {}
+    neck.decode = lambda x: captured.setdefault('x', x)
+    enc = model.backbone(torch.randn(8, 3, 32, 32))
+    neck(enc.tokens, owner=enc.owner)
+    x = captured['x']
+    projected = neck.decoder_embed(enc.tokens)
+    for b in range(8):
+        m, g = divmod(b, 4)
+        own = enc.owner[m] == g
+        base = neck.decoder_pos_embed[0, 1:] + neck.segment_embed[g]
+        torch.testing.assert_close(x[b, 1:][own],
+                                   (projected[m, 1:] + base)[own])
+        torch.testing.assert_close(
+            x[b, 1:][~own], (neck.mask_token[0, 0] + base)[~own])
+
+
+def test_batch_not_multiple_of_group_size_is_a_clear_error():
+    model = build()
+    with pytest.raises(ValueError, match='multiple of 4'):
+        model.loss(torch.randn(6, 3, 32, 32), [])
+
+
+def test_grid_not_divisible_by_group_is_rejected_at_build_time():
+    with pytest.raises(ValueError, match='divisible by the mixing group'):
+        build(backbone=dict(img_size=24))  # 3x3 patches
+
+
+def test_wrong_input_size_is_a_clear_error():
+    with pytest.raises(ValueError, match='must be 32x32'):
+        build().loss(torch.randn(8, 3, 48, 48), [])
+
+
+@pytest.mark.parametrize('ablation,has_homo_loss,has_homo_acc', [
+    ('none', True, True),
+    ('homo_attn_only', False, True),
+    ('naive_mixing', False, False),
+    ('mae', False, False),
+])
+def test_ablation_switches(ablation, has_homo_loss, has_homo_acc):
+    model = build(ablation=ablation)
+    losses = model.loss(torch.randn(8, 3, 32, 32), [])
+    assert ('loss_homo' in losses) == has_homo_loss
+    assert ('homo_acc' in losses) == has_homo_acc
+    assert torch.isfinite(losses['loss_rec'])
+
+
+def test_naive_mixing_runs_plain_attention():
+    model = build(ablation='naive_mixing')
+    assert model.backbone.homo_attn_layers == []
+    assert model.backbone.mixing
+
+
+def test_unknown_choices_are_rejected():
+    with pytest.raises(ValueError, match='ablation must be one of'):
+        build(ablation='mixup')
+    with pytest.raises(ValueError, match='segment_embed must be one of'):
+        build(segment_embed='both')
+
+
+@pytest.mark.parametrize('where', ['decoder', 'encoder', 'none'])
+def test_segment_embed_choice(where):
+    model = build(segment_embed=where)
+    assert (model.backbone.segment_embed is not None) == (where == 'encoder')
+    assert (model.neck.segment_embed is not None) == (where == 'decoder')
+    assert torch.isfinite(model.loss(torch.randn(8, 3, 32, 32),
+                                     [])['loss_rec'])
+
+
+def test_homo_attn_layers_subset():
+    model = build(backbone=dict(homo_attn_layers=[-1]))
+    assert model.backbone.homo_attn_layers == [1]
+    losses = model.loss(torch.randn(8, 3, 32, 32), [])
+    assert 'homo_acc_l1' in losses and 'homo_acc_l0' not in losses
+
+
+def test_mixing_off_reproduces_mmpretrain_mae():
+    """Same weights, same seed (so the same mask): the same loss."""
+    cfg = tiny_cfg(ablation='mae', segment_embed='none')
+    ours = MODELS.build(copy.deepcopy(cfg))
+    ours.init_weights()
+    mae = MODELS.build(
+        dict(
+            type='MAE',
+            backbone=dict(
+                type='MAEViT', arch=TINY_ARCH, img_size=32, patch_size=8),
+            neck=dict(
+                type='MAEPretrainDecoder',
+                num_patches=16,
+                patch_size=8,
+                embed_dim=32,
+                decoder_embed_dim=16,
+                decoder_depth=1,
+                decoder_num_heads=2),
+            head=dict(
+                type='MAEPretrainHead',
+                norm_pix=True,
+                patch_size=8,
+                loss=dict(type='PixelReconstructionLoss', criterion='L2'))))
+    mae.load_state_dict(ours.state_dict(), strict=True)
+    images = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(3)
+    expected = mae.loss(images, [])['loss']
+    torch.manual_seed(3)
+    got = ours.loss(images, [])
+    assert set(got) == {'loss_rec'}
+    torch.testing.assert_close(got['loss_rec'], expected)
+
+
+def test_plain_mode_is_mmpretrain_vision_transformer():
+    """Checkpoint keys and features equal those of VisionTransformer."""
+    backbone = MixedAEViT(arch=TINY_ARCH, img_size=32, patch_size=8)
+    backbone.init_weights()
+    vit = MODELS.build(
+        dict(
+            type='VisionTransformer', arch=TINY_ARCH, img_size=32,
+            patch_size=8, out_type='raw'))
+    vit.load_state_dict(backbone.state_dict(), strict=True)
+    vit.eval()
+    backbone.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(backbone(x, mask=None)[0], vit(x)[0])
+    model = build()
+    model.eval()
+    feats = model.extract_feat(x)
+    assert feats[0].shape == (2, 17, 32)
+
+
+def test_homologous_layer_equals_plain_layer_when_k_is_all_patches():
+    backbone = MixedAEViT(arch=TINY_ARCH, img_size=32, patch_size=8)
+    backbone.init_weights()
+    backbone.eval()
+    from mixedae_mm.models.backbones.mixedae_vit import \
+        homologous_layer_forward
+    x = torch.randn(2, 17, 32)
+    layer = backbone.layers[0]
+    out, _ = homologous_layer_forward(layer, x, top_k=16)
+    torch.testing.assert_close(out, layer(x))
+
+
+def test_vitb_config_one_training_step(repo_root):
+    cfg = Config.fromfile(f'{repo_root}/configs/mixedae_vitb_1600e.py')
+    assert cfg.model.backbone.arch == 'b'
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert isinstance(model, MixedAE)
+    assert model.backbone.top_k == 49 and model.backbone.group_size == 4
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-4))
+    data = dict(
+        inputs=torch.randint(0, 255, (8, 3, 224, 224), dtype=torch.uint8),
+        data_samples=None)
+    log_vars = model.train_step(data, optim)
+    assert {'loss', 'loss_rec', 'loss_homo', 'homo_acc'} <= set(log_vars)
+    for key in ('loss_rec', 'loss_homo'):
+        assert torch.isfinite(log_vars[key])
+    torch.testing.assert_close(log_vars['loss'],
+                               log_vars['loss_rec'] + log_vars['loss_homo'])
+
+
+def test_mixed_encoder_token_count_matches_spec():
+    """B/G * (N + 1) encoder tokens: fewer than MAE's B * (N/4 + 1)."""
+    backbone = MixedAEViT(arch=TINY_ARCH, img_size=32, patch_size=8)
+    enc = backbone(torch.randn(8, 3, 32, 32))
+    assert enc.tokens.shape[:2] == (8 // 4, 16 + 1)
+    assert ops.reconstruction_mask(enc.owner, 4).shape == (8, 16)

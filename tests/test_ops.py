@@ -1,0 +1,240 @@
+"""The pure tensor functions of MixedAE, against brute-force references."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mixedae_mm import ops
+
+
+def _tagged_tokens(batch, num_patches):
+    """Token (b, n) = [b, n]: lets a test read where every patch came from."""
+    b = torch.arange(batch)[:, None].expand(-1, num_patches)
+    n = torch.arange(num_patches)[None, :].expand(batch, -1)
+    return torch.stack((b, n), dim=-1).float()
+
+
+@pytest.mark.parametrize('num_mixed,num_patches,group', [(3, 16, 4),
+                                                         (2, 196, 4),
+                                                         (4, 12, 2)])
+def test_partition_gives_each_slot_k_positions(num_mixed, num_patches,
+                                               group):
+    torch.manual_seed(0)
+    owner = ops.sample_partition(num_mixed, num_patches, group)
+    assert owner.shape == (num_mixed, num_patches)
+    counts = F.one_hot(owner, group).sum(1)
+    assert (counts == num_patches // group).all()
+
+
+def test_partition_is_random_per_group():
+    torch.manual_seed(0)
+    owner = ops.sample_partition(8, 64, 4)
+    assert len({tuple(o.tolist()) for o in owner}) == 8
+
+
+def test_mixing_is_a_partition_with_positions_preserved():
+    torch.manual_seed(0)
+    group, num_mixed, num_patches = 4, 3, 16
+    tokens = _tagged_tokens(group * num_mixed, num_patches)
+    owner = ops.sample_partition(num_mixed, num_patches, group)
+    mixed = ops.mix_tokens(tokens, owner)
+    assert mixed.shape == (num_mixed, num_patches, 2)
+    for m in range(num_mixed):
+        source, position = mixed[m, :, 0].long(), mixed[m, :, 1].long()
+        # positions preserved
+        assert (position == torch.arange(num_patches)).all()
+        # sources are the group's own images, as the owner map says
+        assert (source == m * group + owner[m]).all()
+        # every (image, position) of the group appears exactly once
+        seen = {(int(s), int(p)) for s, p in zip(source, position)}
+        assert len(seen) == num_patches
+        per_image = torch.bincount(source - m * group, minlength=group)
+        assert (per_image == num_patches // group).all()
+
+
+def test_mix_images_equals_mixing_embedded_tokens():
+    torch.manual_seed(0)
+    group, patch = 4, 4
+    images = torch.randn(8, 3, 16, 16)
+    owner = ops.sample_partition(2, 16, group)
+    conv = torch.nn.Conv2d(3, 5, patch, stride=patch)
+
+    def embed(x):
+        return conv(x).flatten(2).transpose(1, 2)
+
+    mixed_pixels = embed(ops.mix_images(images, owner, patch))
+    mixed_tokens = ops.mix_tokens(embed(images), owner)
+    torch.testing.assert_close(mixed_pixels, mixed_tokens)
+
+
+def test_mix_images_rejects_wrong_grid():
+    owner = torch.zeros(1, 9, dtype=torch.long)
+    with pytest.raises(ValueError, match='16 patches'):
+        ops.mix_images(torch.zeros(4, 3, 16, 16), owner, 4)
+
+
+def test_unmix_inverts_mix():
+    torch.manual_seed(0)
+    group, num_patches, dim = 4, 16, 6
+    tokens = torch.randn(8, num_patches, dim)
+    owner = ops.sample_partition(2, num_patches, group)
+    mask_token = torch.full((dim, ), 7.0)
+    unmixed = ops.unmix_tokens(
+        ops.mix_tokens(tokens, owner), owner, mask_token, group)
+    assert unmixed.shape == tokens.shape
+    to_predict = ops.reconstruction_mask(owner, group).bool()
+    assert (to_predict.sum(1) == num_patches - num_patches // group).all()
+    torch.testing.assert_close(unmixed[~to_predict], tokens[~to_predict])
+    assert (unmixed[to_predict] == 7.0).all()
+
+
+def test_check_mixing_shapes_messages():
+    with pytest.raises(ValueError, match='multiple of 4.*drop_last'):
+        ops.check_mixing_shapes(6, 16, 4)
+    with pytest.raises(ValueError, match='divisible by the mixing group'):
+        ops.check_mixing_shapes(8, 18, 4)
+    with pytest.raises(ValueError, match='>= 1'):
+        ops.check_mixing_shapes(8, 16, 0)
+
+
+def _topk_reference(scores, k, prefix=1):
+    """Per-query loop: cls row keeps all, patch rows keep cls + top-k."""
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    *lead, length, _ = scores.shape
+    flat_scores = scores.reshape(-1, length, length)
+    flat_keep = keep.view(-1, length, length)
+    for s in range(flat_scores.shape[0]):
+        for q in range(length):
+            if q < prefix:
+                flat_keep[s, q] = True
+                continue
+            flat_keep[s, q, :prefix] = True
+            order = sorted(range(prefix, length),
+                           key=lambda j: -float(flat_scores[s, q, j]))
+            for j in order[:k]:
+                flat_keep[s, q, j] = True
+    return keep
+
+
+def test_topk_mask_selects_exactly_k_and_matches_reference():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 3, 17, 17)
+    keep, indices = ops.topk_attention_mask(scores, k=4)
+    assert indices.shape == (2, 3, 16, 4)
+    # patch queries: exactly k patch keys, and the cls key
+    assert (keep[..., 1:, 1:].sum(-1) == 4).all()
+    assert keep[..., 1:, 0].all()
+    # the cls query attends to everything
+    assert keep[..., 0, :].all()
+    assert torch.equal(keep, _topk_reference(scores, 4))
+    # the indices are the kept patch keys
+    from_indices = torch.zeros_like(keep[..., 1:, 1:])
+    from_indices.scatter_(-1, indices, True)
+    assert torch.equal(from_indices, keep[..., 1:, 1:])
+
+
+def test_topk_mask_rejects_bad_k():
+    with pytest.raises(ValueError, match='top-k'):
+        ops.topk_attention_mask(torch.zeros(1, 5, 5), k=5)
+
+
+def test_topk_attention_equals_masked_softmax_reference():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 9, 4) for _ in range(3))
+    result = ops.topk_attention(q, k, v, top_k=2)
+    scores = q @ k.transpose(-2, -1) / 2.0  # sqrt(head dim 4)
+    keep = _topk_reference(scores, 2)
+    expected = torch.zeros_like(v)
+    for idx in torch.cartesian_prod(*(torch.arange(s) for s in (2, 2, 9))):
+        b, h, i = idx.tolist()
+        cols = keep[b, h, i].nonzero().flatten()
+        weights = torch.softmax(scores[b, h, i, cols], dim=0)
+        expected[b, h, i] = weights @ v[b, h, cols]
+    torch.testing.assert_close(result.out, expected)
+
+
+def test_topk_attention_with_all_keys_is_global_attention():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 4) for _ in range(3))
+    result = ops.topk_attention(q, k, v, top_k=8)
+    torch.testing.assert_close(result.out,
+                               F.scaled_dot_product_attention(q, k, v))
+
+
+def test_homologous_accuracy_perfect_and_chance():
+    torch.manual_seed(0)
+    owner = ops.sample_partition(3, 16, 4)
+    target = ops.homologous_target(owner).float()
+    # scores that rank homologous keys first -> top-k is exactly them
+    scores = torch.cat((torch.zeros(3, 1, 16), target), 1)
+    scores = torch.cat((torch.zeros(3, 17, 1), scores), 2)[:, None]
+    _, indices = ops.topk_attention_mask(scores, k=4)
+    assert ops.homologous_accuracy(indices, owner).item() == 1.0
+    # a fixed ranking ignores owners: accuracy far from perfect
+    _, indices = ops.topk_attention_mask(
+        torch.arange(17.).expand(3, 1, 17, 17), k=4)
+    assert ops.homologous_accuracy(indices, owner).item() < 0.8
+
+
+def test_contrastive_loss_hand_computed():
+    # 4 tokens, owners [0, 0, 1, 1]; unit vectors at known angles
+    owner = torch.tensor([[0, 0, 1, 1]])
+    feats = torch.tensor([[[1., 0.], [0.6, 0.8], [0., 1.], [-1., 0.]]])
+    tau = 0.5
+    sims = [[1., .6, 0., -1.], [.6, 1., .8, -.6], [0., .8, 1., 0.],
+            [-1., -.6, 0., 1.]]
+    positive = {0: 1, 1: 0, 2: 3, 3: 2}
+    total = 0.
+    for i in range(4):
+        denom = sum(math.exp(sims[i][a] / tau) for a in range(4) if a != i)
+        total += -(sims[i][positive[i]] / tau - math.log(denom))
+    expected = total / 4
+    loss = ops.homologous_contrastive_loss(feats, owner, tau)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def _contrastive_reference(features, owner, tau):
+    z = F.normalize(features, dim=-1)
+    losses = []
+    for m in range(z.shape[0]):
+        for i in range(z.shape[1]):
+            others = [a for a in range(z.shape[1]) if a != i]
+            logits = torch.stack([z[m, i] @ z[m, a] / tau for a in others])
+            log_prob = logits - torch.logsumexp(logits, 0)
+            pos = [j for j, a in enumerate(others)
+                   if owner[m, a] == owner[m, i]]
+            losses.append(-log_prob[pos].mean())
+    return torch.stack(losses).mean()
+
+
+def test_contrastive_loss_positives_are_exactly_homologous_tokens():
+    torch.manual_seed(0)
+    owner = ops.sample_partition(2, 12, 3)
+    feats = torch.randn(2, 12, 5)
+    loss = ops.homologous_contrastive_loss(feats, owner, 0.25)
+    torch.testing.assert_close(loss, _contrastive_reference(feats, owner,
+                                                            0.25))
+    # tokens that equal their homologous ones and are orthogonal to the rest
+    # reach the lowest loss; relabelling one token makes it worse
+    ideal = F.one_hot(owner, 3).float()
+    best = ops.homologous_contrastive_loss(ideal, owner, 0.25)
+    moved = owner.clone()
+    moved[0, 0] = (moved[0, 0] + 1) % 3
+    assert ops.homologous_contrastive_loss(ideal, moved, 0.25) > best
+    assert best < loss
+
+
+def test_random_masking_matches_mmpretrain_mae():
+    pytest.importorskip('mmpretrain')
+    from mmpretrain.models import MAEViT
+    vit = MAEViT(arch='deit-tiny', img_size=32, patch_size=8)
+    x = torch.randn(3, 16, 4)
+    torch.manual_seed(1)
+    _, mask_ref, restore_ref = vit.random_masking(x, 0.75)
+    torch.manual_seed(1)
+    ids_keep, mask, restore = ops.random_masking(3, 16, 0.75)
+    assert torch.equal(mask, mask_ref)
+    assert torch.equal(restore, restore_ref)
+    assert ids_keep.shape == (3, 4)
+    assert (mask.gather(1, ids_keep) == 0).all()
