@@ -10,8 +10,11 @@ _base_ = [
 custom_imports = dict(imports=['mixedae_mm'], allow_failed_imports=False)
 
 # Groups of 4 consecutive images are mixed: a last, smaller batch could
-# leave a remainder, so it is dropped.
-train_dataloader = dict(drop_last=True)
+# leave a remainder, so it is dropped. (collate_fn is restated because
+# mmengine tags dicts inherited through 'mmpretrain::' with a _scope_ key
+# that it then passes on to the collate function.)
+train_dataloader = dict(
+    drop_last=True, collate_fn=dict(_delete_=True, type='default_collate'))
 
 optim_wrapper = dict(
     type='AmpOptimWrapper',
@@ -51,6 +54,13 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1600)
 default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     logger=dict(type='LoggerHook', interval=100))
+# Checkpoints that load with torch.load(weights_only=True), and randomness
+# seeded per (seed, rank, iteration) so that a resumed run equals an
+# uninterrupted one.
+custom_hooks = [
+    dict(type='WeightsOnlyCheckpointHook'),
+    dict(type='StepSeedHook'),
+]
 randomness = dict(seed=0, diff_rank_seed=True)
 resume = True
 # lr above is for 4096 images per step; scaled to the real total batch.

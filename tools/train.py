@@ -11,6 +11,9 @@ from mmengine.runner import Runner
 # Make ``import mixedae_mm`` work from a plain clone, without installing.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mixedae_mm.engine.launch import \
+    setup_distributed_without_gpu  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model')
@@ -50,6 +53,34 @@ def parse_args(argv=None):
     return args
 
 
+def configure_amp(cfg: Config, amp_flag: bool) -> None:
+    """Mixed precision: bf16 where the GPU supports it, else fp16 with a
+    dynamic loss scale. A config that asks for AMP still runs on a CPU-only
+    machine, in fp32 (to check a recipe before a cluster run); the ``--amp``
+    flag there is an error."""
+    import torch
+    wants_amp = amp_flag or cfg.optim_wrapper.get('type') == 'AmpOptimWrapper'
+    if not wants_amp:
+        return
+    if not torch.cuda.is_available():
+        if amp_flag:
+            raise SystemExit('--amp needs a CUDA GPU and this machine has '
+                             'none: run without --amp (fp32 on CPU).')
+        print('AmpOptimWrapper needs a GPU: running this config in fp32 on '
+              'the CPU')
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        for key in ('dtype', 'loss_scale'):
+            cfg.optim_wrapper.pop(key, None)
+        return
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    if torch.cuda.is_bf16_supported():
+        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+    else:
+        cfg.optim_wrapper.dtype = 'float16'
+    if cfg.optim_wrapper.dtype == 'float16':
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
 def merge_args(cfg: Config, args) -> Config:
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -57,20 +88,6 @@ def merge_args(cfg: Config, args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-
-    if args.amp:
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit('--amp needs a CUDA GPU; this machine has none. '
-                             'Run without --amp on CPU.')
-        bf16 = torch.cuda.is_bf16_supported()
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.dtype = 'bfloat16' if bf16 else 'float16'
-        # bf16 has fp32's range: no loss scaling needed
-        cfg.optim_wrapper.setdefault('loss_scale',
-                                     None if bf16 else 'dynamic')
-        if cfg.optim_wrapper.loss_scale is None:
-            cfg.optim_wrapper.pop('loss_scale')
 
     if args.resume == 'auto':
         cfg.resume = True
@@ -85,6 +102,9 @@ def merge_args(cfg: Config, args) -> Config:
 
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+
+    configure_amp(cfg, args.amp)
+
     return cfg
 
 
@@ -92,6 +112,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    setup_distributed_without_gpu(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return runner

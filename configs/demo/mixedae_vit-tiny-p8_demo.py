@@ -76,7 +76,11 @@ default_hooks = dict(
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=100,
         max_keep_ckpts=2))
-custom_hooks = [dict(type='TrainingSummaryHook', num_bins=6)]
+custom_hooks = [
+    dict(type='WeightsOnlyCheckpointHook'),
+    dict(type='StepSeedHook'),
+    dict(type='TrainingSummaryHook', num_bins=6),
+]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
 log_processor = dict(by_epoch=False)

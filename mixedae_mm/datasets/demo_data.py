@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 MIN_SIDE = 128
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def shipped_photos(min_side: int = MIN_SIDE):
@@ -78,7 +78,9 @@ def build_demo_dataset(out_dir: str,
                 crop = img.crop((left, top, left + side, top + side)).resize(
                     (crop_size, crop_size), Image.BICUBIC)
                 fname = f'{name}_{k:02d}.png'
-                crop.save(osp.join(train_dir, fname))
+                # drop the source's ICC profile: some are malformed and make
+                # libpng warn on every read
+                crop.save(osp.join(train_dir, fname), icc_profile=None)
                 files.append(fname)
     with open(marker, 'w') as f:
         json.dump(dict(spec=spec, num_images=len(files)), f, indent=1)

@@ -1,3 +1,4 @@
+from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
 from .hooks import TrainingSummaryHook
 
-__all__ = ['TrainingSummaryHook']
+__all__ = ['StepSeedHook', 'TrainingSummaryHook', 'WeightsOnlyCheckpointHook']

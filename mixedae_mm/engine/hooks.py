@@ -1,3 +1,4 @@
+import json
 import os.path as osp
 from collections import defaultdict
 from typing import Dict, List, Optional
@@ -12,8 +13,10 @@ class TrainingSummaryHook(Hook):
 
     Every ``loss*`` / ``homo_acc`` value the model returns is recorded per
     iteration; at the end the run is cut into ``num_bins`` equal stretches
-    and the mean of each term per stretch is printed as a table, followed by
-    the path of the last checkpoint.
+    and the mean of each term per stretch is printed as a table (rank 0),
+    followed by the path of the last checkpoint. Every rank also writes its
+    own values, which in distributed training come from its own share of
+    the data, to ``work_dir/loss_history_rank<r>.json``.
 
     Args:
         num_bins (int): Rows of the printed curve.
@@ -43,7 +46,12 @@ class TrainingSummaryHook(Hook):
                 self.history[key].append(float(value))
 
     def after_train(self, runner) -> None:
-        if not self.history or runner.rank != 0:
+        if not self.history:
+            return
+        path = osp.join(runner.work_dir, f'loss_history_rank{runner.rank}.json')
+        with open(path, 'w') as f:
+            json.dump(dict(last_iter=runner.iter, history=self.history), f)
+        if runner.rank != 0:
             return
         self.summary = self.format_curve(runner.iter)
         last = osp.join(runner.work_dir, 'last_checkpoint')

@@ -46,7 +46,8 @@ class MixedAE(BaseSelfSupervisor):
 
     Args:
         segment_embed (str): Where the learnable group-slot embedding goes:
-            ``'decoder'`` (default), ``'encoder'`` or ``'none'``.
+            ``'decoder'`` (default), ``'encoder'`` or ``'none'``. Ignored
+            (``'none'``) with ``ablation='mae'``.
         ablation (str): ``'none'`` (full MixedAE), ``'mae'``,
             ``'naive_mixing'`` or ``'homo_attn_only'``; see ``ABLATIONS``.
         Other arguments are those of ``BaseSelfSupervisor``.
@@ -65,6 +66,10 @@ class MixedAE(BaseSelfSupervisor):
         if segment_embed not in SEGMENT_EMBED_CHOICES:
             raise ValueError(f'segment_embed must be one of '
                              f'{SEGMENT_EMBED_CHOICES}, got {segment_embed!r}')
+        if ablation == 'mae':
+            # no groups, so no group slots to embed (and no unused
+            # parameter for DDP to trip on)
+            segment_embed = 'none'
         backbone, neck, head = (copy.deepcopy(dict(c))
                                 for c in (backbone, neck, head))
         for part, overrides in ABLATIONS[ablation].items():

@@ -1,0 +1,110 @@
+"""Checkpoints that load without unpickling code, and resumes that are exact.
+
+torch >= 2.6 loads with ``weights_only=True``: only tensors, Python
+primitives and containers are rebuilt, so a checkpoint from elsewhere cannot
+run code. mmengine's own checkpoints do not pass that: the message hub holds
+``HistoryBuffer`` objects with numpy arrays, and allow-listing numpy's
+pickles would also admit ``builtins.getattr``. :class:`WeightsOnlyCheckpointHook`
+writes the message hub as tensors and rebuilds the objects after loading, so
+resuming needs no allow-list at all.
+
+mmengine re-seeds on resume but does not restore RNG states, so a resumed
+run would draw other mixing partitions than an uninterrupted one.
+:class:`StepSeedHook` makes the model's randomness a function of
+``(seed, rank, iteration)`` instead, which needs no state in the checkpoint.
+"""
+import hashlib
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
+from mmpretrain.registry import HOOKS
+
+_BUFFER_TAG = '__history_buffer__'
+
+
+def history_buffer_to_dict(buffer: HistoryBuffer) -> dict:
+    """A ``HistoryBuffer`` as tensors and ints (weights-only loadable)."""
+    return {
+        _BUFFER_TAG: True,
+        'max_length': int(buffer.max_length),
+        'log_history': torch.from_numpy(np.asarray(buffer._log_history)),
+        'count_history': torch.from_numpy(np.asarray(buffer._count_history)),
+    }
+
+
+def dict_to_history_buffer(state: dict) -> HistoryBuffer:
+    buffer = HistoryBuffer(max_length=state['max_length'])
+    buffer._log_history = state['log_history'].numpy()
+    buffer._count_history = state['count_history'].numpy()
+    return buffer
+
+
+def to_weights_only(value):
+    """HistoryBuffers -> tagged dicts, numpy -> tensors/Python numbers."""
+    if isinstance(value, HistoryBuffer):
+        return history_buffer_to_dict(value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return type(value)((k, to_weights_only(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_weights_only(v) for v in value)
+    return value
+
+
+def from_weights_only(value):
+    """Inverse of :func:`to_weights_only` for the tagged HistoryBuffers."""
+    if isinstance(value, dict):
+        if value.get(_BUFFER_TAG):
+            return dict_to_history_buffer(value)
+        return type(value)(
+            (k, from_weights_only(v)) for k, v in value.items())
+    return value
+
+
+@HOOKS.register_module()
+class WeightsOnlyCheckpointHook(Hook):
+    """Save checkpoints that ``torch.load(weights_only=True)`` accepts.
+
+    Converts the message hub before saving and back after loading (mmengine
+    calls ``after_load_checkpoint`` before it restores the message hub).
+    """
+    priority = 'VERY_HIGH'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        for key in ('message_hub', 'meta'):
+            if key in checkpoint:
+                checkpoint[key] = to_weights_only(checkpoint[key])
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if 'message_hub' in checkpoint:
+            checkpoint['message_hub'] = from_weights_only(
+                checkpoint['message_hub'])
+
+
+def step_seed(seed: int, rank: int, iteration: int) -> int:
+    """A 63-bit seed for one rank's training step."""
+    digest = hashlib.blake2b(
+        f'{seed}/{rank}/{iteration}'.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little') & (2**63 - 1)
+
+
+@HOOKS.register_module()
+class StepSeedHook(Hook):
+    """Seed torch's RNG from ``(seed, rank, iteration)`` before every step.
+
+    The mixing partitions (and masks, dropout, drop path) of step ``i`` are
+    then the same whether or not the run was interrupted and resumed, on any
+    number of restarts, with nothing to store. numpy/random are left alone:
+    in the main process only data loading draws from them, and mmengine's
+    replay of the loader on resume reproduces those draws.
+    """
+    priority = 'VERY_HIGH'
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        torch.manual_seed(step_seed(runner.seed, runner.rank, runner.iter))
