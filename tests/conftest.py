@@ -25,3 +25,35 @@ def demo_data(tmp_path_factory):
     return build_demo_dataset(
         str(tmp_path_factory.mktemp('demo_photos')), crops_per_photo=4,
         crop_size=80)
+
+
+#: the demo model's encoder, which the transfer tests load (patch 8, 64px)
+DEMO_ARCH = dict(
+    embed_dims=192, num_layers=6, num_heads=3, feedforward_channels=768)
+
+
+@pytest.fixture(scope='session')
+def pretrained_checkpoint(tmp_path_factory, demo_data):
+    """A real MixedAE pretraining checkpoint: the demo config trained for 2
+    iterations on the demo photos (mmengine format, ``backbone.*`` keys)."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    import mixedae_mm  # noqa: F401
+    work_dir = tmp_path_factory.mktemp('pretrain')
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py'))
+    cfg.work_dir = str(work_dir)
+    cfg.train_dataloader.dataset.data_root = demo_data
+    cfg.train_dataloader.batch_size = 8
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    cfg.train_cfg.max_iters = 2
+    cfg.default_hooks.checkpoint.interval = 2
+    cfg.custom_hooks = [h for h in cfg.custom_hooks
+                        if h['type'] != 'TrainingSummaryHook']
+    cfg.experiment_name = 'pretrain_fixture'
+    Runner.from_cfg(cfg).train()
+    path = osp.join(str(work_dir), 'iter_2.pth')
+    assert osp.exists(path)
+    return path

@@ -70,19 +70,20 @@ def test_contradicting_derived_value_is_an_error():
 
 def test_backbone_mixed_forward_shapes_and_topk():
     model = build()
-    enc = model.backbone(torch.randn(8, 3, 32, 32), return_topk=True)
+    enc = model.backbone(torch.randn(8, 3, 32, 32), mask=True, return_topk=True)
     assert isinstance(enc, MixedEncoding)
     assert enc.tokens.shape == (2, 17, 32)
     assert enc.owner.shape == (2, 16)
     assert enc.homo_accuracy.shape == (2, )
     assert len(enc.topk_indices) == 2
     assert enc.topk_indices[0].shape == (2, 2, 16, 4)
-    assert model.backbone(torch.randn(8, 3, 32, 32)).topk_indices is None
+    assert model.backbone(torch.randn(8, 3, 32, 32),
+                          mask=True).topk_indices is None
 
 
 def test_decoder_predicts_every_source_image():
     model = build()
-    enc = model.backbone(torch.randn(8, 3, 32, 32))
+    enc = model.backbone(torch.randn(8, 3, 32, 32), mask=True)
     pred = model.neck(enc.tokens, owner=enc.owner)
     assert pred.shape == (8, 16, 8 * 8 * 3)
     with pytest.raises(ValueError, match='exactly one'):
@@ -95,7 +96,7 @@ def test_unmixed_decoder_input_holds_own_tokens_and_segment():
     neck = model.neck
     captured = {}
     neck.decode = lambda x: captured.setdefault('x', x)
-    enc = model.backbone(torch.randn(8, 3, 32, 32))
+    enc = model.backbone(torch.randn(8, 3, 32, 32), mask=True)
     neck(enc.tokens, owner=enc.owner)
     x = captured['x']
     projected = neck.decoder_embed(enc.tokens)
@@ -225,10 +226,10 @@ def test_homologous_layer_equals_plain_layer_when_k_is_all_patches():
     backbone.init_weights()
     backbone.eval()
     from mixedae_mm.models.backbones.mixedae_vit import \
-        homologous_layer_forward
+        encoder_layer_forward
     x = torch.randn(2, 17, 32)
     layer = backbone.layers[0]
-    out, _ = homologous_layer_forward(layer, x, top_k=16)
+    out, _ = encoder_layer_forward(layer, x, (4, 4), top_k=16)
     torch.testing.assert_close(out, layer(x))
 
 
@@ -255,6 +256,6 @@ def test_vitb_config_one_training_step(repo_root):
 def test_mixed_encoder_token_count_matches_spec():
     """B/G * (N + 1) encoder tokens: fewer than MAE's B * (N/4 + 1)."""
     backbone = MixedAEViT(arch=TINY_ARCH, img_size=32, patch_size=8)
-    enc = backbone(torch.randn(8, 3, 32, 32))
+    enc = backbone(torch.randn(8, 3, 32, 32), mask=True)
     assert enc.tokens.shape[:2] == (8 // 4, 16 + 1)
     assert ops.reconstruction_mask(enc.owner, 4).shape == (8, 16)

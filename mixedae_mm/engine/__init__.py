@@ -1,4 +1,8 @@
 from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
 from .hooks import TrainingSummaryHook
+from .optim import ViTLayerDecayOptimWrapperConstructor
 
-__all__ = ['StepSeedHook', 'TrainingSummaryHook', 'WeightsOnlyCheckpointHook']
+__all__ = [
+    'StepSeedHook', 'TrainingSummaryHook',
+    'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook'
+]

@@ -1,14 +1,18 @@
+import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+from mmengine.logging import MMLogger
 from mmpretrain.models import VisionTransformer
 from mmpretrain.models.backbones.vision_transformer import \
     TransformerEncoderLayer
-from mmpretrain.models.utils import build_2d_sincos_position_embedding
+from mmpretrain.models.utils import (build_2d_sincos_position_embedding,
+                                     resize_pos_embed)
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ... import ops
+from .attention import MixedAEAttention, window_partition, window_unpartition
 
 
 class MixedEncoding(NamedTuple):
@@ -30,51 +34,62 @@ class MixedEncoding(NamedTuple):
     topk_indices: Optional[Tuple[Tensor, ...]] = None
 
 
-def homologous_layer_forward(layer: TransformerEncoderLayer, x: Tensor,
-                             top_k: int) -> Tuple[Tensor, Tensor]:
-    """``TransformerEncoderLayer.forward`` with top-k homologous attention.
+def encoder_layer_forward(
+        layer: TransformerEncoderLayer,
+        x: Tensor,
+        grid_hw: Tuple[int, int],
+        top_k: Optional[int] = None,
+        window_size: int = 0) -> Tuple[Tensor, Optional[Tensor]]:
+    """``TransformerEncoderLayer.forward`` with the options of MixedAE.
 
-    Runs on the layer's own parameters, so the module tree (and every
-    checkpoint key) stays that of mmpretrain's ``VisionTransformer``.
+    Args:
+        x: ``(S, L, D)`` tokens.
+        grid_hw: patch grid of the sequences.
+        top_k: homologous attention with this ``k`` (pretraining).
+        window_size: attend within non-overlapping windows of this many
+            patches per side (ViTDet); ``x`` then holds patch tokens only.
 
-    Returns the layer output ``(M, L, D)`` and the top-k indices
-    ``(M, h, N, K)``.
+    Returns:
+        The layer output and, with ``top_k``, the selected keys
+        ``(S, heads, N, k)``.
     """
-    attn = layer.attn
     y = layer.ln1(x)
-    num_seq, seq_len, _ = y.shape
-    qkv = attn.qkv(y).reshape(num_seq, seq_len, 3, attn.num_heads,
-                              attn.head_dims).permute(2, 0, 3, 1, 4)
-    result = ops.topk_attention(
-        qkv[0], qkv[1], qkv[2], top_k,
-        dropout_p=attn.attn_drop if attn.training else 0.)
-    y = result.out.transpose(1, 2).reshape(num_seq, seq_len, attn.embed_dims)
-    y = attn.out_drop(attn.gamma1(attn.proj_drop(attn.proj(y))))
+    topk_indices = None
+    if top_k is not None:
+        y, topk_indices = layer.attn.forward_topk(y, top_k)
+    elif window_size:
+        windows, padded_hw = window_partition(y, grid_hw, window_size)
+        windows = layer.attn(windows, grid_hw=(window_size, window_size))
+        y = window_unpartition(windows, grid_hw, padded_hw, window_size)
+    else:
+        y = layer.attn(y, grid_hw=grid_hw)
     x = x + y
     x = layer.ffn(layer.ln2(x), identity=x)
-    return x, result.topk_indices
+    return x, topk_indices
 
 
 @MODELS.register_module()
 class MixedAEViT(VisionTransformer):
-    """Vision Transformer for MixedAE pretraining; a plain ViT otherwise.
+    """Vision Transformer for MixedAE pretraining, and the same ViT for
+    fine-tuning and transfer.
 
     The parameters and their names are those of mmpretrain's
     ``VisionTransformer`` (plus ``segment_embed`` when the segment embedding
-    is on the encoder side), so a pretrained encoder loads into any
-    mmpretrain ViT and back.
+    is on the encoder side, and relative position tables when asked for), so
+    a pretrained encoder loads into any mmpretrain ViT and back.
 
-    Three forward modes (the ``mask`` argument follows ``MAEViT``):
+    Forward modes (``mask`` as in ``MAEViT``, but off by default so that
+    classifiers, segmentors and detectors get the plain ViT):
 
-    - ``mask=None``/``False``: plain ViT (``VisionTransformer.forward``),
-      global attention, no mixing; used by ``extract_feat``, fine-tuning and
-      transfer.
+    - ``mask=None``/``False``: plain ViT, no mixing, global attention (or
+      windowed, with ``window_size``); outputs per ``out_indices`` and
+      ``out_type``.
     - ``mask=True, mixing=True``: MixedAE. Groups of ``G`` consecutive images
-      are mixed patch-wise into one sample, and the layers in
+      are mixed patch-wise into one sample and the layers in
       ``homo_attn_layers`` run top-k homologous attention. Returns a
       :class:`MixedEncoding`.
-    - ``mask=True, mixing=False``: MAE. Random masking at ``mask_ratio``,
-      returns ``(latent, mask, ids_restore)`` exactly as ``MAEViT``.
+    - ``mask=True, mixing=False``: MAE. Random masking at ``mask_ratio``;
+      returns ``(latent, mask, ids_restore)`` as ``MAEViT``.
 
     Args:
         mixing (bool): Mix images (MixedAE) or mask them (MAE ablation).
@@ -87,7 +102,20 @@ class MixedAEViT(VisionTransformer):
         mask_ratio (float): MAE masking ratio when ``mixing=False``.
         fix_pos_embed (bool): Keep the sin-cos position embedding frozen, as
             in MAE pretraining. Set False to fine-tune it.
-        Other arguments are those of ``VisionTransformer``.
+        use_rel_pos_bias (bool): Per-layer relative position bias tables
+            (zero-initialised; BEiT/MAE segmentation recipe). Transfer only.
+        window_size (int): Windowed attention with windows of this many
+            patches per side in every layer not in ``global_attn_indexes``
+            (ViTDet recipe; the cls token is dropped). 0 = global attention.
+        global_attn_indexes (Sequence[int]): Layers that keep global
+            attention when ``window_size > 0``.
+        Other arguments are those of ``VisionTransformer`` (``frozen_stages``,
+        ``layer_scale_init_value``, ``drop_path_rate``, ...).
+
+    Pretrained weights: ``init_cfg=dict(type='Pretrained', checkpoint=...,
+    prefix='backbone.')`` loads with ``torch.load(weights_only=True)`` and
+    raises if a parameter the checkpoint should hold is missing (only the
+    tables and norms that transfer adds may be new).
     """
 
     def __init__(self,
@@ -106,6 +134,9 @@ class MixedAEViT(VisionTransformer):
                  segment_embed: bool = False,
                  mask_ratio: float = 0.75,
                  fix_pos_embed: bool = True,
+                 use_rel_pos_bias: bool = False,
+                 window_size: int = 0,
+                 global_attn_indexes: Sequence[int] = (),
                  init_cfg: Optional[Union[List[dict], dict]] = None,
                  **kwargs) -> None:
         super().__init__(
@@ -150,11 +181,43 @@ class MixedAEViT(VisionTransformer):
         if fix_pos_embed:
             self.pos_embed.requires_grad = False
 
+        # windowed attention (ViTDet): per-layer window size, 0 = global
+        if window_size < 0:
+            raise ValueError(f'window_size must be >= 0, got {window_size}')
+        if window_size and out_type == 'cls_token':
+            raise ValueError("windowed attention drops the cls token: use "
+                             "out_type 'featmap' or 'avg_featmap'")
+        global_layers = {i % self.num_layers for i in global_attn_indexes}
+        self.window_sizes = [
+            0 if i in global_layers else window_size
+            for i in range(self.num_layers)
+        ]
+        self.use_rel_pos_bias = use_rel_pos_bias
+        for layer, window in zip(self.layers, self.window_sizes):
+            rel_pos_grid = None
+            if use_rel_pos_bias:
+                rel_pos_grid = (window, window) if window else \
+                    self.patch_resolution
+            layer.attn = MixedAEAttention.replace(
+                layer.attn,
+                rel_pos_grid=rel_pos_grid,
+                with_cls=not window_size)
+
+    # ------------------------------------------------------------------ init
+    def _pretrained_cfg(self) -> Optional[dict]:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            return cfg
+        return None
+
     def init_weights(self) -> None:
-        super().init_weights()
-        if isinstance(self.init_cfg, dict) and \
-                self.init_cfg.get('type') == 'Pretrained':
+        pretrained = self._pretrained_cfg()
+        if pretrained is not None:
+            self.load_pretrained(
+                pretrained['checkpoint'], prefix=pretrained.get('prefix', ''))
+            self._is_init = True
             return
+        super().init_weights()
         # MAE's initialisation: fixed 2-D sin-cos positions, the patch
         # embedding initialised like a linear layer.
         pos_embed = build_2d_sincos_position_embedding(
@@ -168,15 +231,109 @@ class MixedAEViT(VisionTransformer):
         if self.segment_embed is not None:
             nn.init.normal_(self.segment_embed, std=.02)
 
+    #: parameters a pretraining checkpoint does not have: created by
+    #: transfer options, or (segment_embed) only used while pretraining
+    NEW_IN_TRANSFER = (r'layers\.\d+\.attn\.relative_position_bias_table',
+                       r'ln2\..*', r'segment_embed')
+    #: checkpoint entries a transfer model may leave unused
+    UNUSED_IN_TRANSFER = (r'segment_embed', r'ln1\..*')
+
+    def load_pretrained(self, checkpoint: str, prefix: str = '') -> dict:
+        """Load encoder weights, verified.
+
+        Args:
+            checkpoint: path of a weights-only loadable file: a MixedAE
+                pretraining checkpoint (``prefix='backbone.'``) or an
+                extracted backbone (``prefix=''``).
+            prefix: key prefix of the encoder in the checkpoint.
+
+        Returns:
+            ``dict(loaded=[...], new=[...], unused=[...])`` key lists.
+
+        Raises:
+            RuntimeError: when a parameter the checkpoint should hold is
+            missing, or it holds encoder weights this model cannot use.
+        """
+        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+        state = state.get('state_dict', state.get('model', state))
+        if prefix:
+            state = {
+                k[len(prefix):]: v
+                for k, v in state.items() if k.startswith(prefix)
+            }
+        if not state:
+            raise RuntimeError(
+                f'no parameter of {checkpoint} starts with {prefix!r}: for a '
+                "full pretraining checkpoint use prefix='backbone.', for an "
+                "extracted backbone prefix=''")
+        missing, unexpected = self.load_state_dict(state, strict=False)
+
+        def allowed(keys, patterns):
+            return [k for k in keys
+                    if not any(re.fullmatch(p, k) for p in patterns)]
+
+        bad_missing = allowed(missing, self.NEW_IN_TRANSFER)
+        bad_unexpected = allowed(unexpected, self.UNUSED_IN_TRANSFER)
+        if bad_missing or bad_unexpected:
+            raise RuntimeError(
+                f'{checkpoint} (prefix {prefix!r}) does not match '
+                f'{type(self).__name__}: missing {bad_missing}, unexpected '
+                f'{bad_unexpected}. Check arch/patch_size and the prefix.')
+        loaded = [k for k in state if k not in unexpected]
+        MMLogger.get_current_instance().info(
+            f'{type(self).__name__}: loaded {len(loaded)} tensors from '
+            f'{checkpoint}; new (expected): {sorted(missing)}; unused: '
+            f'{sorted(unexpected)}')
+        return dict(loaded=loaded, new=list(missing), unused=list(unexpected))
+
+    # --------------------------------------------------------------- forward
     def forward(self,
                 x: Tensor,
-                mask: Optional[bool] = True,
+                mask: Optional[bool] = None,
                 return_topk: bool = False):
         if mask is None or mask is False:
-            return super().forward(x)
+            return self.forward_plain(x)
         if self.mixing:
             return self.forward_mixed(x, return_topk=return_topk)
         return self.forward_masked(x)
+
+    def forward_plain(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """The ViT of fine-tuning and transfer: no mixing, no top-k.
+
+        Any input size: position embeddings are resized to the patch grid.
+        """
+        batch = x.shape[0]
+        x, grid_hw = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(batch, -1, -1), x), dim=1)
+        x = x + resize_pos_embed(
+            self.pos_embed,
+            self.patch_resolution,
+            grid_hw,
+            mode=self.interpolate_mode,
+            num_extra_tokens=self.num_extra_tokens)
+        x = self.pre_norm(self.drop_after_pos(x))
+        windowed = any(self.window_sizes)
+        if windowed:
+            x = x[:, self.num_extra_tokens:]
+
+        outs = []
+        for i, layer in enumerate(self.layers):
+            x, _ = encoder_layer_forward(
+                layer, x, grid_hw, window_size=self.window_sizes[i])
+            if i == len(self.layers) - 1 and self.final_norm:
+                x = self.ln1(x)
+            if i in self.out_indices:
+                outs.append(self._format(x, grid_hw, has_cls=not windowed))
+        return tuple(outs)
+
+    def _format(self, x: Tensor, grid_hw, has_cls: bool) -> Tensor:
+        if has_cls:
+            return self._format_output(x, grid_hw)
+        if self.out_type == 'raw':
+            return x
+        if self.out_type == 'featmap':
+            return x.reshape(x.shape[0], *grid_hw, -1).permute(0, 3, 1, 2)
+        return self.ln2(x.mean(dim=1))  # avg_featmap
 
     def _check_input_size(self, x: Tensor) -> None:
         if x.shape[-2:] != self.img_size:
@@ -192,12 +349,18 @@ class MixedAEViT(VisionTransformer):
         cls_token = self.cls_token + self.pos_embed[:, :1]
         return torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
 
+    def _check_pretraining(self) -> None:
+        if self.use_rel_pos_bias or any(self.window_sizes):
+            raise ValueError('relative position bias and windowed attention '
+                             'are transfer options; pretrain without them')
+
     def forward_masked(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """MAE: encode a random ``1 - mask_ratio`` of each image's patches.
 
         Returns ``latent (B, N_keep + 1, D)``, ``mask (B, N)`` (1 = masked)
         and ``ids_restore (B, N)``, as ``MAEViT``.
         """
+        self._check_pretraining()
         self._check_input_size(x)
         x = self._embed_patches(x)
         ids_keep, mask, ids_restore = ops.random_masking(
@@ -205,7 +368,7 @@ class MixedAEViT(VisionTransformer):
         x = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         x = self._prepend_cls(x)
         for layer in self.layers:
-            x = layer(x)
+            x, _ = encoder_layer_forward(layer, x, self.patch_resolution)
         return self.ln1(x), mask, ids_restore
 
     def forward_mixed(self, x: Tensor,
@@ -216,6 +379,7 @@ class MixedAEViT(VisionTransformer):
         Args:
             x: ``(B, C, H, W)`` with ``B`` a multiple of ``G``.
         """
+        self._check_pretraining()
         self._check_input_size(x)
         batch_size = x.shape[0]
         ops.check_mixing_shapes(batch_size, self.num_patches, self.group_size)
@@ -231,14 +395,14 @@ class MixedAEViT(VisionTransformer):
 
         accuracies, topk_indices = [], []
         for i, layer in enumerate(self.layers):
-            if i in self.homo_attn_layers:
-                x, indices = homologous_layer_forward(layer, x, self.top_k)
+            top_k = self.top_k if i in self.homo_attn_layers else None
+            x, indices = encoder_layer_forward(
+                layer, x, self.patch_resolution, top_k=top_k)
+            if indices is not None:
                 with torch.no_grad():
                     accuracies.append(ops.homologous_accuracy(indices, owner))
                 if return_topk:
                     topk_indices.append(indices)
-            else:
-                x = layer(x)
         x = self.ln1(x)
 
         homo_accuracy = torch.stack(accuracies) if accuracies else x.new_zeros(0)

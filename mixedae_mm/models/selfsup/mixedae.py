@@ -101,11 +101,11 @@ class MixedAE(BaseSelfSupervisor):
              **kwargs) -> Dict[str, Tensor]:
         """Named loss terms, plus homologous accuracy for logging."""
         if not self.backbone.mixing:
-            latent, mask, ids_restore = self.backbone(inputs)
+            latent, mask, ids_restore = self.backbone(inputs, mask=True)
             pred = self.neck(latent, ids_restore=ids_restore)
             return self.head.loss(pred, inputs, mask)
 
-        encoding = self.backbone(inputs)
+        encoding = self.backbone(inputs, mask=True)
         pred = self.neck(encoding.tokens, owner=encoding.owner)
         mask = ops.reconstruction_mask(encoding.owner, self.backbone.group_size)
         losses = self.head.loss(
