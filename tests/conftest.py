@@ -27,7 +27,8 @@ def demo_data(tmp_path_factory):
         crop_size=80)
 
 
-#: the demo model's encoder, which the transfer tests load (patch 8, 64px)
+#: the demo model's encoder, which the transfer tests load (patch 8, 64px);
+#: MixedAEViT knows it by name: ``arch='demo-tiny'``
 DEMO_ARCH = dict(
     embed_dims=192, num_layers=6, num_heads=3, feedforward_channels=768)
 

@@ -10,12 +10,7 @@ custom_imports = dict(imports=['mixedae_mm'], allow_failed_imports=False)
 img_size = 64  # 8x8 = 64 patches of 8px; each image owns 16 of them
 model = dict(
     backbone=dict(
-        arch=dict(
-            _delete_=True,
-            embed_dims=192,
-            num_layers=6,
-            num_heads=3,
-            feedforward_channels=768),
+        arch='demo-tiny',  # 192 wide, 6 blocks, 3 heads
         img_size=img_size,
         patch_size=8),
     neck=dict(decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),

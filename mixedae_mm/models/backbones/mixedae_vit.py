@@ -118,6 +118,18 @@ class MixedAEViT(VisionTransformer):
     tables and norms that transfer adds may be new).
     """
 
+    #: mmpretrain's ViT sizes plus the demo encoder, which tests and the
+    #: quick-start use (a name, so command-line overrides can pick it)
+    arch_zoo = {
+        **VisionTransformer.arch_zoo,
+        'demo-tiny':
+        dict(
+            embed_dims=192,
+            num_layers=6,
+            num_heads=3,
+            feedforward_channels=768),
+    }
+
     def __init__(self,
                  arch: Union[str, dict] = 'b',
                  img_size: int = 224,
