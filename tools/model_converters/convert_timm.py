@@ -1,0 +1,140 @@
+"""Convert ViT weights between MixedAE (mmpretrain names) and timm / MAE.
+
+    # ours (pretraining checkpoint or extracted backbone) -> timm ViT
+    python tools/model_converters/convert_timm.py IN.pth OUT.pth --to timm
+    # timm / DeiT ViT -> our extracted-backbone format
+    python tools/model_converters/convert_timm.py IN.pth OUT.pth --from timm
+    # official MAE pretraining checkpoint (with or without decoder) -> ours
+    python tools/model_converters/convert_timm.py IN.pth OUT.pth --from mae
+    # our pretraining checkpoint -> official MAE layout
+    python tools/model_converters/convert_timm.py IN.pth OUT.pth --to mae
+
+What each output is:
+
+- ``--to timm``: a bare ``{name: tensor}`` dict for
+  ``timm.models.vision_transformer.VisionTransformer.load_state_dict`` (built
+  with ``num_classes=0``; the classifier is not part of a backbone).
+- ``--to mae``: ``{'model': {name: tensor}}``, as the official MAE releases.
+- ``--from timm``: ``{'state_dict', 'meta'}`` of our encoder without prefix:
+  ``MixedAEViT.load_pretrained(path, prefix='')``.
+- ``--from mae``: ``{'state_dict', 'meta'}`` with ``backbone.*`` (and
+  ``neck.*`` when the file has the decoder), i.e. the layout of a MixedAE
+  pretraining checkpoint: ``load_from`` of a MixedAE run, or a transfer with
+  ``prefix='backbone.'``. MixedAE-only parameters (segment embeddings,
+  contrastive projector) are then missing and keep their initialisation.
+
+Keys are renamed by the table in ``keymap.py``; a key it does not know stops
+the conversion with its name. Inputs load with ``weights_only=True``; outputs
+are written atomically.
+"""
+import argparse
+import os.path as osp
+import sys
+from collections import defaultdict
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import keymap  # noqa: E402
+
+BACKBONE = 'backbone.'
+
+
+def to_timm(state: dict) -> keymap.Converted:
+    """Our encoder -> timm; a full pretraining state is reduced to
+    ``backbone.*`` first (the decoder and head are reported as dropped)."""
+    if any(k.startswith(BACKBONE) for k in state):
+        encoder, others = keymap.strip_prefix(state, BACKBONE)
+        converted = keymap.mm_to_timm(encoder)
+        dropped = {BACKBONE + k: why for k, why in converted.dropped.items()}
+        dropped.update({k: 'decoder / head: a timm ViT is the encoder only '
+                           '(--to mae keeps the decoder)' for k in others})
+        return keymap.Converted(converted.state, dropped)
+    return keymap.mm_to_timm(state)
+
+
+def convert(state: dict, direction: str) -> keymap.Converted:
+    """``direction``: 'to timm', 'to mae', 'from timm' or 'from mae'."""
+    if direction == 'to timm':
+        return to_timm(state)
+    if direction == 'to mae':
+        if not any(k.startswith(BACKBONE) for k in state):
+            raise keymap.CheckpointError(
+                "--to mae needs a full pretraining checkpoint ('backbone.*' "
+                "and 'neck.*' keys); for an extracted backbone use --to timm "
+                '(MAE names its encoder as timm does)')
+        return keymap.mm_pretrain_to_mae(state)
+    if direction == 'from timm':
+        return keymap.timm_to_mm(state)
+    if direction == 'from mae':
+        return keymap.mae_to_mm_pretrain(state)
+    raise ValueError(f'unknown direction {direction!r}')
+
+
+def package(converted: keymap.Converted, direction: str, src: str):
+    """The object to save, in the layout the target's loaders expect."""
+    state = keymap.plain(converted.state)
+    if direction == 'to timm':
+        return state
+    if direction == 'to mae':
+        return dict(model=state)
+    meta = dict(
+        source=osp.basename(src),
+        converter=f'tools/model_converters/convert_timm.py --{direction}',
+        dropped=sorted(converted.dropped))
+    return dict(state_dict=state, meta=meta)
+
+
+def summarize(dropped: dict) -> str:
+    """One line per reason, with a count and the first key."""
+    by_reason = defaultdict(list)
+    for key, why in dropped.items():
+        by_reason[why].append(key)
+    return '\n'.join(
+        f'  left out {len(keys)} ({keys[0]}{", ..." if len(keys) > 1 else ""})'
+        f': {why}' for why, keys in by_reason.items())
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='input checkpoint (.pth)')
+    parser.add_argument('dst', help='output file; written atomically')
+    way = parser.add_mutually_exclusive_group(required=True)
+    way.add_argument(
+        '--to', choices=['timm', 'mae'],
+        help='from our layout (pretraining checkpoint, or extracted backbone '
+        'for timm) to this one')
+    way.add_argument(
+        '--from', dest='from_', choices=['timm', 'mae'],
+        help='from this layout (state dict possibly under "model" or '
+        '"state_dict") to ours')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    direction = f'to {args.to}' if args.to else f'from {args.from_}'
+    try:
+        state, _ = keymap.load_weights(args.src)
+        converted = convert(state, direction)
+    except keymap.UnmappedKeyError as err:
+        hint = ''
+        if direction == 'from mae':
+            hint = (' (a fine-tuned MAE classifier is a timm ViT: convert it '
+                    'with --from timm)')
+        sys.exit(f'convert_timm.py: error: {err}{hint}')
+    except keymap.CheckpointError as err:
+        sys.exit(f'convert_timm.py: error: {err}')
+    if direction == 'from mae' and not any(
+            k.startswith('neck.') for k in converted.state):
+        print('note: no decoder in the input; a MixedAE run loading it '
+              'starts its decoder from scratch')
+    keymap.save_atomic(package(converted, direction, args.src), args.dst)
+    print(f'{len(converted.state)} tensors ({direction}) -> {args.dst}')
+    if converted.dropped:
+        print(summarize(converted.dropped))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

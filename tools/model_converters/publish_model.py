@@ -1,0 +1,92 @@
+"""Prepare a checkpoint for release, as OpenMMLab publishes its models.
+
+    python tools/model_converters/publish_model.py \\
+        work_dirs/mixedae/iter_300.pth release/mixedae_vit-b.pth
+    # -> release/mixedae_vit-b-1a2b3c4d.pth (printed on stdout)
+
+Keeps ``state_dict`` and a small plain ``meta`` (iteration, seed, config text,
+versions); drops the optimizer, message hub, schedulers and anything else
+that is not weights. The file loads with ``torch.load(weights_only=True)``
+and its name ends in the first 8 hex digits of its sha256, so a download can
+be checked with ``sha256sum``. Written atomically: the final name appears only
+once the file is complete.
+"""
+import argparse
+import hashlib
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import keymap  # noqa: E402
+
+#: mmengine ``meta`` entries worth shipping (others describe the training
+#: process, not the weights)
+META_KEYS = ('epoch', 'iter', 'seed', 'experiment_name', 'time', 'cfg',
+             'mmengine_version', 'mmpretrain_version', 'dataset_meta')
+
+
+def is_plain(value) -> bool:
+    """JSON-like: what a reader may inspect without our code."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v)
+                   for k, v in value.items())
+    return False
+
+
+def publishable(checkpoint: dict, state: dict, src: str) -> dict:
+    """``{'state_dict', 'meta'}`` with plain tensors and plain meta only."""
+    meta = checkpoint.get('meta')
+    meta = meta if isinstance(meta, dict) else {}
+    meta = {k: meta[k] for k in META_KEYS if k in meta and is_plain(meta[k])}
+    meta.update(source=osp.basename(src),
+                converter='tools/model_converters/publish_model.py')
+    return dict(state_dict=keymap.plain(state), meta=meta)
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hashed_name(out: str, sha256: str) -> str:
+    """``a/b.pth`` -> ``a/b-<8 hex>.pth``."""
+    stem = out[:-len('.pth')] if out.endswith('.pth') else out
+    return f'{stem}-{sha256[:8]}.pth'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='training checkpoint (mmengine .pth)')
+    parser.add_argument(
+        'dst', help='output name; the file is saved as DST-<sha256[:8]>.pth')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        state, checkpoint = keymap.load_weights(args.src)
+    except keymap.CheckpointError as err:
+        sys.exit(f'publish_model.py: error: {err}')
+    final = keymap.save_atomic(
+        publishable(checkpoint, state, args.src), args.dst,
+        name_from_file=lambda tmp: hashed_name(args.dst, sha256_of(tmp)))
+    left_out = [] if state is checkpoint else sorted(
+        k for k, v in checkpoint.items() if v is not state and k != 'meta')
+    print(f'{len(state)} tensors; left out: {left_out or "nothing"}',
+          file=sys.stderr)
+    print(final)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
