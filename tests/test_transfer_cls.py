@@ -2,8 +2,6 @@
 pretraining checkpoint: real configs, tiny overrides, real accuracy."""
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +10,7 @@ from PIL import Image
 
 import mixedae_mm  # noqa: F401
 from mmpretrain.registry import MODELS
+from transfer_utils import assert_backbone_equals_pretrained, train
 
 FINETUNE = 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'
 LINEAR = 'configs/finetune/mixedae_vitb_linear-90e_in1k.py'
@@ -65,10 +64,6 @@ def tiny_overrides(config, checkpoint, data_root, crop=64):
     return overrides
 
 
-def cli(overrides):
-    return [f'{k}={v}' for k, v in overrides.items()]
-
-
 def build(config, overrides):
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(overrides)
@@ -77,32 +72,12 @@ def build(config, overrides):
     return model
 
 
-def assert_backbone_equals_pretrained(model, checkpoint):
-    pretrained = torch.load(checkpoint, map_location='cpu',
-                            weights_only=True)['state_dict']
-    own = model.backbone.state_dict()
-    compared = 0
-    for key, value in pretrained.items():
-        if not key.startswith('backbone.'):
-            continue
-        name = key[len('backbone.'):]
-        if name == 'segment_embed':  # pretraining only
-            continue
-        if name.startswith('ln1.') and not model.backbone.final_norm:
-            continue
-        torch.testing.assert_close(own[name], value, rtol=0, atol=0,
-                                   msg=name)
-        compared += 1
-    # every encoder parameter of the demo model was compared
-    assert compared >= 4 + 12 * 6
-
-
 @pytest.mark.parametrize('config', [FINETUNE, LINEAR])
 def test_transfer_model_loads_every_pretrained_tensor(
         repo_root, pretrained_checkpoint, config, tmp_path):
     model = build(osp.join(repo_root, config),
                   tiny_overrides(config, pretrained_checkpoint, str(tmp_path)))
-    assert_backbone_equals_pretrained(model, pretrained_checkpoint)
+    assert_backbone_equals_pretrained(model.backbone, pretrained_checkpoint)
     if config == LINEAR:
         assert not any(p.requires_grad for p in model.backbone.parameters())
 
@@ -121,13 +96,6 @@ def test_train_one_iteration_and_validate(repo_root, pretrained_checkpoint,
     else:
         overrides['val_dataloader.dataset.pipeline.1.scale'] = 64
         overrides['val_dataloader.dataset.pipeline.2.crop_size'] = 64
-    work = tmp_path / 'work'
-    result = subprocess.run(
-        [sys.executable, 'tools/train.py', config, '--work-dir', str(work),
-         '--cfg-options'] + cli(overrides),
-        cwd=repo_root, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout[-3000:] +
-                                    result.stderr[-3000:])
-    log = open(next(work.glob('*/*.log'))).read()
+    log = train(repo_root, config, tmp_path / 'work', overrides)
     assert 'Epoch(train) [1][2/2]' in log
     assert 'accuracy/top1:' in log and 'accuracy/top5:' in log

@@ -1,0 +1,48 @@
+"""What the transfer tests share: verified-load assertion and a
+``tools/train.py`` runner."""
+import subprocess
+import sys
+
+import torch
+
+
+def assert_backbone_equals_pretrained(backbone, checkpoint, prefix='backbone.'):
+    """Every encoder tensor of ``checkpoint`` equals ``backbone``'s, bit for
+    bit; returns how many were compared.
+
+    Tensors a transfer model drops by design are skipped: the pretraining-only
+    segment embedding, and the final norm of backbones built without one.
+    """
+    pretrained = torch.load(checkpoint, map_location='cpu',
+                            weights_only=True)['state_dict']
+    own = backbone.state_dict()
+    compared = 0
+    for key, value in pretrained.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name == 'segment_embed':
+            continue
+        if name.startswith('ln1.') and not backbone.final_norm:
+            continue
+        assert name in own, f'{name} of the checkpoint is not in the model'
+        torch.testing.assert_close(own[name], value, rtol=0, atol=0,
+                                   msg=name)
+        compared += 1
+    # the demo encoder: patch embed (2) + cls + pos, 12 tensors per layer
+    assert compared >= 4 + 12 * backbone.num_layers
+    return compared
+
+
+def train(repo_root, config, work_dir, overrides, timeout=900):
+    """Run ``tools/train.py config`` with ``--cfg-options``; return its log."""
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', config, '--work-dir',
+         str(work_dir), '--cfg-options'] +
+        [f'{k}={v}' for k, v in overrides.items()],
+        cwd=repo_root, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (result.stdout[-4000:] +
+                                    result.stderr[-4000:])
+    logs = sorted(work_dir.glob('*/*.log'))
+    assert logs, f'no log in {work_dir}'
+    return logs[-1].read_text()
