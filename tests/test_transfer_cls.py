@@ -5,12 +5,10 @@ import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config
 from PIL import Image
 
-import mixedae_mm  # noqa: F401
-from mmpretrain.registry import MODELS
-from transfer_utils import assert_backbone_equals_pretrained, train
+from transfer_utils import (assert_backbone_equals_pretrained, build_model,
+                            train)
 
 FINETUNE = 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'
 LINEAR = 'configs/finetune/mixedae_vitb_linear-90e_in1k.py'
@@ -64,18 +62,10 @@ def tiny_overrides(config, checkpoint, data_root, crop=64):
     return overrides
 
 
-def build(config, overrides):
-    cfg = Config.fromfile(config)
-    cfg.merge_from_dict(overrides)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model
-
-
 @pytest.mark.parametrize('config', [FINETUNE, LINEAR])
 def test_transfer_model_loads_every_pretrained_tensor(
         repo_root, pretrained_checkpoint, config, tmp_path):
-    model = build(osp.join(repo_root, config),
+    model = build_model(osp.join(repo_root, config),
                   tiny_overrides(config, pretrained_checkpoint, str(tmp_path)))
     assert_backbone_equals_pretrained(model.backbone, pretrained_checkpoint)
     if config == LINEAR:

@@ -8,7 +8,8 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from transfer_utils import assert_backbone_equals_pretrained, train
+from transfer_utils import (assert_backbone_equals_pretrained, build_model,
+                            train)
 
 pytest.importorskip('mmseg')
 
@@ -77,14 +78,8 @@ def tiny_overrides(checkpoint, data_root, crop=64):
 
 def test_segmentor_loads_every_pretrained_tensor(repo_root,
                                                  pretrained_checkpoint):
-    import mixedae_mm.downstream.mmseg  # noqa: F401
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(osp.join(repo_root, CONFIG))
-    cfg.merge_from_dict(tiny_overrides(pretrained_checkpoint, 'unused'))
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    model = build_model(osp.join(repo_root, CONFIG),
+                        tiny_overrides(pretrained_checkpoint, 'unused'))
     assert_backbone_equals_pretrained(model.backbone, pretrained_checkpoint)
     # the transfer additions start neutral: zero relative position bias
     for layer in model.backbone.layers:
