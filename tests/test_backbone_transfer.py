@@ -140,6 +140,27 @@ def test_pretrained_loading_is_verified(tmp_path):
                                prefix='backbone.')
 
 
+def test_loading_into_a_larger_input_resizes_position_embeddings(tmp_path):
+    """Pretrained at 32px (4x4 patches), transferred at 64px (8x8), as
+    224 -> 512 (ADE20K) and 224 -> 1024 (COCO)."""
+    from mmpretrain.models.utils import resize_pos_embed
+    source = vit(mixing=True)
+    path = _save(tmp_path,
+                 {f'backbone.{k}': v for k, v in source.state_dict().items()})
+    target = vit(img_size=64, use_rel_pos_bias=True, window_size=4,
+                 global_attn_indexes=[1], out_type='featmap',
+                 init_cfg=dict(type='Pretrained', checkpoint=path,
+                               prefix='backbone.'))
+    target.init_weights()
+    assert target.pos_embed.shape == (1, 8 * 8 + 1, 32)
+    expected = resize_pos_embed(source.pos_embed, (4, 4), (8, 8),
+                                mode='bicubic', num_extra_tokens=1)
+    torch.testing.assert_close(target.pos_embed, expected)
+    torch.testing.assert_close(target.layers[0].attn.qkv.weight,
+                               source.layers[0].attn.qkv.weight)
+    assert target(torch.randn(1, 3, 64, 64))[0].shape == (1, 32, 8, 8)
+
+
 class _Classifier(nn.Module):
 
     def __init__(self, backbone):

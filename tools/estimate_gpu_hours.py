@@ -54,13 +54,8 @@ def parse_args(argv=None):
 
 def input_size(cfg):
     """(H, W) the model trains on, from the config."""
-    backbone = cfg.model.backbone
-    if cfg.default_scope == 'mmdet':
-        pad = cfg.model.data_preprocessor.get('batch_augments') or []
-        sizes = [a['size'] for a in pad if 'size' in a]
-        if sizes:
-            return tuple(sizes[0])
-    size = backbone.get('img_size', 224)
+    # the recipes crop or pad to the backbone's img_size (LSJ pads to 1024)
+    size = cfg.model.backbone.get('img_size', 224)
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
@@ -97,10 +92,11 @@ def images_seen(cfg, gpus):
     train_cfg = cfg.train_cfg
     if 'max_iters' in train_cfg:
         return train_cfg.max_iters * batch
-    dataset = loader.dataset
+    dataset, repeats = loader.dataset, 1
     while 'dataset' in dataset:  # RepeatDataset and friends
+        repeats *= dataset.get('times', 1)
         dataset = dataset.dataset
-    return train_cfg.max_epochs * TRAIN_IMAGES[dataset.type]
+    return train_cfg.max_epochs * repeats * TRAIN_IMAGES[dataset.type]
 
 
 def main(argv=None):
