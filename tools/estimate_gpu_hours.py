@@ -2,10 +2,11 @@
 
 Counts the FLOPs of one forward pass of the config's model on one image at
 the recipe's input size (``torch.utils.flop_counter``, on the CPU), takes a
-training step as 3x a forward (forward + backward), multiplies by the images
-the schedule sees and divides by an assumed sustained throughput: by default
-40% of an A100's 312 bf16 TFLOP/s. It is an estimate, not a measurement; use
-it to budget a run, then replace it with a timed GPU run.
+training step as 3 forwards (forward + backward; 1 when the backbone is
+frozen), multiplies by the images the schedule sees and divides by an assumed
+sustained throughput: by default 40% of an A100's 312 bf16 TFLOP/s. It is an
+estimate, not a measurement, and optimistic for detection (RoI ops, data
+loading); use it to budget a run, then replace it with a timed GPU run.
 
 Examples::
 
@@ -83,7 +84,10 @@ def forward_flops(cfg) -> float:
         inputs = torch.randn(1, 3, *hw)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(inputs, data_sample(scope, hw), mode='tensor')
-    return counter.get_total_flops(), hw
+    # forward + backward is ~3 forwards; a frozen backbone (linear probe)
+    # needs no backward through it, and the head's share is negligible
+    trainable = any(p.requires_grad for p in model.backbone.parameters())
+    return counter.get_total_flops(), hw, 3 if trainable else 1
 
 
 def images_seen(cfg, gpus):
@@ -104,9 +108,9 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    flops, hw = forward_flops(cfg)
+    flops, hw, step_factor = forward_flops(cfg)
     images = images_seen(cfg, args.gpus)
-    train_flops = 3 * flops * images
+    train_flops = step_factor * flops * images
     hours = train_flops / (args.peak_tflops * 1e12 * args.utilisation) / 3600
     print(f'{args.config}: {flops / 1e9:.1f} GFLOP forward per {hw[0]}x{hw[1]}'
           f' image, {images / 1e6:.2f} M images -> {hours:.0f} GPU hours at '
