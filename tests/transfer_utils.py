@@ -1,6 +1,5 @@
 """What the transfer tests share: verified-load assertion and a
 ``tools/train.py`` runner."""
-import importlib
 import subprocess
 import sys
 
@@ -8,25 +7,16 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-#: what a transfer config's ``default_scope`` needs imported to build
-REGISTRATIONS = {
-    'mmpretrain': 'mixedae_mm',
-    'mmseg': 'mixedae_mm.downstream.mmseg',
-    'mmdet': 'mixedae_mm.downstream.mmdet',
-}
+from mixedae_mm import downstream
 
 
 def build_model(config, overrides):
     """Build and initialise (load pretrained weights) a transfer config's
-    model in its own codebase's registry, leaving the global default scope
-    as it was."""
+    model in its own codebase's registry."""
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(overrides)
-    scope = cfg.default_scope
-    importlib.import_module(REGISTRATIONS[scope])
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(cfg.model)
+    model = downstream.build_model(cfg.model, cfg.default_scope)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model.init_weights()
     return model
 

@@ -4,7 +4,8 @@ Both models have the same encoder and decoder sizes; per step MixedAE runs
 ``B/G`` encoder sequences of ``N + 1`` tokens (MAE: ``B`` of ``N/4 + 1``) and
 ``B`` decoder sequences of ``N + 1`` (both), plus top-k selection and the
 contrastive matmul. This script counts the FLOPs of a forward+backward step
-(``torch.utils.flop_counter``) and times interleaved steps of the two.
+(``torch.utils.flop_counter``, with CPU attention counted:
+``flop_counting.py``) and times interleaved steps of the two.
 
 Example (CPU, ViT-B, batch 16)::
 
@@ -15,9 +16,9 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import mixedae_mm  # noqa: F401
+from flop_counting import flop_counter  # tools/, counts CPU attention
 from mmpretrain.registry import MODELS
 
 
@@ -90,7 +91,7 @@ def main(argv=None):
     with autocast:
         for name, model in models.items():
             model.to(device).train()
-            counter = FlopCounterMode(display=False)
+            counter = flop_counter()
             with counter:
                 step(model, images, sync)
             flops[name] = counter.get_total_flops()

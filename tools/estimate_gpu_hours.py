@@ -1,7 +1,7 @@
 """Estimate the GPU hours of a config's full schedule from counted FLOPs.
 
 Counts the FLOPs of one forward pass of the config's model on one image at
-the recipe's input size (``torch.utils.flop_counter``, on the CPU), takes a
+the recipe's input size (``torch.utils.flop_counter`` with CPU attention counted, on the CPU), takes a
 training step as 3 forwards (forward + backward; 1 when the backbone is
 frozen), multiplies by the images the schedule sees and divides by an assumed
 sustained throughput: by default 40% of an A100's 312 bf16 TFLOP/s. It is an
@@ -20,10 +20,11 @@ import sys
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import DefaultScope
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from flop_counting import flop_counter  # noqa: E402  (tools/)
+from mixedae_mm.downstream import build_model  # noqa: E402
 
 #: images in the training split of the datasets the recipes use
 TRAIN_IMAGES = {
@@ -31,14 +32,6 @@ TRAIN_IMAGES = {
     'ADE20KDataset': 20_210,
     'CocoDataset': 117_266,
 }
-#: what a config's default scope needs imported (registrations)
-REGISTRATIONS = {
-    'mmpretrain': 'mixedae_mm',
-    'mmseg': 'mixedae_mm.downstream.mmseg',
-    'mmdet': 'mixedae_mm.downstream.mmdet',
-}
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
@@ -75,15 +68,11 @@ def data_sample(scope, hw):
 
 def forward_flops(cfg) -> float:
     scope = cfg.default_scope
-    importlib.import_module(REGISTRATIONS[scope])
-    registry = importlib.import_module(f'{scope}.registry').MODELS
     cfg.model.backbone.pop('init_cfg', None)  # no checkpoint needed to count
     hw = input_size(cfg)
-    with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(cfg.model).eval()
-        inputs = torch.randn(1, 3, *hw)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(inputs, data_sample(scope, hw), mode='tensor')
+    model = build_model(cfg.model, scope).eval()
+    with torch.no_grad(), flop_counter() as counter:
+        model(torch.randn(1, 3, *hw), data_sample(scope, hw), mode='tensor')
     # forward + backward is ~3 forwards; a frozen backbone (linear probe)
     # needs no backward through it, and the head's share is negligible
     trainable = any(p.requires_grad for p in model.backbone.parameters())

@@ -4,3 +4,26 @@ Imported only by transfer configs, e.g.
 ``custom_imports=dict(imports=['mixedae_mm.downstream.mmseg'])``, so that
 ``import mixedae_mm`` never imports mmseg or mmdet.
 """
+import importlib
+
+#: the module that registers mixedae_mm's classes in each codebase
+REGISTRATIONS = {
+    'mmpretrain': 'mixedae_mm',
+    'mmseg': 'mixedae_mm.downstream.mmseg',
+    'mmdet': 'mixedae_mm.downstream.mmdet',
+}
+
+
+def build_model(model_cfg: dict, scope: str):
+    """Build a config's ``model`` in the registry of codebase ``scope`` (a
+    config's ``default_scope``), without leaving that scope as the global
+    default (scripts and tests then build from several codebases in one
+    process)."""
+    from mmengine.registry import DefaultScope
+    if scope not in REGISTRATIONS:
+        raise ValueError(f'default_scope {scope!r} is not one of '
+                         f'{sorted(REGISTRATIONS)}')
+    importlib.import_module(REGISTRATIONS[scope])
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        return registry.build(model_cfg)
