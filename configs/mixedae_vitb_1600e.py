@@ -55,7 +55,12 @@ param_scheduler = [
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1600)
 default_hooks = dict(
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # atomic_local: a checkpoint file is complete or absent, never truncated
+    checkpoint=dict(
+        type='CheckpointHook',
+        interval=1,
+        max_keep_ckpts=3,
+        backend_args=dict(backend='atomic_local')),
     logger=dict(type='LoggerHook', interval=100))
 # Checkpoints that load with torch.load(weights_only=True), and randomness
 # seeded per (seed, rank, iteration) so that a resumed run equals an

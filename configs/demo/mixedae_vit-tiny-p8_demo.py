@@ -70,7 +70,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=100,
-        max_keep_ckpts=2))
+        max_keep_ckpts=2, backend_args=dict(backend='atomic_local')))
 custom_hooks = [
     dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),

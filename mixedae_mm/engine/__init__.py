@@ -1,8 +1,9 @@
 from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
+from .fileio import AtomicLocalBackend
 from .hooks import TrainingSummaryHook
 from .optim import ViTLayerDecayOptimWrapperConstructor
 
 __all__ = [
-    'StepSeedHook', 'TrainingSummaryHook',
+    'AtomicLocalBackend', 'StepSeedHook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook'
 ]
