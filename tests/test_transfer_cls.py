@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from transfer_utils import (assert_backbone_equals_pretrained, build_model,
-                            train)
+                            evaluate, train)
 
 FINETUNE = 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'
 LINEAR = 'configs/finetune/mixedae_vitb_linear-90e_in1k.py'
@@ -74,8 +74,8 @@ def test_transfer_model_loads_every_pretrained_tensor(
 
 @pytest.mark.slow
 @pytest.mark.parametrize('config', [FINETUNE, LINEAR])
-def test_train_one_iteration_and_validate(repo_root, pretrained_checkpoint,
-                                          config, tmp_path):
+def test_train_validate_and_test(repo_root, pretrained_checkpoint, config,
+                                 tmp_path):
     data = tiny_imagenet(str(tmp_path / 'imagenet'))
     overrides = tiny_overrides(config, pretrained_checkpoint, data)
     overrides['train_dataloader.dataset.pipeline.1.scale'] = 64
@@ -89,3 +89,6 @@ def test_train_one_iteration_and_validate(repo_root, pretrained_checkpoint,
     log = train(repo_root, config, tmp_path / 'work', overrides)
     assert 'Epoch(train) [1][2/2]' in log
     assert 'accuracy/top1:' in log and 'accuracy/top5:' in log
+    # the saved checkpoint evaluates with tools/test.py (weights-only load)
+    log = evaluate(repo_root, config, tmp_path / 'work', overrides)
+    assert 'accuracy/top1:' in log

@@ -11,7 +11,7 @@ from mmengine.registry import DefaultScope
 from PIL import Image, ImageDraw
 
 from transfer_utils import (assert_backbone_equals_pretrained, build_model,
-                             train)
+                             evaluate, train)
 
 pytest.importorskip('mmdet')
 
@@ -196,13 +196,16 @@ def test_detector_loads_every_pretrained_tensor(repo_root,
 
 
 @pytest.mark.slow
-def test_train_one_iteration_and_validate(repo_root, pretrained_checkpoint,
-                                          tmp_path):
+def test_train_validate_and_test(repo_root, pretrained_checkpoint,
+                                 tmp_path):
     data = tiny_coco(str(tmp_path / 'coco'))
-    log = train(repo_root, LONG, tmp_path / 'work',
-                tiny_overrides(pretrained_checkpoint, data))
+    overrides = tiny_overrides(pretrained_checkpoint, data)
+    log = train(repo_root, LONG, tmp_path / 'work', overrides)
     assert 'Epoch(train) [1][1/1]' in log
     assert 'coco/bbox_mAP:' in log and 'coco/segm_mAP:' in log
     # the metrics line, for whoever reads the test output (pytest -s)
     print(next(line for line in reversed(log.splitlines())
                if 'coco/bbox_mAP:' in line))
+    # the saved checkpoint evaluates with tools/test.py (weights-only load)
+    log = evaluate(repo_root, LONG, tmp_path / 'work', overrides)
+    assert 'coco/bbox_mAP:' in log and 'coco/segm_mAP:' in log

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from transfer_utils import (assert_backbone_equals_pretrained, build_model,
-                            train)
+                            evaluate, train)
 
 pytest.importorskip('mmseg')
 
@@ -113,10 +113,13 @@ def test_full_config_matches_the_recipe(repo_root):
 
 
 @pytest.mark.slow
-def test_train_one_iteration_and_validate(repo_root, pretrained_checkpoint,
-                                          tmp_path):
+def test_train_validate_and_test(repo_root, pretrained_checkpoint,
+                                 tmp_path):
     data = tiny_ade20k(str(tmp_path / 'ade'))
-    log = train(repo_root, CONFIG, tmp_path / 'work',
-                tiny_overrides(pretrained_checkpoint, data))
+    overrides = tiny_overrides(pretrained_checkpoint, data)
+    log = train(repo_root, CONFIG, tmp_path / 'work', overrides)
     assert 'Iter(train) [1/1]' in log
+    assert 'mIoU:' in log and 'aAcc:' in log
+    # the saved checkpoint evaluates with tools/test.py (weights-only load)
+    log = evaluate(repo_root, CONFIG, tmp_path / 'work', overrides)
     assert 'mIoU:' in log and 'aAcc:' in log

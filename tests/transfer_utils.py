@@ -49,10 +49,9 @@ def assert_backbone_equals_pretrained(backbone, checkpoint, prefix='backbone.'):
     return compared
 
 
-def train(repo_root, config, work_dir, overrides, timeout=900):
-    """Run ``tools/train.py config`` with ``--cfg-options``; return its log."""
+def _run(repo_root, tool, args, work_dir, overrides, timeout):
     result = subprocess.run(
-        [sys.executable, 'tools/train.py', config, '--work-dir',
+        [sys.executable, f'tools/{tool}.py', *args, '--work-dir',
          str(work_dir), '--cfg-options'] +
         [f'{k}={v}' for k, v in overrides.items()],
         cwd=repo_root, capture_output=True, text=True, timeout=timeout)
@@ -61,3 +60,16 @@ def train(repo_root, config, work_dir, overrides, timeout=900):
     logs = sorted(work_dir.glob('*/*.log'))
     assert logs, f'no log in {work_dir}'
     return logs[-1].read_text()
+
+
+def train(repo_root, config, work_dir, overrides, timeout=900):
+    """Run ``tools/train.py config`` with ``--cfg-options``; return its log."""
+    return _run(repo_root, 'train', [config], work_dir, overrides, timeout)
+
+
+def evaluate(repo_root, config, train_dir, overrides, timeout=600):
+    """Run ``tools/test.py`` on the last checkpoint ``train`` saved in
+    ``train_dir`` (loaded with ``weights_only=True``); return its log."""
+    checkpoint = (train_dir / 'last_checkpoint').read_text().strip()
+    return _run(repo_root, 'test', [config, checkpoint],
+                train_dir / 'test', overrides, timeout)

@@ -135,3 +135,13 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 
 # lr 1e-4 is for 16 x 4 = 64 images per step
 auto_scale_lr = dict(base_batch_size=64)
+
+# Checkpoints that load with torch.load(weights_only=True) (resume,
+# tools/test.py), written atomically; randomness seeded per step so that a
+# resumed run equals an uninterrupted one.
+custom_hooks = [
+    dict(type='WeightsOnlyCheckpointHook'),
+    dict(type='StepSeedHook'),
+]
+default_hooks = dict(
+    checkpoint=dict(backend_args=dict(backend='atomic_local')))

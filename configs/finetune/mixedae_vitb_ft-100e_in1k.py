@@ -30,3 +30,13 @@ optim_wrapper = dict(
 
 # base lr 2e-3 is for 8 x 128 images per step
 auto_scale_lr = dict(base_batch_size=1024)
+
+# Checkpoints that load with torch.load(weights_only=True) (resume,
+# tools/test.py), written atomically; randomness seeded per step so that a
+# resumed run equals an uninterrupted one.
+custom_hooks = [
+    dict(type='WeightsOnlyCheckpointHook'),
+    dict(type='StepSeedHook'),
+]
+default_hooks = dict(
+    checkpoint=dict(backend_args=dict(backend='atomic_local')))

@@ -24,3 +24,13 @@ model = dict(
 
 # lr 6.4 is for 8 x 2048 images per step
 auto_scale_lr = dict(base_batch_size=16384)
+
+# Checkpoints that load with torch.load(weights_only=True) (resume,
+# tools/test.py), written atomically; randomness seeded per step so that a
+# resumed run equals an uninterrupted one.
+custom_hooks = [
+    dict(type='WeightsOnlyCheckpointHook'),
+    dict(type='StepSeedHook'),
+]
+default_hooks = dict(
+    checkpoint=dict(backend_args=dict(backend='atomic_local')))

@@ -44,3 +44,13 @@ optim_wrapper = dict(
 
 # lr 1e-4 is for 8 x 2 images per step
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# Checkpoints that load with torch.load(weights_only=True) (resume,
+# tools/test.py), written atomically; randomness seeded per step so that a
+# resumed run equals an uninterrupted one.
+custom_hooks = [
+    dict(type='WeightsOnlyCheckpointHook'),
+    dict(type='StepSeedHook'),
+]
+default_hooks = dict(
+    checkpoint=dict(backend_args=dict(backend='atomic_local')))

@@ -14,6 +14,18 @@ REGISTRATIONS = {
 }
 
 
+def register_in(models, hooks) -> None:
+    """Register what transfer configs use in another codebase's registries:
+    the backbone, and the hooks that make its checkpoints weights-only
+    loadable and its resumes exact (mmpretrain's registries, where they
+    live, are not searched from mmseg or mmdet scope)."""
+    from mixedae_mm.engine import StepSeedHook, WeightsOnlyCheckpointHook
+    from mixedae_mm.models.backbones import MixedAEViT
+    models.register_module(name='MixedAEViT', module=MixedAEViT)
+    for hook in (WeightsOnlyCheckpointHook, StepSeedHook):
+        hooks.register_module(module=hook)
+
+
 def build_model(model_cfg: dict, scope: str):
     """Build a config's ``model`` in the registry of codebase ``scope`` (a
     config's ``default_scope``), without leaving that scope as the global

@@ -1,11 +1,10 @@
-"""``type='MixedAEViT'``, ``'SimpleFPN'`` and ``norm_cfg=dict(type='LN2d')``
-inside mmdetection configs."""
-from mmdet.registry import MODELS
+"""``type='MixedAEViT'``, ``'SimpleFPN'``, ``norm_cfg=dict(type='LN2d')`` and
+mixedae_mm's checkpoint hooks inside mmdetection configs."""
+from mmdet.registry import HOOKS, MODELS
 
-import mixedae_mm  # noqa: F401  (mmpretrain registrations, hooks, optim)
-from mixedae_mm.engine import optim  # noqa: F401  (layer decay constructor)
-from mixedae_mm.models.backbones import MixedAEViT
+import mixedae_mm  # noqa: F401  (layer decay constructor, atomic_local)
+from mixedae_mm.downstream import register_in
 
 from . import simple_fpn  # noqa: F401  (registers SimpleFPN and LN2d)
 
-MODELS.register_module(name='MixedAEViT', module=MixedAEViT)
+register_in(MODELS, HOOKS)

@@ -1,8 +1,8 @@
-"""``type='MixedAEViT'`` inside mmsegmentation configs."""
-from mmseg.registry import MODELS
+"""``type='MixedAEViT'`` and mixedae_mm's checkpoint hooks inside
+mmsegmentation configs."""
+from mmseg.registry import HOOKS, MODELS
 
-import mixedae_mm  # noqa: F401  (mmpretrain registrations, hooks, optim)
-from mixedae_mm.engine import optim  # noqa: F401  (layer decay constructor)
-from mixedae_mm.models.backbones import MixedAEViT
+import mixedae_mm  # noqa: F401  (layer decay constructor, atomic_local)
+from mixedae_mm.downstream import register_in
 
-MODELS.register_module(name='MixedAEViT', module=MixedAEViT)
+register_in(MODELS, HOOKS)
