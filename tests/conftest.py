@@ -33,28 +33,35 @@ DEMO_ARCH = dict(
     embed_dims=192, num_layers=6, num_heads=3, feedforward_channels=768)
 
 
-@pytest.fixture(scope='session')
-def pretrained_checkpoint(tmp_path_factory, demo_data):
-    """A real MixedAE pretraining checkpoint: the demo config trained for 2
-    iterations on the demo photos (mmengine format, ``backbone.*`` keys)."""
+def short_demo_run(work_dir, data_root, iters, batch_size, name):
+    """The demo config shortened to ``iters`` iterations in one process,
+    checkpointing at the end; returns the mmengine ``Runner`` (not run)."""
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     import mixedae_mm  # noqa: F401
-    work_dir = tmp_path_factory.mktemp('pretrain')
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py'))
     cfg.work_dir = str(work_dir)
-    cfg.train_dataloader.dataset.data_root = demo_data
-    cfg.train_dataloader.batch_size = 8
+    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.train_dataloader.batch_size = batch_size
     cfg.train_dataloader.num_workers = 0
     cfg.train_dataloader.persistent_workers = False
-    cfg.train_cfg.max_iters = 2
-    cfg.default_hooks.checkpoint.interval = 2
+    cfg.train_cfg.max_iters = iters
+    cfg.default_hooks.checkpoint.interval = iters
     cfg.custom_hooks = [h for h in cfg.custom_hooks
                         if h['type'] != 'TrainingSummaryHook']
-    cfg.experiment_name = 'pretrain_fixture'
-    Runner.from_cfg(cfg).train()
+    cfg.experiment_name = name
+    return Runner.from_cfg(cfg)
+
+
+@pytest.fixture(scope='session')
+def pretrained_checkpoint(tmp_path_factory, demo_data):
+    """A real MixedAE pretraining checkpoint: the demo config trained for 2
+    iterations on the demo photos (mmengine format, ``backbone.*`` keys)."""
+    work_dir = tmp_path_factory.mktemp('pretrain')
+    short_demo_run(work_dir, demo_data, iters=2, batch_size=8,
+                   name='pretrain_fixture').train()
     path = osp.join(str(work_dir), 'iter_2.pth')
     assert osp.exists(path)
     return path

@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmengine.fileio import get_file_backend
 
+from conftest import short_demo_run
 from mixedae_mm.engine.fileio import AtomicLocalBackend, write_atomic
 
 
@@ -31,11 +32,8 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['iter_1.pth']
 
 
-def test_demo_run_saves_through_the_atomic_backend(repo_root, demo_data,
-                                                  tmp_path, monkeypatch):
-    from mmengine.config import Config
-    from mmengine.runner import Runner
-
+def test_demo_run_saves_through_the_atomic_backend(demo_data, tmp_path,
+                                                  monkeypatch):
     written = []
     put = AtomicLocalBackend.put
 
@@ -44,19 +42,8 @@ def test_demo_run_saves_through_the_atomic_backend(repo_root, demo_data,
         put(self, obj, filepath)
 
     monkeypatch.setattr(AtomicLocalBackend, 'put', spy)
-    cfg = Config.fromfile(
-        osp.join(repo_root, 'configs/demo/mixedae_vit-tiny-p8_demo.py'))
-    cfg.work_dir = str(tmp_path)
-    cfg.train_dataloader.dataset.data_root = demo_data
-    cfg.train_dataloader.batch_size = 4
-    cfg.train_dataloader.num_workers = 0
-    cfg.train_dataloader.persistent_workers = False
-    cfg.train_cfg.max_iters = 1
-    cfg.default_hooks.checkpoint.interval = 1
-    cfg.custom_hooks = [h for h in cfg.custom_hooks
-                        if h['type'] != 'TrainingSummaryHook']
-    cfg.experiment_name = 'atomic_io'
-    Runner.from_cfg(cfg).train()
+    short_demo_run(tmp_path, demo_data, iters=1, batch_size=4,
+                   name='atomic_io').train()
 
     assert written == ['iter_1.pth']
     assert not [f for f in os.listdir(tmp_path) if f.endswith('.tmp')]
