@@ -267,8 +267,12 @@ def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:
         topk_indices: ``(M, h, N, K)`` from :func:`topk_attention`.
         owner: ``(M, N)``.
 
+    The query's own key counts when the top-k selects it (it is homologous
+    to itself), so a random selection scores
+    :func:`homologous_accuracy_chance` ``= K / N = 1 / G``.
+
     Returns:
-        Scalar tensor in [0, 1]. Chance level is about ``(K-1)/(N-1)``.
+        Scalar tensor in [0, 1].
     """
     num_heads, top_k = topk_indices.shape[1], topk_indices.shape[-1]
     key_owner = owner[:, None, None, :].expand(-1, num_heads,
@@ -276,6 +280,17 @@ def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:
     selected_owner = key_owner.gather(-1, topk_indices)
     query_owner = owner[:, None, :, None]
     return (selected_owner == query_owner).float().mean()
+
+
+def homologous_accuracy_chance(num_patches: int, group_size: int) -> float:
+    """Expected :func:`homologous_accuracy` of a uniformly random top-k.
+
+    Each of a query's ``K = N / G`` picks among the ``N`` keys (its own
+    included) is homologous with probability ``K / N``, which is ``1 / G``
+    whatever the grid: 0.25 for the paper's ``G = 4``.
+    """
+    check_mixing_shapes(group_size, num_patches, group_size)
+    return (num_patches // group_size) / num_patches
 
 
 # --------------------------------------------------------------------------
@@ -290,15 +305,25 @@ def homologous_contrastive_loss(features: Tensor, owner: Tensor,
     ``-mean_{p in P(i)} log softmax_{a != i}(z_i . z_a / tau)[p]``,
     averaged over tokens and samples.
 
+    Computed in fp32 even under autocast: with ``tau = 0.25`` the logits
+    span [-4, 4], where bf16 keeps only two to three significant digits.
+
     Args:
         features: ``(M, N, C)``; L2-normalised inside.
         owner: ``(M, N)``.
         temperature: ``tau``.
 
     Returns:
-        Scalar loss.
+        Scalar fp32 loss.
     """
-    z = F.normalize(features.float(), dim=-1)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return _homologous_contrastive_loss_fp32(features.float(), owner,
+                                                 temperature)
+
+
+def _homologous_contrastive_loss_fp32(features: Tensor, owner: Tensor,
+                                      temperature: float) -> Tensor:
+    z = F.normalize(features, dim=-1)
     logits = z @ z.transpose(1, 2) / temperature
     num_patches = owner.shape[1]
     self_mask = torch.eye(num_patches, dtype=torch.bool, device=z.device)

@@ -177,6 +177,54 @@ def test_homologous_accuracy_perfect_and_chance():
     assert ops.homologous_accuracy(indices, owner).item() < 0.8
 
 
+@pytest.mark.parametrize('num_patches,group_size', [(196, 4), (64, 4),
+                                                      (64, 2)])
+def test_homologous_accuracy_chance_is_what_a_random_top_k_scores(
+        num_patches, group_size):
+    """Random top-k selections (the query's own key may be among them) on a
+    real partition score the stated chance level; (K-1)/(N-1) is too low."""
+    gen = torch.Generator().manual_seed(0)
+    num_mixed, num_heads, top_k = 64, 4, num_patches // group_size
+    owner = ops.sample_partition(num_mixed, num_patches, group_size,
+                                 generator=gen)
+    noise = torch.rand(num_mixed, num_heads, num_patches, num_patches,
+                       generator=gen)
+    indices = noise.argsort(dim=-1)[..., :top_k]
+    accuracy = ops.homologous_accuracy(indices, owner).item()
+    chance = ops.homologous_accuracy_chance(num_patches, group_size)
+    assert chance == 1 / group_size
+    # the mean of about 10^6 draws: its standard error is below 5e-4
+    assert accuracy == pytest.approx(chance, abs=1.5e-3)
+    excluding_self = (top_k - 1) / (num_patches - 1)
+    assert abs(accuracy - excluding_self) > 3e-3
+
+
+def test_homologous_accuracy_chance_rejects_a_grid_that_does_not_split():
+    with pytest.raises(ValueError, match='divisible by the mixing group'):
+        ops.homologous_accuracy_chance(50, 4)
+
+
+def test_contrastive_loss_stays_fp32_under_bf16_autocast():
+    """Under AMP the loss is the fp32 loss of the same features."""
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(4, 64, 48, generator=gen)
+    owner = ops.sample_partition(4, 64, 4, generator=gen)
+    reference = ops.homologous_contrastive_loss(features, owner, 0.25)
+    with torch.autocast(device_type='cpu', dtype=torch.bfloat16):
+        assert (features @ features.transpose(1, 2)).dtype == torch.bfloat16
+        under_amp = ops.homologous_contrastive_loss(features, owner, 0.25)
+        # bf16 features (a bf16 encoder's output) are upcast, not rounded
+        from_bf16 = ops.homologous_contrastive_loss(
+            features.bfloat16(), owner, 0.25)
+    assert under_amp.dtype == torch.float32
+    torch.testing.assert_close(under_amp, reference, rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        from_bf16,
+        ops.homologous_contrastive_loss(features.bfloat16().float(), owner,
+                                        0.25),
+        rtol=1e-6, atol=0)
+
+
 def test_contrastive_loss_hand_computed():
     # 4 tokens, owners [0, 0, 1, 1]; unit vectors at known angles
     owner = torch.tensor([[0, 0, 1, 1]])
