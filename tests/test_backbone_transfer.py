@@ -92,6 +92,59 @@ def test_zero_initialised_relative_bias_starts_as_plain_attention():
     assert with_bias(torch.randn(1, 3, 48, 48))[0].shape == (1, 37, 32)
 
 
+def _brute_force_index(height, width, with_cls):
+    """BEiT's relative position index, pair by pair."""
+    num_distances = (2 * height - 1) * (2 * width - 1)
+    cells = [(y, x) for y in range(height) for x in range(width)]
+    index = [[(yi - yj + height - 1) * (2 * width - 1) + xi - xj + width - 1
+              for (yj, xj) in cells] for (yi, xi) in cells]
+    if with_cls:
+        index = [[num_distances + 2] + [num_distances] * len(cells)] + [
+            [num_distances + 1] + row for row in index]
+    return torch.tensor(index)
+
+
+@pytest.mark.parametrize('window', [0, 2])
+def test_relative_position_index_is_built_once_per_grid(monkeypatch, window):
+    """Repeated forwards reuse one index per grid, on the table's device; the
+    bias is BEiT's, and the state_dict holds only the tables."""
+    from mixedae_mm.models.backbones import attention
+    builds = []
+    build = attention._build_relative_position_index
+
+    def counting_build(*args):
+        builds.append(args)
+        return build(*args)
+
+    monkeypatch.setattr(attention, '_build_relative_position_index',
+                        counting_build)
+    relative_position_index.cache_clear()
+    model = vit(use_rel_pos_bias=True, window_size=window, out_type='featmap')
+    for size in (32, 32, 48, 32, 48):
+        model(torch.randn(1, 3, size, size))
+    grids = {(4, 4), (6, 6)} if not window else {(2, 2)}
+    assert sorted(args[:2] for args in builds) == sorted(grids)
+
+    attn = model.layers[0].attn
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_()
+    grid = (2, 2) if window else (4, 4)
+    index = relative_position_index(*grid, not window, torch.device('cpu'))
+    assert index is relative_position_index(*grid, not window,
+                                            torch.device('cpu'))
+    assert index.device == attn.relative_position_bias_table.device
+    expected = _brute_force_index(*grid, not window)
+    torch.testing.assert_close(index, expected)
+    table = attn.relative_position_bias_table
+    torch.testing.assert_close(attn.relative_position_bias(grid),
+                               table[expected].permute(2, 0, 1))
+
+    plain_keys = set(vit(window_size=window, out_type='featmap').state_dict())
+    tables = {f'layers.{i}.attn.relative_position_bias_table'
+              for i in range(2)}
+    assert set(model.state_dict()) == plain_keys | tables
+
+
 def test_pretraining_refuses_transfer_options():
     model = vit(use_rel_pos_bias=True, mixing=True)
     with pytest.raises(ValueError, match='transfer options'):

@@ -8,6 +8,7 @@
   zero-initialised, so it starts as plain attention);
 - windowed attention helpers (ViTDet recipe), applied by the encoder layer.
 """
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -18,19 +19,34 @@ from torch import Tensor, nn
 from ... import ops
 
 
-def relative_position_index(height: int, width: int,
-                            with_cls: bool) -> Tensor:
+@functools.lru_cache(maxsize=16)
+def relative_position_index(height: int, width: int, with_cls: bool,
+                            device: Optional[torch.device] = None) -> Tensor:
     """Index into a relative position table, BEiT style.
 
     Patch pairs index ``(2h-1)(2w-1)`` relative offsets; with a cls token
     three more entries hold cls->patch, patch->cls and cls->cls.
 
+    Built once per (grid, cls, device) and shared by every layer: for the
+    detector's 64x64 global blocks a fresh index cost half a second per call.
+    The result is cached, so it must not be modified in place.
+
     Returns:
-        ``(L, L)`` long, ``L = h*w (+1 with cls)``.
+        ``(L, L)`` long on ``device``, ``L = h*w (+1 with cls)``.
     """
+    # a cached index first built under inference_mode could not be saved for
+    # a later backward pass
+    with torch.inference_mode(False):
+        return _build_relative_position_index(height, width, with_cls, device)
+
+
+def _build_relative_position_index(height: int, width: int, with_cls: bool,
+                                   device: Optional[torch.device]) -> Tensor:
     coords = torch.stack(
         torch.meshgrid(
-            torch.arange(height), torch.arange(width), indexing='ij')).flatten(1)
+            torch.arange(height, device=device),
+            torch.arange(width, device=device),
+            indexing='ij')).flatten(1)
     relative = coords[:, :, None] - coords[:, None, :]
     index = (relative[0] + height - 1) * (2 * width - 1) + (relative[1] +
                                                              width - 1)
@@ -38,7 +54,7 @@ def relative_position_index(height: int, width: int,
         return index
     num_distances = (2 * height - 1) * (2 * width - 1)
     full = torch.empty(height * width + 1, height * width + 1,
-                       dtype=torch.long)
+                       dtype=torch.long, device=device)
     full[1:, 1:] = index
     full[0, 1:] = num_distances
     full[1:, 0] = num_distances + 1
@@ -153,8 +169,8 @@ class MixedAEAttention(MultiheadAttention):
         extra = 3 if self.with_cls else 0
         table = resize_relative_table(self.relative_position_bias_table,
                                       self.rel_pos_grid, grid_hw, extra)
-        index = relative_position_index(*grid_hw, self.with_cls).to(
-            table.device)
+        index = relative_position_index(*grid_hw, self.with_cls,
+                                        table.device)
         return table[index.view(-1)].view(*index.shape, -1).permute(2, 0, 1)
 
     def _qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
