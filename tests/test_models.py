@@ -1,5 +1,6 @@
 """The registered MixedAE modules: shapes, ablations, MAE equivalence."""
 import copy
+import re
 
 import pytest
 import torch
@@ -167,6 +168,99 @@ def test_homo_attn_layers_subset():
     assert model.backbone.homo_attn_layers == [1]
     losses = model.loss(torch.randn(8, 3, 32, 32), [])
     assert 'homo_acc_l1' in losses and 'homo_acc_l0' not in losses
+
+
+#: ``--cfg-options`` that shrink the ViT-B recipe to a tiny model
+TINY_VITB_OPTIONS = {
+    'model.backbone.arch': 'demo-tiny',
+    'model.backbone.img_size': 64,
+    'model.backbone.patch_size': 8,
+    'model.neck.decoder_embed_dim': 32,
+    'model.neck.decoder_depth': 1,
+    'model.neck.decoder_num_heads': 2,
+}
+SHIPPED = {
+    'vitb_1600e': ('configs/mixedae_vitb_1600e.py', TINY_VITB_OPTIONS),
+    'demo': ('configs/demo/mixedae_vit-tiny-p8_demo.py', {}),
+}
+
+
+def build_shipped(repo_root, config, **options):
+    """The model of a shipped config, merged with ``options`` the way
+    ``tools/train.py --cfg-options`` merges them."""
+    path, shrink = SHIPPED[config]
+    cfg = Config.fromfile(f'{repo_root}/{path}')
+    cfg.merge_from_dict({**shrink, **options})
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+#: what each ablation means: (mixing, homologous attention in every layer,
+#: loss and log terms)
+ABLATION_EXPECTED = {
+    'none': (True, True, {'loss_rec', 'loss_homo', 'homo_acc'}),
+    'mae': (False, False, {'loss_rec'}),
+    'naive_mixing': (True, False, {'loss_rec'}),
+    'homo_attn_only': (True, True, {'loss_rec', 'homo_acc'}),
+}
+
+
+@pytest.mark.parametrize('config', sorted(SHIPPED))
+@pytest.mark.parametrize('ablation', sorted(ABLATION_EXPECTED))
+def test_ablation_is_one_line_on_the_shipped_configs(repo_root, config,
+                                                     ablation):
+    """``--cfg-options model.ablation=X`` builds from the shipped recipe and
+    trains a step with the loss terms and attention the ablation means."""
+    model = build_shipped(repo_root, config, **{'model.ablation': ablation})
+    mixing, homo_attention, terms = ABLATION_EXPECTED[ablation]
+    backbone = model.backbone
+    assert backbone.mixing == mixing
+    num_layers = backbone.num_layers
+    assert backbone.homo_attn_layers == (
+        list(range(num_layers)) if homo_attention else [])
+    # no group slots without mixing; the recipe's decoder slot otherwise
+    assert (model.neck.segment_embed is not None) == mixing
+
+    size = backbone.img_size[0]
+    images = torch.randint(0, 255, (8, 3, size, size), dtype=torch.uint8)
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-4))
+    log_vars = model.train_step(dict(inputs=images, data_samples=None),
+                                optim)
+    per_layer = {f'homo_acc_l{i}' for i in range(num_layers)}
+    assert set(log_vars) == {'loss'} | terms | (
+        per_layer if homo_attention else set())
+    assert all(torch.isfinite(v) for v in log_vars.values())
+    if not mixing:  # MAE: random masking of 3/4 of each image's patches
+        _, mask, _ = backbone(torch.randn(8, 3, size, size), mask=True)
+        assert mask.mean(1).tolist() == [0.75] * 8
+        assert not torch.equal(mask[0], mask[1])
+
+
+@pytest.mark.parametrize('options,message', [
+    ({'model.ablation': 'naive_mixing', 'model.head.homo_loss_weight': 1.0},
+     "homo_loss_weight=1.0 contradicts ablation='naive_mixing'"),
+    ({'model.ablation': 'naive_mixing', 'model.backbone.homo_attn_layers':
+      [-1]}, "homo_attn_layers=[-1] contradicts ablation='naive_mixing'"),
+    ({'model.ablation': 'homo_attn_only', 'model.head.homo_loss_weight': 0.1},
+     "homo_loss_weight=0.1 contradicts ablation='homo_attn_only'"),
+    ({'model.ablation': 'mae', 'model.segment_embed': 'encoder'},
+     "segment_embed='encoder' contradicts ablation='mae'"),
+])
+def test_a_value_chosen_next_to_an_ablation_is_reported(repo_root, options,
+                                                        message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_shipped(repo_root, 'vitb_1600e', **options)
+
+
+def test_ablation_accepts_a_value_it_would_set_itself(repo_root):
+    model = build_shipped(repo_root, 'demo', **{
+        'model.ablation': 'naive_mixing',
+        'model.head.homo_loss_weight': 0.
+    })
+    assert model.head.homo_loss_weight == 0
+    assert model.backbone.homo_attn_layers == []
 
 
 def test_mixing_off_reproduces_mmpretrain_mae():

@@ -3,7 +3,9 @@
 model = dict(
     type='MixedAE',
     segment_embed='decoder',  # (choice) 'decoder' | 'encoder' | 'none'
-    ablation='none',  # 'mae' | 'naive_mixing' | 'homo_attn_only'
+    # 'mae' | 'naive_mixing' | 'homo_attn_only': a preset replaces the
+    # defaults stated below (a different value next to it is an error)
+    ablation='none',
     backbone=dict(
         type='MixedAEViT',
         arch='b',

@@ -1,4 +1,5 @@
 import copy
+import inspect
 from typing import Dict, List, Optional
 
 import torch
@@ -9,12 +10,16 @@ from torch import Tensor
 
 from ... import ops
 
-#: ``ablation`` presets: the paper's ablations, one config line each.
+#: ``ablation`` presets: the paper's ablations, one config line each. A
+#: preset replaces the values a config states at their defaults; a different
+#: value next to it is a contradiction (see :func:`_apply_preset`).
 ABLATIONS = {
     # MixedAE as specified: mixing, homologous attention, contrastive loss.
     'none': dict(),
-    # random masking instead of mixing, same encoder/decoder: MAE
-    'mae': dict(backbone=dict(mixing=False)),
+    # random masking instead of mixing, same encoder/decoder: MAE (no groups,
+    # so no group slots to embed, and no unused parameter for DDP)
+    'mae': dict(model=dict(segment_embed='none'),
+                backbone=dict(mixing=False, homo_attn_layers=[])),
     # mix and reconstruct, nothing else
     'naive_mixing': dict(
         backbone=dict(homo_attn_layers=[]), head=dict(homo_loss_weight=0.)),
@@ -28,8 +33,42 @@ def _set(cfg: dict, key: str, value, reason: str) -> None:
     """Fill ``cfg[key]``; a different value set by hand is an error."""
     if key in cfg and cfg[key] != value:
         raise ValueError(
-            f"{cfg.get('type', 'module')}.{key}={cfg[key]!r} contradicts "
+            f"{_type_name(cfg)}.{key}={cfg[key]!r} contradicts "
             f'{reason} (which needs {value!r}); remove it from the config')
+    cfg[key] = value
+
+
+def _type_name(cfg: dict) -> str:
+    module_type = cfg.get('type', 'module')
+    return getattr(module_type, '__name__', module_type)
+
+
+def constructor_default(module_type, key: str):
+    """Default of argument ``key`` of the registered ``module_type`` (a name
+    or a class); ``inspect.Parameter.empty`` when it has none."""
+    cls = MODELS.get(module_type) if isinstance(module_type, str) \
+        else module_type
+    if cls is None:
+        return inspect.Parameter.empty
+    param = inspect.signature(cls).parameters.get(key)
+    return inspect.Parameter.empty if param is None else param.default
+
+
+def _apply_preset(cfg: dict, key: str, value, ablation: str) -> None:
+    """Set ``cfg[key]`` for an ablation preset.
+
+    Recipes state their defaults (the base model config spells out lambda and
+    the homologous layers), so a stated value equal to the module's default
+    is the recipe's, not a choice, and the preset replaces it. Any other
+    value differing from the preset was chosen next to the preset: an error.
+    """
+    stated = cfg.get(key, value)
+    default = constructor_default(cfg.get('type'), key)
+    if stated != value and stated != default:
+        raise ValueError(
+            f'{_type_name(cfg)}.{key}={stated!r} contradicts '
+            f'ablation={ablation!r}, which sets {value!r}: remove {key} from '
+            f'the config (or drop the ablation)')
     cfg[key] = value
 
 
@@ -46,10 +85,12 @@ class MixedAE(BaseSelfSupervisor):
 
     Args:
         segment_embed (str): Where the learnable group-slot embedding goes:
-            ``'decoder'`` (default), ``'encoder'`` or ``'none'``. Ignored
-            (``'none'``) with ``ablation='mae'``.
+            ``'decoder'`` (default), ``'encoder'`` or ``'none'``;
+            ``ablation='mae'`` sets ``'none'``.
         ablation (str): ``'none'`` (full MixedAE), ``'mae'``,
             ``'naive_mixing'`` or ``'homo_attn_only'``; see ``ABLATIONS``.
+            The preset replaces values the config states at the modules'
+            defaults; a value that differs from both is an error.
         Other arguments are those of ``BaseSelfSupervisor``.
     """
 
@@ -66,16 +107,14 @@ class MixedAE(BaseSelfSupervisor):
         if segment_embed not in SEGMENT_EMBED_CHOICES:
             raise ValueError(f'segment_embed must be one of '
                              f'{SEGMENT_EMBED_CHOICES}, got {segment_embed!r}')
-        if ablation == 'mae':
-            # no groups, so no group slots to embed (and no unused
-            # parameter for DDP to trip on)
-            segment_embed = 'none'
         backbone, neck, head = (copy.deepcopy(dict(c))
                                 for c in (backbone, neck, head))
+        model = dict(type=type(self), segment_embed=segment_embed)
         for part, overrides in ABLATIONS[ablation].items():
-            cfg = dict(backbone=backbone, head=head)[part]
+            cfg = dict(model=model, backbone=backbone, head=head)[part]
             for key, value in overrides.items():
-                _set(cfg, key, value, f'ablation={ablation!r}')
+                _apply_preset(cfg, key, value, ablation)
+        segment_embed = model['segment_embed']
         _set(backbone, 'segment_embed', segment_embed == 'encoder',
              f'segment_embed={segment_embed!r}')
         _set(neck, 'segment_embed', segment_embed == 'decoder',
