@@ -23,6 +23,7 @@ import pickle
 import re
 import sys
 import tempfile
+from collections import OrderedDict
 from typing import BinaryIO, Callable, List, Optional
 
 import torch
@@ -190,10 +191,16 @@ def to_weights_only(value):
         return value.item()
     if isinstance(value, argparse.Namespace):
         return to_weights_only(vars(value))
-    if isinstance(value, dict):
-        return type(value)((k, to_weights_only(v)) for k, v in value.items())
+    if isinstance(value, dict):  # other dict classes: weights_only refuses
+        items = [(k, to_weights_only(v)) for k, v in value.items()]
+        out = OrderedDict(items) if isinstance(value, OrderedDict) else \
+            dict(items)
+        if hasattr(value, '_metadata'):  # a module's state dict versions
+            out._metadata = value._metadata
+        return out
     if isinstance(value, (list, tuple)) and not hasattr(value, '_fields'):
-        return type(value)(to_weights_only(v) for v in value)
+        items = [to_weights_only(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
     return value
 
 

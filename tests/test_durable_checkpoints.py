@@ -88,7 +88,8 @@ def test_run_killed_while_saving_with_rotation_resumes(repo_root, demo_data,
     assert mode(work / 'last_checkpoint') == 0o644
 
 
-def test_crafted_pickle_passed_to_resume_never_runs(repo_root, tmp_path):
+def test_crafted_pickle_passed_to_resume_never_runs(repo_root, demo_data,
+                                                    tmp_path):
     marker = tmp_path / 'payload_ran'
 
     class Payload:
@@ -101,7 +102,8 @@ def test_crafted_pickle_passed_to_resume_never_runs(repo_root, tmp_path):
     result = run(repo_root, [
         'tools/train.py', DEMO, '--work-dir', tmp_path / 'work', '--resume',
         evil
-    ], env={'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'})
+    ] + demo_overrides(demo_data, max_iters=1),
+        env={'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'})
     assert result.returncode != 0
     assert not marker.exists(), 'the pickled payload ran'
     assert 'trust_checkpoint.py' in result.stderr
