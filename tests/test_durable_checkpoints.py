@@ -234,3 +234,18 @@ def test_weights_only_is_passed_whatever_the_environment(tmp_path,
     with pytest.raises(CheckpointError, match='trust_checkpoint.py'):
         _load_checkpoint(str(evil), map_location='cpu')
     assert not marker.exists()
+
+
+def test_converters_share_checkpoint_io_without_openmmlab_imports(
+        repo_root):
+    code = ('import sys; sys.path.insert(0, "tools/model_converters"); '
+            'import keymap, trust_checkpoint; '
+            'print(sorted(m for m in ("mmengine", "mmpretrain", "mixedae_mm")'
+            ' if m in sys.modules)); '
+            'print(keymap.checkpoint_io.__file__)')
+    result = run(repo_root, ['-c', code])
+    assert result.returncode == 0, result.stderr
+    imported, path = result.stdout.splitlines()
+    assert imported == '[]'
+    assert osp.samefile(path, osp.join(repo_root, 'mixedae_mm',
+                                       'checkpoint_io.py'))
