@@ -55,18 +55,14 @@ param_scheduler = [
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1600)
 default_hooks = dict(
-    # atomic_local: a checkpoint file is complete or absent, never truncated
+    # checkpoints written atomically, old ones deleted only once the new one
+    # is on disk, loadable with torch.load(weights_only=True)
     checkpoint=dict(
-        type='CheckpointHook',
-        interval=1,
-        max_keep_ckpts=3,
-        backend_args=dict(backend='atomic_local')),
+        type='DurableCheckpointHook', interval=1, max_keep_ckpts=3),
     logger=dict(type='LoggerHook', interval=100))
-# Checkpoints that load with torch.load(weights_only=True), and randomness
-# seeded per (seed, rank, iteration) so that a resumed run equals an
-# uninterrupted one.
+# randomness seeded per (seed, rank, iteration) so that a resumed run equals
+# an uninterrupted one
 custom_hooks = [
-    dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),
 ]
 randomness = dict(seed=0, diff_rank_seed=True)

@@ -67,8 +67,8 @@ def test_recipe_configs_hold_the_spec_values(repo_root, name):
     assert [t.type for t in loader.dataset.pipeline] == [
         'LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'PackInputs'
     ]
-    hooks = [h.type for h in cfg.custom_hooks]
-    assert 'WeightsOnlyCheckpointHook' in hooks and 'StepSeedHook' in hooks
+    assert cfg.default_hooks.checkpoint.type == 'DurableCheckpointHook'
+    assert 'StepSeedHook' in [h.type for h in cfg.custom_hooks]
 
 
 def _imagenet_layout(root, classes=2, per_class=4, size=240):

@@ -11,6 +11,7 @@ from mmengine.runner import Runner
 # Make ``import mixedae_mm`` work from a plain clone, without installing.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mixedae_mm.engine import warn_if_checkpoints_not_loadable  # noqa: E402
 from mixedae_mm.engine.launch import \
     setup_distributed_without_gpu  # noqa: E402
 
@@ -114,6 +115,7 @@ def main(argv=None):
     cfg = merge_args(cfg, args)
     setup_distributed_without_gpu(cfg)
     runner = Runner.from_cfg(cfg)
+    warn_if_checkpoints_not_loadable(runner)
     runner.train()
     return runner
 

@@ -69,10 +69,9 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=100,
-        max_keep_ckpts=2, backend_args=dict(backend='atomic_local')))
+        type='DurableCheckpointHook', by_epoch=False, interval=100,
+        max_keep_ckpts=2))
 custom_hooks = [
-    dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),
     dict(type='TrainingSummaryHook', num_bins=6),
 ]

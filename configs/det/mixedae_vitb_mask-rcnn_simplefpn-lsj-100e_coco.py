@@ -137,11 +137,10 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 auto_scale_lr = dict(base_batch_size=64)
 
 # Checkpoints that load with torch.load(weights_only=True) (resume,
-# tools/test.py), written atomically; randomness seeded per step so that a
-# resumed run equals an uninterrupted one.
+# tools/test.py), written atomically, old ones deleted only after the new one
+# is on disk; randomness seeded per step so that a resumed run equals an
+# uninterrupted one.
 custom_hooks = [
-    dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),
 ]
-default_hooks = dict(
-    checkpoint=dict(backend_args=dict(backend='atomic_local')))
+default_hooks = dict(checkpoint=dict(type='DurableCheckpointHook'))

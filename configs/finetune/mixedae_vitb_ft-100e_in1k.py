@@ -32,11 +32,10 @@ optim_wrapper = dict(
 auto_scale_lr = dict(base_batch_size=1024)
 
 # Checkpoints that load with torch.load(weights_only=True) (resume,
-# tools/test.py), written atomically; randomness seeded per step so that a
-# resumed run equals an uninterrupted one.
+# tools/test.py), written atomically, old ones deleted only after the new one
+# is on disk; randomness seeded per step so that a resumed run equals an
+# uninterrupted one.
 custom_hooks = [
-    dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),
 ]
-default_hooks = dict(
-    checkpoint=dict(backend_args=dict(backend='atomic_local')))
+default_hooks = dict(checkpoint=dict(type='DurableCheckpointHook'))

@@ -16,13 +16,15 @@ REGISTRATIONS = {
 
 def register_in(models, hooks) -> None:
     """Register what transfer configs use in another codebase's registries:
-    the backbone, and the hooks that make its checkpoints weights-only
-    loadable and its resumes exact (mmpretrain's registries, where they
-    live, are not searched from mmseg or mmdet scope)."""
-    from mixedae_mm.engine import StepSeedHook, WeightsOnlyCheckpointHook
+    the backbone, and the hooks that make its checkpoints durable and
+    weights-only loadable and its resumes exact (mmpretrain's registries,
+    where they live, are not searched from mmseg or mmdet scope)."""
+    from mixedae_mm.engine import (DurableCheckpointHook, StepSeedHook,
+                                   WeightsOnlyCheckpointHook)
     from mixedae_mm.models.backbones import MixedAEViT
     models.register_module(name='MixedAEViT', module=MixedAEViT)
-    for hook in (WeightsOnlyCheckpointHook, StepSeedHook):
+    for hook in (DurableCheckpointHook, WeightsOnlyCheckpointHook,
+                 StepSeedHook):
         hooks.register_module(module=hook)
 
 

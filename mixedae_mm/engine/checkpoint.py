@@ -15,24 +15,12 @@ run would draw other mixing partitions than an uninterrupted one.
 """
 import hashlib
 
-import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmpretrain.registry import HOOKS
 
-_BUFFER_TAG = '__history_buffer__'
-
-
-def history_buffer_to_dict(buffer: HistoryBuffer) -> dict:
-    """A ``HistoryBuffer`` as tensors and ints (weights-only loadable)."""
-    return {
-        _BUFFER_TAG: True,
-        'max_length': int(buffer.max_length),
-        'log_history': torch.from_numpy(np.asarray(buffer._log_history)),
-        'count_history': torch.from_numpy(np.asarray(buffer._count_history)),
-    }
-
+from ..checkpoint_io import BUFFER_TAG, to_weights_only
 
 def dict_to_history_buffer(state: dict) -> HistoryBuffer:
     buffer = HistoryBuffer(max_length=state['max_length'])
@@ -41,29 +29,28 @@ def dict_to_history_buffer(state: dict) -> HistoryBuffer:
     return buffer
 
 
-def to_weights_only(value):
-    """HistoryBuffers -> tagged dicts, numpy -> tensors/Python numbers."""
-    if isinstance(value, HistoryBuffer):
-        return history_buffer_to_dict(value)
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return type(value)((k, to_weights_only(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_weights_only(v) for v in value)
-    return value
-
-
 def from_weights_only(value):
     """Inverse of :func:`to_weights_only` for the tagged HistoryBuffers."""
     if isinstance(value, dict):
-        if value.get(_BUFFER_TAG):
+        if value.get(BUFFER_TAG):
             return dict_to_history_buffer(value)
         return type(value)(
             (k, from_weights_only(v)) for k, v in value.items())
     return value
+
+
+def checkpoint_to_weights_only(checkpoint: dict) -> None:
+    """Convert, in place, the parts of an mmengine checkpoint that hold
+    objects (message hub, meta)."""
+    for key in ('message_hub', 'meta'):
+        if key in checkpoint:
+            checkpoint[key] = to_weights_only(checkpoint[key])
+
+
+def checkpoint_from_weights_only(checkpoint: dict) -> None:
+    if 'message_hub' in checkpoint:
+        checkpoint['message_hub'] = from_weights_only(
+            checkpoint['message_hub'])
 
 
 @HOOKS.register_module()
@@ -72,18 +59,17 @@ class WeightsOnlyCheckpointHook(Hook):
 
     Converts the message hub before saving and back after loading (mmengine
     calls ``after_load_checkpoint`` before it restores the message hub).
+    ``DurableCheckpointHook`` does the same itself; this hook remains for
+    configs that keep mmengine's ``CheckpointHook``. Both together are
+    harmless (the conversions are idempotent).
     """
     priority = 'VERY_HIGH'
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        for key in ('message_hub', 'meta'):
-            if key in checkpoint:
-                checkpoint[key] = to_weights_only(checkpoint[key])
+        checkpoint_to_weights_only(checkpoint)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if 'message_hub' in checkpoint:
-            checkpoint['message_hub'] = from_weights_only(
-                checkpoint['message_hub'])
+        checkpoint_from_weights_only(checkpoint)
 
 
 def step_seed(seed: int, rank: int, iteration: int) -> int:

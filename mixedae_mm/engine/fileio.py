@@ -1,43 +1,38 @@
-"""Checkpoint files that are either complete or absent.
+"""mmengine's file I/O made atomic for writes and weights-only for reads.
 
-mmengine's local backend writes a checkpoint in place, so a run killed while
-saving (preemption, out of disk) leaves a truncated ``iter_N.pth`` that
-``--resume iter_N.pth`` then fails to read. ``AtomicLocalBackend`` writes to
-a temporary file in the same folder, flushes it to disk and renames it over
-the target (``os.replace`` is atomic on POSIX and Windows), so readers see
-the old file or the new one, never a part.
-
-Use it for checkpoints with::
+Writes: mmengine's local backend writes a checkpoint in place, so a run
+killed while saving leaves a truncated ``iter_N.pth``. The ``atomic_local``
+backend writes through :func:`mixedae_mm.checkpoint_io.atomic_write`
+(temporary file, fsync, rename, folder fsync)::
 
     default_hooks = dict(checkpoint=dict(
         type='CheckpointHook', backend_args=dict(backend='atomic_local')))
+
+(``DurableCheckpointHook`` uses it by default.)
+
+Reads: mmengine's checkpoint loaders call ``torch.load`` without
+``weights_only``, so torch's default decides, and
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns a ``--resume evil.pth`` into
+code execution. Importing this module re-registers the loaders of local
+files and http(s) URLs (``load_from``, ``--resume``, ``init_cfg``
+``Pretrained``, ``tools/test.py``) with ``weights_only=True`` passed
+explicitly, which the environment cannot override.
 """
-import os
 import os.path as osp
-import tempfile
 from pathlib import Path
 from typing import Union
 
+import torch
+from mmengine.dist import get_dist_info
 from mmengine.fileio import LocalBackend, register_backend
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from ..checkpoint_io import load_weights_only, write_bytes_atomic
 
 
 def write_atomic(data: bytes, filepath: Union[str, Path]) -> None:
     """Write ``data`` to ``filepath`` all at once or not at all."""
-    filepath = str(filepath)
-    folder = osp.dirname(osp.abspath(filepath))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f'.{osp.basename(filepath)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_bytes_atomic(data, str(filepath))
 
 
 @register_backend('atomic_local')
@@ -45,10 +40,57 @@ class AtomicLocalBackend(LocalBackend):
     """``LocalBackend`` whose writes (``put``, ``put_text``) are atomic."""
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
-        write_atomic(obj, filepath)
+        write_bytes_atomic(obj, str(filepath))
 
     def put_text(self,
                  obj: str,
                  filepath: Union[str, Path],
                  encoding: str = 'utf-8') -> None:
-        write_atomic(obj.encode(encoding), filepath)
+        write_bytes_atomic(obj.encode(encoding), str(filepath))
+
+
+def load_from_local_weights_only(filename: str, map_location=None):
+    """mmengine's loader for local paths, with ``weights_only=True``."""
+    try:
+        return load_weights_only(filename, map_location=map_location)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(_explain_missing(filename, err)) from None
+
+
+def _explain_missing(filename: str, err: Exception) -> str:
+    pointer = osp.join(osp.dirname(osp.abspath(filename)), 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if osp.abspath(named) == osp.abspath(filename):
+            return (f'{err}, though {pointer} names it (a run saved with '
+                    "mmengine's CheckpointHook and max_keep_ckpts deletes "
+                    'the old checkpoint before writing the new one, so a '
+                    'kill in between leaves none): resume from another '
+                    'checkpoint with --resume PATH, or start again')
+    return str(err)
+
+
+def load_from_http_weights_only(filename: str, map_location=None):
+    """mmengine's loader for http(s) URLs, with ``weights_only=True``
+    (rank 0 downloads first, the others then read its cache)."""
+    rank, world_size = get_dist_info()
+
+    def load():
+        return torch.hub.load_state_dict_from_url(
+            filename, map_location=map_location, weights_only=True)
+
+    if rank == 0:
+        checkpoint = load()
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            checkpoint = load()
+    return checkpoint
+
+
+CheckpointLoader.register_scheme(
+    prefixes='', loader=load_from_local_weights_only, force=True)
+CheckpointLoader.register_scheme(
+    prefixes=('http://', 'https://'), loader=load_from_http_weights_only,
+    force=True)

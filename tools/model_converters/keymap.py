@@ -16,17 +16,33 @@ the caller can report them: nothing disappears silently.
 
 This module needs torch only (no mmpretrain/timm import), so the converter
 CLIs run anywhere. It also holds the two file helpers the CLIs share:
-:func:`load_weights` (``weights_only`` loads) and :func:`save_atomic`.
+:func:`load_weights` (``weights_only`` loads) and :func:`save_atomic`, both
+from ``mixedae_mm/checkpoint_io.py``, which is loaded from its file: importing
+the ``mixedae_mm`` package would import mmpretrain.
 """
-import os
+import importlib.util
 import os.path as osp
-import pickle
 import re
-import tempfile
+import sys
 from typing import (Callable, Dict, Iterable, List, NamedTuple, Optional,
                     Tuple)
 
 import torch
+
+
+def _load_checkpoint_io():
+    name = 'mixedae_mm_checkpoint_io'
+    if name not in sys.modules:
+        path = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..',
+                        'mixedae_mm', 'checkpoint_io.py')
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+checkpoint_io = _load_checkpoint_io()
 
 __all__ = [
     'Converted', 'UnmappedKeyError', 'CheckpointError', 'mm_to_timm',
@@ -39,8 +55,8 @@ class UnmappedKeyError(ValueError):
     """A state dict holds keys that no rule of the chosen layout converts."""
 
 
-class CheckpointError(ValueError):
-    """A file is not a weights-only checkpoint the converters can read."""
+#: a file is not a weights-only checkpoint the converters can read
+CheckpointError = checkpoint_io.CheckpointError
 
 
 class Converted(NamedTuple):
@@ -225,21 +241,16 @@ def load_weights(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
 
     Returns ``(state, checkpoint)``: the tensors under ``state_dict``, else
     under ``model`` (official MAE / DeiT), else the file's dict itself (a
-    bare state dict), and the whole loaded object.
+    bare state dict), and the whole loaded object. Every failure is a
+    :class:`CheckpointError` whose message starts with ``path``.
     """
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f'{path} holds pickled Python objects besides tensors, so it is '
-            'refused by torch.load(weights_only=True) (training checkpoints '
-            'of the official MAE code store an argparse.Namespace under '
-            "'args'). In an environment you trust, re-save only its weights: "
-            "torch.save({'model': torch.load(path, weights_only=False)"
-            "['model']}, new_path)") from err
+        ckpt = checkpoint_io.load_weights_only(path)
+    except FileNotFoundError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f'{path} holds a {type(ckpt).__name__}, not a '
-                              'dict of tensors')
+        raise CheckpointError(f'{path}: holds a {type(ckpt).__name__}, not '
+                              'a dict of tensors')
     state = ckpt
     for key in ('state_dict', 'model'):
         if isinstance(ckpt.get(key), dict):
@@ -263,10 +274,9 @@ def plain(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 def save_atomic(obj, path: str,
                 name_from_file: Optional[Callable[[str], str]] = None) -> str:
-    """``torch.save`` to a temporary file next to ``path``, then rename.
-
-    Readers never see a half-written file, and an interrupted run leaves the
-    previous file (if any) intact.
+    """``torch.save`` to a temporary file next to ``path``, then rename
+    (:func:`checkpoint_io.atomic_write`): readers never see a half-written
+    file, and an interrupted run leaves the previous file (if any) intact.
 
     Args:
         name_from_file: given the written temporary file, returns the final
@@ -275,19 +285,5 @@ def save_atomic(obj, path: str,
     Returns:
         The final path.
     """
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        final = name_from_file(tmp) if name_from_file else path
-        os.replace(tmp, final)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-    return final
+    return checkpoint_io.atomic_write(
+        path, lambda f: torch.save(obj, f), final_path=name_from_file)

@@ -1,0 +1,87 @@
+"""Make a trusted checkpoint readable with ``torch.load(weights_only=True)``.
+
+    python tools/model_converters/trust_checkpoint.py IN.pth OUT.pth --trust
+
+Our tools, ``--resume``, ``load_from`` and ``init_cfg`` read checkpoints with
+``weights_only=True`` only, so a file that pickles Python objects cannot run
+code when loaded. Plain mmengine / mmpretrain / mmseg / mmdet checkpoints
+(their message hub holds ``HistoryBuffer`` objects and numpy values) and
+official MAE training checkpoints (an ``argparse.Namespace`` under
+``args``) are refused. This tool unpickles such a file ONCE, with
+``weights_only=False`` -- which runs whatever code the file holds, hence the
+explicit ``--trust`` -- and writes a copy with the same content as tensors
+and plain Python values:
+
+- ``HistoryBuffer`` -> the tagged dict that ``DurableCheckpointHook`` and
+  ``WeightsOnlyCheckpointHook`` write and rebuild on ``--resume``;
+- numpy arrays -> tensors, numpy scalars -> Python numbers;
+- ``argparse.Namespace`` -> a dict.
+
+Anything else that still needs unpickling stops the tool with its name. The
+copy is written atomically; the input is left as it is.
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import keymap  # noqa: E402
+
+checkpoint_io = keymap.checkpoint_io
+TOOL = 'trust_checkpoint.py'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='checkpoint from a source you trust')
+    parser.add_argument('dst', help='weights-only copy; written atomically')
+    parser.add_argument(
+        '--trust', action='store_true',
+        help='confirm that SRC comes from a source you trust: loading it '
+        'runs any code pickled in it')
+    return parser.parse_args(argv)
+
+
+def trusted_load(path: str):
+    """``torch.load(weights_only=False)``, with one-line errors."""
+    if not osp.isfile(path):
+        raise checkpoint_io.CheckpointError(f'{path}: no such checkpoint file')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        detail = str(err).strip().split('. ')[0].splitlines()
+        raise checkpoint_io.CheckpointError(
+            f'{path}: not a complete checkpoint, it may be truncated or '
+            f'corrupt ({detail[0] if detail else type(err).__name__})'
+        ) from None
+    except (ImportError, AttributeError) as err:
+        raise checkpoint_io.CheckpointError(
+            f'{path}: pickles a class this environment does not have '
+            f'({err}); run the tool where the code that saved it is '
+            'installed') from None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.trust:
+        sys.exit(
+            f'{TOOL}: error: refusing to load {args.src} without --trust: '
+            'loading it with weights_only=False runs any code pickled in '
+            'it. Add --trust only if the file comes from a source you trust '
+            '(your own run, an official release).')
+    try:
+        checkpoint = checkpoint_io.to_weights_only(trusted_load(args.src))
+        checkpoint_io.check_weights_only(checkpoint, args.src)
+    except checkpoint_io.CheckpointError as err:
+        sys.exit(f'{TOOL}: error: {err}')
+    keymap.save_atomic(checkpoint, args.dst)
+    print(f'{args.src} -> {args.dst} (loads with weights_only=True)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
