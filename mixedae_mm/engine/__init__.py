@@ -1,9 +1,10 @@
 from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
 from .fileio import AtomicLocalBackend
-from .hooks import TrainingSummaryHook
+from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .optim import ViTLayerDecayOptimWrapperConstructor
 
 __all__ = [
-    'AtomicLocalBackend', 'StepSeedHook', 'TrainingSummaryHook',
+    'AtomicLocalBackend', 'BatchLRReportHook', 'StepSeedHook', 'TF32Hook',
+    'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook'
 ]
