@@ -39,8 +39,12 @@ def build(cfg):
 def layer_lrs(model, cfg):
     """lr of the patch embedding, of the last block, and of the head, as the
     recipe's optimizer constructor assigns them."""
+    optim_cfg = cfg.optim_wrapper.copy()
+    if not torch.cuda.is_available():  # as tools/train.py does on a CPU
+        optim_cfg.type = 'OptimWrapper'
+        optim_cfg.pop('dtype')
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        wrapper = build_optim_wrapper(model, optim_cfg)
     lr = {}
     for group in wrapper.optimizer.param_groups:
         for name in group['param_names']:
