@@ -122,9 +122,9 @@ class BatchLRReportHook(Hook):
     base_batch_size``. With ``auto_scale_lr.enable=True`` (the recipes'
     default) mmengine multiplies every lr by real batch / base batch before
     training; the line printed here shows the result, whichever launcher
-    started the run. The real total batch is GPUs (world size) x per-GPU
-    batch x gradient accumulation steps; mmengine's scaling counts only the
-    first two, so a run that accumulates gradients is warned about too.
+    started the run. The total batch is GPUs (world size) x per-GPU batch,
+    as mmengine counts it; gradient accumulation steps, which it does not
+    count, are shown beside it.
     """
     priority = 'LOW'
 
@@ -133,7 +133,7 @@ class BatchLRReportHook(Hook):
         world = runner.world_size
         accumulate = runner.cfg.get('optim_wrapper', {}).get(
             'accumulative_counts', 1)
-        total = world * per_gpu * accumulate
+        total = world * per_gpu
         base_lr = self.base_lr(runner)
         recipe_lr = runner.cfg.get('optim_wrapper', {}).get(
             'optimizer', {}).get('lr')
@@ -141,10 +141,11 @@ class BatchLRReportHook(Hook):
         scale_cfg = runner.auto_scale_lr or {}
         recipe_batch = scale_cfg.get('base_batch_size')
         runner.logger.info(
-            f'total batch {total} ({world} GPU(s) x {per_gpu}'
-            + (f' x {accumulate} accumulated' if accumulate != 1 else '')
-            + f'), lr {base_lr:.4g}; recipe: batch {recipe_batch}, '
-            f'lr {recipe_lr}')
+            f'total batch {total} ({world} GPU(s) x {per_gpu}), '
+            f'lr {base_lr:.4g}; recipe: batch {recipe_batch}, '
+            f'lr {recipe_lr}' +
+            (f' ({accumulate} accumulated steps per update, not counted '
+             'by auto_scale_lr)' if accumulate != 1 else ''))
         if recipe_batch is None or total == recipe_batch:
             return
         if not scale_cfg.get('enable', False):
@@ -154,12 +155,6 @@ class BatchLRReportHook(Hook):
                 f'{base_lr:.4g}, the recipe\'s value for batch {recipe_batch}'
                 '. Enable it (auto_scale_lr.enable=True or --auto-scale-lr) '
                 'to scale the lr linearly, or change the batch.')
-        elif accumulate != 1:
-            runner.logger.warning(
-                f'total batch {total} differs from the recipe\'s '
-                f'{recipe_batch}; mmengine scaled the lr to {base_lr:.4g} '
-                f'for {world * per_gpu} images per step, not counting the '
-                f'{accumulate} accumulated steps.')
         else:
             runner.logger.warning(
                 f'total batch {total} differs from the recipe\'s '
