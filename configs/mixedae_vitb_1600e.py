@@ -9,6 +9,7 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs512_mae.py',
     'mmpretrain::_base_/default_runtime.py',
     './_base_/models/mixedae_vit-base-p16.py',
+    './_base_/mixedae_hooks.py',
 ]
 custom_imports = dict(imports=['mixedae_mm'], allow_failed_imports=False)
 
@@ -60,12 +61,8 @@ default_hooks = dict(
     checkpoint=dict(
         type='DurableCheckpointHook', interval=1, max_keep_ckpts=3),
     logger=dict(type='LoggerHook', interval=100))
-# randomness seeded per (seed, rank, iteration) so that a resumed run equals
-# an uninterrupted one
-custom_hooks = [
-    dict(type='StepSeedHook'),
-]
 randomness = dict(seed=0, diff_rank_seed=True)
 resume = True
-# lr above is for 4096 images per step; scaled to the real total batch.
-auto_scale_lr = dict(base_batch_size=4096)
+# lr above is for 4096 images per step, scaled linearly to the real total
+# batch (MAE: lr = 1.5e-4 x batch / 256)
+auto_scale_lr = dict(enable=True, base_batch_size=4096)

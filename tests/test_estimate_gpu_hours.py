@@ -21,6 +21,12 @@ COCO_TRAIN = estimate_gpu_hours.TRAIN_IMAGES['CocoDataset']
      100 * COCO_TRAIN),
     ('configs/det/mixedae_vitb_mask-rcnn_simplefpn-lsj-1x_coco.py', 16,
      12 * COCO_TRAIN),
+    ('configs/finetune/mixedae_vitl_ft-50e_in1k.py', 8,
+     50 * estimate_gpu_hours.TRAIN_IMAGES['ImageNet']),
+    ('configs/seg/mixedae_vitl_upernet-160k_ade20k-512.py', 8,
+     160_000 * 2 * 8),
+    ('configs/det/mixedae_vitl_mask-rcnn_simplefpn-lsj-100e_coco.py', 16,
+     100 * COCO_TRAIN),
 ])
 def test_images_seen(config, gpus, images):
     cfg = Config.fromfile(osp.join(ROOT, config))

@@ -12,6 +12,8 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from transfer_utils import assert_cpu_fp32_and_scaled_lr
+
 CONFIGS = {
     'mixedae_vitb_300e.py': ('b', 300),
     'mixedae_vitb_800e.py': ('b', 800),
@@ -115,6 +117,9 @@ def test_train_tool_runs_vitb_1600e_one_iteration_on_cpu(repo_root,
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'running this config in fp32 on the CPU' in result.stdout
     log = open(next(work.glob('*/*.log'))).read()
+    # lr 2.4e-3 is for 4096 images: scaled to this run's 4
+    assert_cpu_fp32_and_scaled_lr(result.stdout + log, 1.5e-4 * 4096 / 256,
+                                  4, 4096)
     # 8 images, batch 4 (one mixed sample of 4) -> 2 iterations
     assert 'Epoch(train) [1][2/2]' in log
     assert 'loss_rec' in log and 'loss_homo' in log

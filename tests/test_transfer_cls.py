@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from transfer_utils import (assert_backbone_equals_pretrained, build_model,
+from transfer_utils import (assert_backbone_equals_pretrained,
+                            assert_cpu_fp32_and_scaled_lr, build_model,
                             evaluate, train)
 
 FINETUNE = 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'
@@ -89,6 +90,10 @@ def test_train_validate_and_test(repo_root, pretrained_checkpoint, config,
     log = train(repo_root, config, tmp_path / 'work', overrides)
     assert 'Epoch(train) [1][2/2]' in log
     assert 'accuracy/top1:' in log and 'accuracy/top5:' in log
+    if config == FINETUNE:  # AdamW 2e-3 @ 1024
+        assert_cpu_fp32_and_scaled_lr(log, 2e-3, 4, 1024)
+    else:  # LARS 6.4 @ 16384
+        assert_cpu_fp32_and_scaled_lr(log, 6.4, 4, 16384)
     # the saved checkpoint evaluates with tools/test.py (weights-only load)
     log = evaluate(repo_root, config, tmp_path / 'work', overrides)
     assert 'accuracy/top1:' in log

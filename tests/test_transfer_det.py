@@ -10,7 +10,8 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from PIL import Image, ImageDraw
 
-from transfer_utils import (assert_backbone_equals_pretrained, build_model,
+from transfer_utils import (assert_backbone_equals_pretrained,
+                             assert_cpu_fp32_and_scaled_lr, build_model,
                              evaluate, train)
 
 pytest.importorskip('mmdet')
@@ -202,6 +203,7 @@ def test_train_validate_and_test(repo_root, pretrained_checkpoint,
     overrides = tiny_overrides(pretrained_checkpoint, data)
     log = train(repo_root, LONG, tmp_path / 'work', overrides)
     assert 'Epoch(train) [1][1/1]' in log
+    assert_cpu_fp32_and_scaled_lr(log, 1e-4, 2, 64)
     assert 'coco/bbox_mAP:' in log and 'coco/segm_mAP:' in log
     # the metrics line, for whoever reads the test output (pytest -s)
     print(next(line for line in reversed(log.splitlines())

@@ -8,7 +8,8 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from transfer_utils import (assert_backbone_equals_pretrained, build_model,
+from transfer_utils import (assert_backbone_equals_pretrained,
+                            assert_cpu_fp32_and_scaled_lr, build_model,
                             evaluate, train)
 
 pytest.importorskip('mmseg')
@@ -119,6 +120,7 @@ def test_train_validate_and_test(repo_root, pretrained_checkpoint,
     overrides = tiny_overrides(pretrained_checkpoint, data)
     log = train(repo_root, CONFIG, tmp_path / 'work', overrides)
     assert 'Iter(train) [1/1]' in log
+    assert_cpu_fp32_and_scaled_lr(log, 1e-4, 2, 16)
     assert 'mIoU:' in log and 'aAcc:' in log
     # the saved checkpoint evaluates with tools/test.py (weights-only load)
     log = evaluate(repo_root, CONFIG, tmp_path / 'work', overrides)

@@ -1,7 +1,10 @@
 """What the transfer tests share: verified-load assertion and a
 ``tools/train.py`` runner."""
+import re
 import subprocess
 import sys
+
+import pytest
 
 import torch
 from mmengine.config import Config
@@ -59,11 +62,16 @@ def _run(repo_root, tool, args, work_dir, overrides, timeout):
                                     result.stderr[-4000:])
     logs = sorted(work_dir.glob('*/*.log'))
     assert logs, f'no log in {work_dir}'
-    return logs[-1].read_text()
+    # what the tool prints before mmengine's logger exists, then the log
+    printed = [line for line in result.stdout.splitlines()
+               if not re.match(r'\d{2}/\d{2} \d{2}:\d{2}:\d{2} - ', line)]
+    return '\n'.join(printed) + '\n' + logs[-1].read_text()
 
 
 def train(repo_root, config, work_dir, overrides, timeout=900):
-    """Run ``tools/train.py config`` with ``--cfg-options``; return its log."""
+    """Run ``tools/train.py config`` with ``--cfg-options``; return what it
+    printed before logging started (e.g. the fp32-on-CPU note), then its
+    log."""
     return _run(repo_root, 'train', [config], work_dir, overrides, timeout)
 
 
@@ -73,3 +81,24 @@ def evaluate(repo_root, config, train_dir, overrides, timeout=600):
     checkpoint = (train_dir / 'last_checkpoint').read_text().strip()
     return _run(repo_root, 'test', [config, checkpoint],
                 train_dir / 'test', overrides, timeout)
+
+
+def assert_cpu_fp32_and_scaled_lr(log, recipe_lr, batch, recipe_batch):
+    """A shipped GPU recipe run on this CPU by ``tools/train.py`` with a
+    per-GPU batch of ``batch`` on one process: its bf16 ``AmpOptimWrapper``
+    became fp32 (with a note), and the lr actually used is the recipe's
+    scaled linearly to the real batch, reported with a warning."""
+    import torch
+    if not torch.cuda.is_available():
+        assert 'running this config in fp32 on the CPU' in log
+    report = re.search(
+        r'total batch (\d+) \(1 GPU\(s\) x (\d+)\), lr ([-+.e\d]+); '
+        r'recipe: batch (\d+), lr ([-+.e\d]+)', log)
+    assert report, 'no batch/lr report in the log'
+    assert int(report[1]) == int(report[2]) == batch
+    assert int(report[4]) == recipe_batch
+    assert float(report[5]) == pytest.approx(recipe_lr, rel=1e-3)
+    assert float(report[3]) == pytest.approx(
+        recipe_lr * batch / recipe_batch, rel=1e-3)
+    assert (f"total batch {batch} differs from the recipe's {recipe_batch}: "
+            'lr scaled linearly') in log

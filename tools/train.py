@@ -35,7 +35,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
-        help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
+        help='scale the lr by total batch size / auto_scale_lr.base_batch_size '
+        '(the shipped recipes do this by default: auto_scale_lr.enable=True)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',

@@ -25,6 +25,7 @@ checkpoint = 'work_dirs/mixedae_vitb_1600e/epoch_1600.pth'  # MixedAE pretrainin
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::common/lsj-100e_coco-instance.py',
+    '../_base_/mixedae_hooks.py',
 ]
 custom_imports = dict(
     imports=['mixedae_mm.downstream.mmdet'], allow_failed_imports=False)
@@ -113,6 +114,7 @@ test_dataloader = val_dataloader
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
+    dtype='bfloat16',  # without it AmpOptimWrapper autocasts to fp16
     constructor='ViTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.7),
     optimizer=dict(
@@ -133,14 +135,11 @@ param_scheduler = [
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=5)
 
-# lr 1e-4 is for 16 x 4 = 64 images per step
-auto_scale_lr = dict(base_batch_size=64)
+# lr 1e-4 is for 16 x 4 = 64 images per step, scaled linearly to the real
+# total batch (our choice: ViTDet fixes the batch at 64 and does not scale),
+# so that e.g. 8 GPUs x 4 train with lr 5e-5
+auto_scale_lr = dict(enable=True, base_batch_size=64)
 
-# Checkpoints that load with torch.load(weights_only=True) (resume,
-# tools/test.py), written atomically, old ones deleted only after the new one
-# is on disk; randomness seeded per step so that a resumed run equals an
-# uninterrupted one.
-custom_hooks = [
-    dict(type='StepSeedHook'),
-]
+# checkpoints that load with torch.load(weights_only=True), written
+# atomically, old ones deleted only after the new one is on disk
 default_hooks = dict(checkpoint=dict(type='DurableCheckpointHook'))

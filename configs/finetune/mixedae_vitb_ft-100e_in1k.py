@@ -6,7 +6,10 @@
 # smoothing 0.1, random erasing 0.25, global average pooling + norm.
 checkpoint = 'work_dirs/mixedae_vitb_1600e/epoch_1600.pth'  # MixedAE pretraining
 
-_base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'
+_base_ = [
+    'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py',
+    '../_base_/mixedae_hooks.py',
+]
 custom_imports = dict(imports=['mixedae_mm'], allow_failed_imports=False)
 
 model = dict(
@@ -24,18 +27,17 @@ model = dict(
         init_cfg=dict(
             type='Pretrained', checkpoint=checkpoint, prefix='backbone.')))
 
+# bf16 autocast (mmpretrain's base trains in fp32; MAE fine-tunes with AMP)
 optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    dtype='bfloat16',
     constructor='ViTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(_delete_=True, layer_decay_rate=0.65))
 
-# base lr 2e-3 is for 8 x 128 images per step
-auto_scale_lr = dict(base_batch_size=1024)
+# lr 2e-3 is for 8 x 128 images per step, scaled linearly to the real total
+# batch (MAE: lr = 5e-4 x batch / 256)
+auto_scale_lr = dict(enable=True, base_batch_size=1024)
 
-# Checkpoints that load with torch.load(weights_only=True) (resume,
-# tools/test.py), written atomically, old ones deleted only after the new one
-# is on disk; randomness seeded per step so that a resumed run equals an
-# uninterrupted one.
-custom_hooks = [
-    dict(type='StepSeedHook'),
-]
+# checkpoints that load with torch.load(weights_only=True), written
+# atomically, old ones deleted only after the new one is on disk
 default_hooks = dict(checkpoint=dict(type='DurableCheckpointHook'))

@@ -16,7 +16,10 @@
 # 1 changes no function and MixedAE's encoder was pretrained without it.
 checkpoint = 'work_dirs/mixedae_vitb_1600e/epoch_1600.pth'  # MixedAE pretraining
 
-_base_ = 'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py'
+_base_ = [
+    'mmseg::mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+    '../_base_/mixedae_hooks.py',
+]
 custom_imports = dict(
     imports=['mixedae_mm.downstream.mmseg'], allow_failed_imports=False)
 
@@ -38,18 +41,19 @@ model = dict(
         init_cfg=dict(
             type='Pretrained', checkpoint=checkpoint, prefix='backbone.')))
 
+# bf16 autocast: mmseg's base ("-amp" in its name) gives a plain
+# OptimWrapper, and its `fp16` key is read by nothing in mmseg 1.x
 optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    dtype='bfloat16',
     constructor='ViTLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(_delete_=True, layer_decay_rate=0.65))
+fp16 = None  # the base's mmseg 0.x key, cleared so that it misleads no one
 
-# lr 1e-4 is for 8 x 2 images per step
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+# lr 1e-4 is for 8 x 2 images per step, scaled linearly to the real total
+# batch (our choice: mmseg's recipe fixes the batch at 16 and does not scale)
+auto_scale_lr = dict(enable=True, base_batch_size=16)
 
-# Checkpoints that load with torch.load(weights_only=True) (resume,
-# tools/test.py), written atomically, old ones deleted only after the new one
-# is on disk; randomness seeded per step so that a resumed run equals an
-# uninterrupted one.
-custom_hooks = [
-    dict(type='StepSeedHook'),
-]
+# checkpoints that load with torch.load(weights_only=True), written
+# atomically, old ones deleted only after the new one is on disk
 default_hooks = dict(checkpoint=dict(type='DurableCheckpointHook'))

@@ -16,15 +16,17 @@ REGISTRATIONS = {
 
 def register_in(models, hooks) -> None:
     """Register what transfer configs use in another codebase's registries:
-    the backbone, and the hooks that make its checkpoints durable and
-    weights-only loadable and its resumes exact (mmpretrain's registries,
-    where they live, are not searched from mmseg or mmdet scope)."""
-    from mixedae_mm.engine import (DurableCheckpointHook, StepSeedHook,
+    the backbone, and the hooks of every recipe: durable, weights-only
+    loadable checkpoints, exact resumes, TF32, the batch/lr report
+    (mmpretrain's registries, where they live, are not searched from mmseg
+    or mmdet scope)."""
+    from mixedae_mm.engine import (BatchLRReportHook, DurableCheckpointHook,
+                                   StepSeedHook, TF32Hook,
                                    WeightsOnlyCheckpointHook)
     from mixedae_mm.models.backbones import MixedAEViT
     models.register_module(name='MixedAEViT', module=MixedAEViT)
     for hook in (DurableCheckpointHook, WeightsOnlyCheckpointHook,
-                 StepSeedHook):
+                 StepSeedHook, TF32Hook, BatchLRReportHook):
         hooks.register_module(module=hook)
 
 

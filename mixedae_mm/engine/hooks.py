@@ -74,3 +74,98 @@ class TrainingSummaryHook(Hook):
             rows.append(f'{span:>13} ' +
                         ' '.join(f'{m:>10.4f}' for m in means))
         return '\n'.join(rows)
+
+
+@HOOKS.register_module()
+class TF32Hook(Hook):
+    """Run the fp32 work of a mixed-precision recipe (what bf16 autocast
+    leaves in fp32, and every matmul of a run without AMP) on TF32 tensor
+    cores where the GPU has them (Ampere and newer).
+
+    PyTorch leaves TF32 matmuls off by default; convolutions through cuDNN
+    have it on by default, set here too so that the recipe does not depend on
+    a default. The previous values are restored when the run ends, so a
+    process that trains and then does something else gets its own settings
+    back. On a machine without CUDA nothing is changed (the flags do not
+    touch CPU kernels, and CPU tests keep exact fp32 arithmetic).
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self) -> None:
+        self._previous: Optional[tuple] = None
+
+    def before_run(self, runner) -> None:
+        import torch
+        if not torch.cuda.is_available():
+            return
+        self._previous = (torch.backends.cuda.matmul.allow_tf32,
+                          torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        runner.logger.info('TF32 on for fp32 matmuls and convolutions')
+
+    def after_run(self, runner) -> None:
+        import torch
+        if self._previous is None:
+            return
+        (torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = self._previous
+        self._previous = None
+
+
+@HOOKS.register_module()
+class BatchLRReportHook(Hook):
+    """Print the real total batch and base learning rate when training
+    starts, and warn when they differ from the recipe's.
+
+    A recipe states its lr for the total batch ``auto_scale_lr.
+    base_batch_size``. With ``auto_scale_lr.enable=True`` (the recipes'
+    default) mmengine multiplies every lr by real batch / base batch before
+    training; the line printed here shows the result, whichever launcher
+    started the run. The total batch is GPUs (world size) x per-GPU batch,
+    as mmengine counts it; gradient accumulation steps, which it does not
+    count, are shown beside it.
+    """
+    priority = 'LOW'
+
+    def before_train(self, runner) -> None:
+        per_gpu = runner.train_dataloader.batch_size
+        world = runner.world_size
+        accumulate = runner.cfg.get('optim_wrapper', {}).get(
+            'accumulative_counts', 1)
+        total = world * per_gpu
+        base_lr = self.base_lr(runner)
+        recipe_lr = runner.cfg.get('optim_wrapper', {}).get(
+            'optimizer', {}).get('lr')
+        recipe_lr = 'unknown' if recipe_lr is None else f'{recipe_lr:.4g}'
+        scale_cfg = runner.auto_scale_lr or {}
+        recipe_batch = scale_cfg.get('base_batch_size')
+        runner.logger.info(
+            f'total batch {total} ({world} GPU(s) x {per_gpu}), '
+            f'lr {base_lr:.4g}; recipe: batch {recipe_batch}, '
+            f'lr {recipe_lr}' +
+            (f' ({accumulate} accumulated steps per update, not counted '
+             'by auto_scale_lr)' if accumulate != 1 else ''))
+        if recipe_batch is None or total == recipe_batch:
+            return
+        if not scale_cfg.get('enable', False):
+            runner.logger.warning(
+                f'total batch {total} differs from the recipe\'s '
+                f'{recipe_batch} and auto_scale_lr is disabled: the lr stays '
+                f'{base_lr:.4g}, the recipe\'s value for batch {recipe_batch}'
+                '. Enable it (auto_scale_lr.enable=True or --auto-scale-lr) '
+                'to scale the lr linearly, or change the batch.')
+        else:
+            runner.logger.warning(
+                f'total batch {total} differs from the recipe\'s '
+                f'{recipe_batch}: lr scaled linearly to {base_lr:.4g} '
+                f'(recipe: {recipe_lr} for {recipe_batch}); results may '
+                'differ from the recipe\'s.')
+
+    @staticmethod
+    def base_lr(runner) -> float:
+        """The largest lr of any parameter group before warm-up: the
+        recipe's base lr after scaling (layer-wise decay only lowers the
+        lr of earlier layers)."""
+        groups = runner.optim_wrapper.optimizer.param_groups
+        return max(g.get('initial_lr', g['lr']) for g in groups)

@@ -1,0 +1,16 @@
+# Hooks of every mixedae_mm recipe, pretraining and transfer (registered in
+# mmpretrain by `import mixedae_mm`, in mmseg / mmdet by
+# mixedae_mm.downstream.register_in). A recipe lists this file in `_base_`;
+# none of the mmpretrain / mmseg / mmdet bases it inherits sets custom_hooks.
+# (Checkpoints are made weights-only loadable by the recipes'
+# default_hooks.checkpoint, DurableCheckpointHook.)
+custom_hooks = [
+    # randomness seeded per (seed, rank, iteration): a resumed run equals an
+    # uninterrupted one
+    dict(type='StepSeedHook'),
+    # TF32 for the fp32 matmuls and convolutions left outside bf16 autocast
+    dict(type='TF32Hook'),
+    # prints the real total batch and lr, warns when they differ from the
+    # recipe's
+    dict(type='BatchLRReportHook'),
+]
