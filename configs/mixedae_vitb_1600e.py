@@ -68,6 +68,10 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),
+    # a NaN/inf loss or gradient stops the run before anything is saved
+    dict(type='NonFiniteGuardHook'),
+    # a resume takes lr and other hyper-parameters from this config
+    dict(type='ConfigScheduleHook'),
 ]
 randomness = dict(seed=0, diff_rank_seed=True)
 resume = True

@@ -74,6 +74,10 @@ default_hooks = dict(
 custom_hooks = [
     dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),
+    # a NaN/inf loss or gradient stops the run before anything is saved
+    dict(type='NonFiniteGuardHook'),
+    # a resume takes lr and other hyper-parameters from this config
+    dict(type='ConfigScheduleHook'),
     dict(type='TrainingSummaryHook', num_bins=6),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

@@ -142,6 +142,10 @@ auto_scale_lr = dict(base_batch_size=64)
 custom_hooks = [
     dict(type='WeightsOnlyCheckpointHook'),
     dict(type='StepSeedHook'),
+    # a NaN/inf loss or gradient stops the run before anything is saved
+    dict(type='NonFiniteGuardHook'),
+    # a resume takes lr and other hyper-parameters from this config
+    dict(type='ConfigScheduleHook'),
 ]
 default_hooks = dict(
     checkpoint=dict(backend_args=dict(backend='atomic_local')))

@@ -14,16 +14,22 @@ REGISTRATIONS = {
 }
 
 
-def register_in(models, hooks) -> None:
+def register_in(models, hooks, transforms) -> None:
     """Register what transfer configs use in another codebase's registries:
-    the backbone, and the hooks that make its checkpoints weights-only
-    loadable and its resumes exact (mmpretrain's registries, where they
-    live, are not searched from mmseg or mmdet scope)."""
-    from mixedae_mm.engine import StepSeedHook, WeightsOnlyCheckpointHook
+    the backbone, the hooks that make its checkpoints weights-only loadable,
+    its resumes exact and its non-finite steps caught, and the image loader
+    that names unreadable files (mmpretrain's registries, where they live,
+    are not searched from mmseg or mmdet scope)."""
+    from mixedae_mm.datasets import (CheckedLoadImageFromFile,
+                                     UnreadableImageReportHook)
+    from mixedae_mm.engine import (ConfigScheduleHook, NonFiniteGuardHook,
+                                   StepSeedHook, WeightsOnlyCheckpointHook)
     from mixedae_mm.models.backbones import MixedAEViT
     models.register_module(name='MixedAEViT', module=MixedAEViT)
-    for hook in (WeightsOnlyCheckpointHook, StepSeedHook):
+    for hook in (WeightsOnlyCheckpointHook, StepSeedHook, NonFiniteGuardHook,
+                 ConfigScheduleHook, UnreadableImageReportHook):
         hooks.register_module(module=hook)
+    transforms.register_module(module=CheckedLoadImageFromFile)
 
 
 def build_model(model_cfg: dict, scope: str):

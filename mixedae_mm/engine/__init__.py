@@ -1,9 +1,12 @@
 from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
 from .fileio import AtomicLocalBackend
 from .hooks import TrainingSummaryHook
+from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
+from .schedule import ConfigScheduleHook
 
 __all__ = [
-    'AtomicLocalBackend', 'StepSeedHook', 'TrainingSummaryHook',
+    'AtomicLocalBackend', 'ConfigScheduleHook', 'NonFiniteGuardHook',
+    'NonFiniteTrainingError', 'StepSeedHook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook'
 ]
