@@ -10,6 +10,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mixedae_mm.datasets import check_image_loading  # noqa: E402
 from mixedae_mm.engine.launch import \
     setup_distributed_without_gpu  # noqa: E402
 
@@ -51,6 +52,7 @@ def main(argv=None):
         raise SystemExit(f'{args.config} has no test_dataloader: it is a '
                          'pretraining config; evaluate with a transfer config')
     cfg.load_from = args.checkpoint
+    check_image_loading(cfg)
     setup_distributed_without_gpu(cfg)
     runner = Runner.from_cfg(cfg)
     return runner.test()

@@ -11,7 +11,10 @@ from mmengine.runner import Runner
 # Make ``import mixedae_mm`` work from a plain clone, without installing.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mixedae_mm.engine import warn_if_checkpoints_not_loadable  # noqa: E402
+from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
+                                 check_image_loading)
+from mixedae_mm.engine import (NonFiniteTrainingError,  # noqa: E402
+                               warn_if_checkpoints_not_loadable)
 from mixedae_mm.engine.launch import \
     setup_distributed_without_gpu  # noqa: E402
 
@@ -106,6 +109,7 @@ def merge_args(cfg: Config, args) -> Config:
         cfg.merge_from_dict(args.cfg_options)
 
     configure_amp(cfg, args.amp)
+    check_image_loading(cfg)
 
     return cfg
 
@@ -117,8 +121,22 @@ def main(argv=None):
     setup_distributed_without_gpu(cfg)
     runner = Runner.from_cfg(cfg)
     warn_if_checkpoints_not_loadable(runner)
-    runner.train()
+    try:
+        runner.train()
+    except (NonFiniteTrainingError, UnreadableImageError) as err:
+        # the message says what happened and what to change; a traceback
+        # (for a worker's error, two) would only bury it
+        sys.exit(f'train.py: error: {last_line(str(err))}')
     return runner
+
+
+def last_line(message: str) -> str:
+    """The error's own message: an exception re-raised from a data loader
+    worker carries the worker's traceback before it."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and 'Traceback' in message:
+        return lines[-1].split(': ', 1)[-1]
+    return message
 
 
 if __name__ == '__main__':

@@ -5,9 +5,15 @@
 # (Checkpoints are made weights-only loadable by the recipes'
 # default_hooks.checkpoint, DurableCheckpointHook.)
 custom_hooks = [
+    # first, so `custom_hooks.0.on_nonfinite=skip` addresses it in every
+    # config: a NaN/inf loss or gradient stops the run before anything is
+    # saved (or, with skip, the step is not taken)
+    dict(type='NonFiniteGuardHook'),
     # randomness seeded per (seed, rank, iteration): a resumed run equals an
     # uninterrupted one
     dict(type='StepSeedHook'),
+    # a resume takes lr and other hyper-parameters from this config
+    dict(type='ConfigScheduleHook'),
     # TF32 for the fp32 matmuls and convolutions left outside bf16 autocast
     dict(type='TF32Hook'),
     # prints the real total batch and lr, warns when they differ from the

@@ -72,7 +72,13 @@ default_hooks = dict(
         type='DurableCheckpointHook', by_epoch=False, interval=100,
         max_keep_ckpts=2))
 custom_hooks = [
+    # first, so `custom_hooks.0.on_nonfinite=skip` addresses it in every
+    # config: a NaN/inf loss or gradient stops the run before anything is
+    # saved
+    dict(type='NonFiniteGuardHook'),
     dict(type='StepSeedHook'),
+    # a resume takes lr and other hyper-parameters from this config
+    dict(type='ConfigScheduleHook'),
     dict(type='TrainingSummaryHook', num_bins=6),
 ]
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

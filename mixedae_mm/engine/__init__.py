@@ -3,10 +3,13 @@ from .checkpoint_hook import (DurableCheckpointHook,
                               warn_if_checkpoints_not_loadable)
 from .fileio import AtomicLocalBackend
 from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
+from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
+from .schedule import ConfigScheduleHook
 
 __all__ = [
-    'AtomicLocalBackend', 'BatchLRReportHook', 'DurableCheckpointHook',
+    'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
+    'DurableCheckpointHook', 'NonFiniteGuardHook', 'NonFiniteTrainingError',
     'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',
     'warn_if_checkpoints_not_loadable'

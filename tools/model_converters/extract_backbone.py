@@ -15,6 +15,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import finite  # noqa: E402
 import keymap  # noqa: E402
 
 PREFIX = 'backbone.'
@@ -47,6 +48,7 @@ def parse_args(argv=None):
         '--keep-segment-embed', action='store_true',
         help='also keep the encoder-side segment embedding (only trained '
         "with segment_embed='encoder'; unused by plain ViTs, which ignore it)")
+    finite.add_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -57,6 +59,9 @@ def main(argv=None) -> int:
         backbone, dropped = extract(state, args.keep_segment_embed)
     except keymap.CheckpointError as err:
         sys.exit(f'extract_backbone.py: error: {err}')
+    refusal = finite.refusal(backbone, args.src)
+    if refusal and not args.allow_nonfinite:
+        sys.exit(f'extract_backbone.py: error: {refusal}')
     meta = dict(
         source=osp.basename(args.src),
         converter='tools/model_converters/extract_backbone.py',

@@ -17,6 +17,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import finite  # noqa: E402
 import keymap  # noqa: E402
 
 #: mmengine ``meta`` entries worth shipping (others describe the training
@@ -68,6 +69,7 @@ def parse_args(argv=None):
     parser.add_argument('src', help='training checkpoint (mmengine .pth)')
     parser.add_argument(
         'dst', help='output name; the file is saved as DST-<sha256[:8]>.pth')
+    finite.add_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -77,6 +79,9 @@ def main(argv=None) -> int:
         state, checkpoint = keymap.load_weights(args.src)
     except keymap.CheckpointError as err:
         sys.exit(f'publish_model.py: error: {err}')
+    refusal = finite.refusal(state, args.src)
+    if refusal and not args.allow_nonfinite:
+        sys.exit(f'publish_model.py: error: {refusal}')
     final = keymap.save_atomic(
         publishable(checkpoint, state, args.src), args.dst,
         name_from_file=lambda tmp: hashed_name(args.dst, sha256_of(tmp)))
