@@ -106,6 +106,8 @@ def _finetune_preprocessor(repo_root):
         'model.backbone.arch': 'demo-tiny', 'model.backbone.img_size': 32,
         'model.backbone.patch_size': 8, 'model.backbone.init_cfg': None,
         'model.head.in_channels': 192})
+    # as mmengine's Runner does
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     model = downstream.build_model(cfg.model, cfg.default_scope)
     augments = [type(a).__name__ for a in
                 model.data_preprocessor.batch_augments.augments]
@@ -148,14 +150,52 @@ def test_mixup_cutmix_of_a_step_are_a_function_of_seed_rank_and_iteration(
     assert not torch.equal(step(0, 1, 7)[1], scores)
 
 
+def _tiny_recipe_overrides(data_root):
+    """configs/mixedae_vitb_1600e.py shrunk: tiny ViT, 64 px, 8 images,
+    batch 4 (2 iterations per epoch), 3 epochs, 2 workers (persistent, as
+    shipped)."""
+    return [
+        'model.backbone.arch=demo-tiny', 'model.backbone.img_size=64',
+        'model.backbone.patch_size=8', 'model.neck.decoder_embed_dim=64',
+        'model.neck.decoder_depth=1', 'model.neck.decoder_num_heads=2',
+        f'train_dataloader.dataset.data_root={data_root}',
+        'train_dataloader.dataset.split=train',
+        'train_dataloader.dataset.pipeline.1.scale=64',
+        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=2',
+        'train_cfg.max_epochs=3', 'default_hooks.logger.interval=1',
+    ]
+
+
+def _train(repo_root, config, work, overrides, *extra):
+    env = {'PYTHONPATH': os.pathsep.join(
+        [osp.join(repo_root, 'tests', 'helpers'), repo_root]),
+        'OMP_NUM_THREADS': '1'}
+    return _run([sys.executable, 'tools/train.py', config, '--work-dir',
+                 str(work), *extra, '--cfg-options'] + overrides,
+                cwd=repo_root, env=env)
+
+
+def _assert_same_training_state(path_a, path_b):
+    a = torch.load(path_a, map_location='cpu')
+    b = torch.load(path_b, map_location='cpu')
+    for key, value in a['state_dict'].items():
+        torch.testing.assert_close(b['state_dict'][key], value, rtol=0,
+                                   atol=1e-6, msg=key)
+    for idx, state in a['optimizer']['state'].items():
+        torch.testing.assert_close(b['optimizer']['state'][idx]['exp_avg'],
+                                   state['exp_avg'], rtol=0, atol=1e-6)
+
+
+RECIPE = 'configs/mixedae_vitb_1600e.py'
+
+
 @pytest.mark.slow
 def test_killed_epoch_based_recipe_resumes_to_the_same_weights(
         repo_root, tmp_path):
     """configs/mixedae_vitb_1600e.py as shipped (epoch-based, persistent
-    workers, checkpoint every epoch), shrunk to a tiny ViT and 8 images, 2
-    workers: SIGKILL in epoch 3, resume from epoch_2.pth; the final weights
-    equal an uninterrupted run's."""
-    base = osp.join(repo_root, 'configs/mixedae_vitb_1600e.py')
+    workers, checkpoint every epoch), shrunk: SIGKILL in epoch 3, resume
+    from epoch_2.pth; the final weights equal an uninterrupted run's."""
+    base = osp.join(repo_root, RECIPE)
     shipped = Config.fromfile(base)
     assert shipped.train_dataloader.persistent_workers is True
     assert shipped.train_cfg.type == 'EpochBasedTrainLoop'
@@ -168,46 +208,40 @@ def test_killed_epoch_based_recipe_resumes_to_the_same_weights(
         " + ['kill_hook'], allow_failed_imports=False)\n"
         f'custom_hooks = {hooks!r} + '
         "[dict(type='KillAtIterHook', iteration=5)]\n")
-    data = _imagenet_layout(str(tmp_path / 'imagenet'), size=72)
-    overrides = [
-        'model.backbone.arch=demo-tiny', 'model.backbone.img_size=64',
-        'model.backbone.patch_size=8', 'model.neck.decoder_embed_dim=64',
-        'model.neck.decoder_depth=1', 'model.neck.decoder_num_heads=2',
-        f'train_dataloader.dataset.data_root={data}',
-        'train_dataloader.dataset.split=train',
-        'train_dataloader.dataset.pipeline.1.scale=64',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=2',
-        'train_cfg.max_epochs=3', 'default_hooks.logger.interval=1',
-    ]
-    env = {'PYTHONPATH': os.pathsep.join(
-        [osp.join(repo_root, 'tests', 'helpers'), repo_root]),
-        'OMP_NUM_THREADS': '1'}
-
-    def train(config, work, *extra):
-        return _run([sys.executable, 'tools/train.py', config, '--work-dir',
-                     str(work), *extra, '--cfg-options'] + overrides,
-                    cwd=repo_root, env=env)
+    overrides = _tiny_recipe_overrides(
+        _imagenet_layout(str(tmp_path / 'imagenet'), size=72))
 
     full, part = tmp_path / 'full', tmp_path / 'part'
-    result = train(base, full)
+    result = _train(repo_root, base, full, overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    result = train(str(killed_cfg), part)
+    result = _train(repo_root, str(killed_cfg), part, overrides)
     assert result.returncode == -9, 'the run was not killed'
     assert (part / 'epoch_2.pth').exists()
     assert not (part / 'epoch_3.pth').exists()
-    result = train(base, part, '--resume')
+    result = _train(repo_root, base, part, overrides, '--resume')
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(sorted(part.glob('*/*.log'))[-1]).read()
     assert 'resumed epoch: 2, iter: 4' in log
+    _assert_same_training_state(full / 'epoch_3.pth', part / 'epoch_3.pth')
 
-    final_full = torch.load(full / 'epoch_3.pth', map_location='cpu')
-    final_part = torch.load(part / 'epoch_3.pth', map_location='cpu')
-    for key, value in final_full['state_dict'].items():
-        torch.testing.assert_close(final_part['state_dict'][key], value,
-                                   rtol=0, atol=1e-6, msg=key)
-    state_full = final_full['optimizer']['state']
-    state_part = final_part['optimizer']['state']
-    for idx in state_full:
-        torch.testing.assert_close(state_part[idx]['exp_avg'],
-                                   state_full[idx]['exp_avg'], rtol=0,
-                                   atol=1e-6)
+
+@pytest.mark.slow
+def test_epoch_based_recipe_resumes_from_a_mid_epoch_checkpoint(
+        repo_root, tmp_path):
+    """Checkpoints every 3 iterations (the middle of epoch 2): resuming from
+    iter_3.pth continues at epoch 2's second batch, so the run ends with
+    the uninterrupted run's weights (mmengine alone restarts the epoch)."""
+    overrides = _tiny_recipe_overrides(
+        _imagenet_layout(str(tmp_path / 'imagenet'), size=72)) + [
+            'train_cfg.max_epochs=2', 'default_hooks.checkpoint.by_epoch=False',
+            'default_hooks.checkpoint.interval=3']
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    result = _train(repo_root, RECIPE, full, overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = _train(repo_root, RECIPE, part, overrides, '--resume',
+                    str(full / 'iter_3.pth'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(sorted(part.glob('*/*.log'))[-1]).read()
+    assert 'resumed epoch: 1, iter: 3' in log
+    assert 'continuing at its batch 2 of 2' in log
+    _assert_same_training_state(full / 'iter_4.pth', part / 'iter_4.pth')

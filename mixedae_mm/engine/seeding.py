@@ -158,13 +158,14 @@ def seed_train_loop_data(runner) -> None:
     from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
     from mmengine.runner.loops import _InfiniteDataloaderIterator
     loop = runner.train_loop
-    old = loop.dataloader
-    loader = sample_seeded_loader(old, runner.seed, runner.rank)
-    if loader is old:
+    loader = sample_seeded_loader(loop.dataloader, runner.seed, runner.rank)
+    if loader is loop.dataloader:
         return
     loop.dataloader = loader
     if isinstance(loop, IterBasedTrainLoop):
-        # the loop opened the old loader already (its workers are running)
+        # the loop has opened the old loader already: dropping the last
+        # reference to it stops its workers before the new ones start
+        loop.dataloader_iterator = None
         loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
     elif isinstance(loop, EpochBasedTrainLoop):
         done = runner.iter - runner.epoch * len(loader)
