@@ -243,5 +243,5 @@ def test_epoch_based_recipe_resumes_from_a_mid_epoch_checkpoint(
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(sorted(part.glob('*/*.log'))[-1]).read()
     assert 'resumed epoch: 1, iter: 3' in log
-    assert 'continuing at its batch 2 of 2' in log
     _assert_same_training_state(full / 'iter_4.pth', part / 'iter_4.pth')
+    assert 'continuing at its batch 2 of 2' in log
