@@ -233,7 +233,8 @@ def test_epoch_based_recipe_resumes_from_a_mid_epoch_checkpoint(
     the uninterrupted run's weights (mmengine alone restarts the epoch)."""
     overrides = _tiny_recipe_overrides(
         _imagenet_layout(str(tmp_path / 'imagenet'), size=72)) + [
-            'train_cfg.max_epochs=2', 'default_hooks.checkpoint.by_epoch=False',
+            'train_cfg.max_epochs=2',
+            'default_hooks.checkpoint.by_epoch=False',
             'default_hooks.checkpoint.interval=3']
     full, part = tmp_path / 'full', tmp_path / 'part'
     result = _train(repo_root, RECIPE, full, overrides)
