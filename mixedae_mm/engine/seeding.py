@@ -22,6 +22,9 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import torch
 from mmengine.logging import print_log
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+# the iteration-based loop's wrapper of its loader (mmengine 0.10)
+from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 #: key of one sample in the loader's stream: (pass, batch, slot in batch)
@@ -155,8 +158,6 @@ def seed_train_loop_data(runner) -> None:
     epoch); an iteration-based one is replayed by mmengine's loop, which
     draws the skipped batches again.
     """
-    from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
-    from mmengine.runner.loops import _InfiniteDataloaderIterator
     loop = runner.train_loop
     loader = sample_seeded_loader(loop.dataloader, runner.seed, runner.rank)
     if loader is loop.dataloader:
