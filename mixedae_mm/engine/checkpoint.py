@@ -13,14 +13,14 @@ run would draw other mixing partitions than an uninterrupted one.
 :class:`StepSeedHook` makes the model's randomness a function of
 ``(seed, rank, iteration)`` instead, which needs no state in the checkpoint.
 """
-import hashlib
-
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmpretrain.registry import HOOKS
 
 from ..checkpoint_io import BUFFER_TAG, to_weights_only
+from .seeding import derive_seed, seed_all, seed_train_loop_data
+
 
 def dict_to_history_buffer(state: dict) -> HistoryBuffer:
     buffer = HistoryBuffer(max_length=state['max_length'])
@@ -74,23 +74,26 @@ class WeightsOnlyCheckpointHook(Hook):
 
 def step_seed(seed: int, rank: int, iteration: int) -> int:
     """A 63-bit seed for one rank's training step."""
-    digest = hashlib.blake2b(
-        f'{seed}/{rank}/{iteration}'.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, 'little') & (2**63 - 1)
+    return derive_seed(seed, rank, iteration)
 
 
 @HOOKS.register_module()
 class StepSeedHook(Hook):
-    """Seed torch's RNG from ``(seed, rank, iteration)`` before every step.
+    """Make a run's randomness independent of where it was (re)started.
 
-    The mixing partitions (and masks, dropout, drop path) of step ``i`` are
-    then the same whether or not the run was interrupted and resumed, on any
-    number of restarts, with nothing to store. numpy/random are left alone:
-    in the main process only data loading draws from them, and mmengine's
-    replay of the loader on resume reproduces those draws.
+    Before every step it seeds torch, numpy and ``random`` from ``(seed,
+    rank, iteration)``: the mixing partitions, masks, dropout, drop path and
+    batch augments (Mixup/CutMix draw from numpy) of step ``i`` are the same
+    whether or not the run was interrupted. Before training it rebuilds the
+    train loader so that each sample's pipeline is seeded from ``(seed,
+    rank, epoch, batch, slot)`` (:mod:`mixedae_mm.engine.seeding`), not from
+    the state of a data-loading worker. Nothing is stored in checkpoints.
     """
     priority = 'VERY_HIGH'
 
+    def before_train(self, runner) -> None:
+        seed_train_loop_data(runner)
+
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
-        torch.manual_seed(step_seed(runner.seed, runner.rank, runner.iter))
+        seed_all(step_seed(runner.seed, runner.rank, runner.iter))

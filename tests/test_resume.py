@@ -1,0 +1,248 @@
+"""Exact resumes: data-pipeline randomness keyed by (seed, rank, epoch,
+batch, slot), step randomness (mixing, Mixup/CutMix) by (seed, rank, iter)."""
+import copy
+import os
+import os.path as osp
+import random
+import sys
+from functools import partial
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import DefaultSampler
+from mmengine.dataset import worker_init_fn as mmengine_worker_init_fn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from test_launch import _imagenet_layout, _run
+
+
+class RandomDraws(Dataset):
+    """Each sample: its index and one draw from random, numpy and torch,
+    like a pipeline's crop and flip parameters."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return torch.tensor([
+            index, random.randrange(2**30), np.random.randint(2**30),
+            int(torch.randint(2**30, ()))])
+
+
+def _mmengine_loader(num_workers, seed=0):
+    """A train loader as mmengine's Runner builds it (DefaultSampler,
+    workers seeded once from (seed, rank, worker id), persistent)."""
+    dataset = RandomDraws()
+    return DataLoader(
+        dataset, batch_size=2, drop_last=True,
+        sampler=DefaultSampler(dataset, shuffle=True, seed=seed),
+        num_workers=num_workers, persistent_workers=num_workers > 0,
+        worker_init_fn=partial(mmengine_worker_init_fn,
+                               num_workers=num_workers, rank=0, seed=seed)
+        if num_workers else None)
+
+
+def _epochs(loader, epochs):
+    batches = {}
+    for epoch in epochs:
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        batches[epoch] = [b.tolist() for b in loader]
+    return batches
+
+
+def test_per_sample_seeding_makes_an_epoch_independent_of_worker_history():
+    from mixedae_mm.engine.seeding import sample_seeded_loader
+    # without it: persistent workers carry their RNG across epochs, so a
+    # fresh process (a resume) draws epoch 2 differently
+    plain = _epochs(_mmengine_loader(2), range(3))
+    assert _epochs(_mmengine_loader(2), [2])[2] != plain[2]
+
+    seeded = sample_seeded_loader(_mmengine_loader(2), seed=0, rank=0)
+    full = _epochs(seeded, range(3))
+    assert full[0] != full[1] != full[2]  # still random across epochs
+    for workers in (0, 1, 2):
+        fresh = sample_seeded_loader(_mmengine_loader(workers), 0, 0)
+        assert _epochs(fresh, [2])[2] == full[2], workers
+    # an epoch-based run resumed mid-epoch continues at the next batch
+    fresh = sample_seeded_loader(_mmengine_loader(2), 0, 0)
+    fresh.batch_sampler.skip_batches(1)
+    assert _epochs(fresh, [2])[2] == full[2][1:]
+    # other seed or rank, other draws
+    other = sample_seeded_loader(_mmengine_loader(0), seed=0, rank=1)
+    assert _epochs(other, [2])[2] != full[2]
+
+
+def test_seeded_dataset_forwards_attributes_to_the_wrapped_one():
+    from mixedae_mm.engine.seeding import SampleSeededDataset
+    inner = RandomDraws()
+    inner.metainfo = {'classes': ('a', 'b')}
+    wrapped = SampleSeededDataset(inner, seed=0, rank=0)
+    assert wrapped.metainfo == inner.metainfo and len(wrapped) == 8
+    wrapped.pipeline = 'replaced'  # e.g. mmdet's PipelineSwitchHook
+    assert inner.pipeline == 'replaced'
+    assert wrapped[(3, (0, 0, 0))].tolist() == wrapped[(3, (0, 0, 0))].tolist()
+
+
+def test_unbatched_or_iterable_train_loader_is_refused_with_a_clear_message():
+    from mixedae_mm.engine.seeding import sample_seeded_loader
+
+    class Stream(IterableDataset):
+
+        def __iter__(self):
+            return iter(range(4))
+
+    with pytest.raises(TypeError, match='map-style train dataset'):
+        sample_seeded_loader(DataLoader(Stream(), batch_size=2), 0, 0)
+
+
+def _finetune_preprocessor(repo_root):
+    from mixedae_mm import downstream
+    cfg = Config.fromfile(
+        osp.join(repo_root, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'))
+    cfg.merge_from_dict({
+        'model.backbone.arch': 'demo-tiny', 'model.backbone.img_size': 32,
+        'model.backbone.patch_size': 8, 'model.backbone.init_cfg': None,
+        'model.head.in_channels': 192})
+    # as mmengine's Runner does
+    cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    model = downstream.build_model(cfg.model, cfg.default_scope)
+    augments = [type(a).__name__ for a in
+                model.data_preprocessor.batch_augments.augments]
+    assert augments == ['Mixup', 'CutMix']  # as shipped
+    return model.data_preprocessor
+
+
+def test_mixup_cutmix_of_a_step_are_a_function_of_seed_rank_and_iteration(
+        repo_root):
+    """The fine-tune recipe's batch augments (numpy draws in the main
+    process) give the same mixed batch at step i after any history."""
+    from mmpretrain.structures import DataSample
+
+    from mixedae_mm.engine import StepSeedHook
+    preprocessor = _finetune_preprocessor(repo_root)
+    gen = torch.Generator().manual_seed(0)
+    batch = dict(
+        inputs=[torch.randint(0, 256, (3, 32, 32), generator=gen,
+                              dtype=torch.uint8) for _ in range(8)],
+        data_samples=[DataSample().set_gt_label(i % 4) for i in range(8)])
+    hook = StepSeedHook()
+
+    def step(seed, rank, iteration):
+        hook.before_train_iter(
+            SimpleNamespace(seed=seed, rank=rank, iter=iteration), 0)
+        out = preprocessor(copy.deepcopy(batch), training=True)
+        # whatever ran in between must not matter
+        np.random.rand(5), random.random(), torch.rand(5)
+        return out['inputs'], torch.stack(
+            [s.gt_score for s in out['data_samples']])
+
+    inputs, scores = step(0, 0, 7)
+    plain = preprocessor(copy.deepcopy(batch), training=False)['inputs']
+    assert not torch.equal(inputs, plain)  # the batch was mixed
+    for _ in range(2):
+        again = step(0, 0, 7)
+        assert torch.equal(again[0], inputs) and torch.equal(again[1],
+                                                             scores)
+    assert not torch.equal(step(0, 0, 8)[1], scores)
+    assert not torch.equal(step(0, 1, 7)[1], scores)
+
+
+def _tiny_recipe_overrides(data_root):
+    """configs/mixedae_vitb_1600e.py shrunk: tiny ViT, 64 px, 8 images,
+    batch 4 (2 iterations per epoch), 3 epochs, 2 workers (persistent, as
+    shipped)."""
+    return [
+        'model.backbone.arch=demo-tiny', 'model.backbone.img_size=64',
+        'model.backbone.patch_size=8', 'model.neck.decoder_embed_dim=64',
+        'model.neck.decoder_depth=1', 'model.neck.decoder_num_heads=2',
+        f'train_dataloader.dataset.data_root={data_root}',
+        'train_dataloader.dataset.split=train',
+        'train_dataloader.dataset.pipeline.1.scale=64',
+        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=2',
+        'train_cfg.max_epochs=3', 'default_hooks.logger.interval=1',
+    ]
+
+
+def _train(repo_root, config, work, overrides, *extra):
+    env = {'PYTHONPATH': os.pathsep.join(
+        [osp.join(repo_root, 'tests', 'helpers'), repo_root]),
+        'OMP_NUM_THREADS': '1'}
+    return _run([sys.executable, 'tools/train.py', config, '--work-dir',
+                 str(work), *extra, '--cfg-options'] + overrides,
+                cwd=repo_root, env=env)
+
+
+def _assert_same_training_state(path_a, path_b):
+    a = torch.load(path_a, map_location='cpu')
+    b = torch.load(path_b, map_location='cpu')
+    for key, value in a['state_dict'].items():
+        torch.testing.assert_close(b['state_dict'][key], value, rtol=0,
+                                   atol=1e-6, msg=key)
+    for idx, state in a['optimizer']['state'].items():
+        torch.testing.assert_close(b['optimizer']['state'][idx]['exp_avg'],
+                                   state['exp_avg'], rtol=0, atol=1e-6)
+
+
+RECIPE = 'configs/mixedae_vitb_1600e.py'
+
+
+@pytest.mark.slow
+def test_killed_epoch_based_recipe_resumes_to_the_same_weights(
+        repo_root, tmp_path):
+    """configs/mixedae_vitb_1600e.py as shipped (epoch-based, persistent
+    workers, checkpoint every epoch), shrunk: SIGKILL in epoch 3, resume
+    from epoch_2.pth; the final weights equal an uninterrupted run's."""
+    base = osp.join(repo_root, RECIPE)
+    shipped = Config.fromfile(base)
+    assert shipped.train_dataloader.persistent_workers is True
+    assert shipped.train_cfg.type == 'EpochBasedTrainLoop'
+    assert shipped.default_hooks.checkpoint.interval == 1
+    hooks = [dict(h) for h in shipped.custom_hooks]
+    killed_cfg = tmp_path / 'killed.py'
+    killed_cfg.write_text(
+        f'_base_ = {base!r}\n'
+        f'custom_imports = dict(imports={shipped.custom_imports.imports!r}'
+        " + ['kill_hook'], allow_failed_imports=False)\n"
+        f'custom_hooks = {hooks!r} + '
+        "[dict(type='KillAtIterHook', iteration=5)]\n")
+    overrides = _tiny_recipe_overrides(
+        _imagenet_layout(str(tmp_path / 'imagenet'), size=72))
+
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    result = _train(repo_root, base, full, overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = _train(repo_root, str(killed_cfg), part, overrides)
+    assert result.returncode == -9, 'the run was not killed'
+    assert (part / 'epoch_2.pth').exists()
+    assert not (part / 'epoch_3.pth').exists()
+    result = _train(repo_root, base, part, overrides, '--resume')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(sorted(part.glob('*/*.log'))[-1]).read()
+    assert 'resumed epoch: 2, iter: 4' in log
+    _assert_same_training_state(full / 'epoch_3.pth', part / 'epoch_3.pth')
+
+
+@pytest.mark.slow
+def test_epoch_based_recipe_resumes_from_a_mid_epoch_checkpoint(
+        repo_root, tmp_path):
+    """Checkpoints every 3 iterations (the middle of epoch 2): resuming from
+    iter_3.pth continues at epoch 2's second batch, so the run ends with
+    the uninterrupted run's weights (mmengine alone restarts the epoch)."""
+    overrides = _tiny_recipe_overrides(
+        _imagenet_layout(str(tmp_path / 'imagenet'), size=72)) + [
+            'train_cfg.max_epochs=2',
+            'default_hooks.checkpoint.by_epoch=False',
+            'default_hooks.checkpoint.interval=3']
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    result = _train(repo_root, RECIPE, full, overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = _train(repo_root, RECIPE, part, overrides, '--resume',
+                    str(full / 'iter_3.pth'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(sorted(part.glob('*/*.log'))[-1]).read()
+    assert 'resumed epoch: 1, iter: 3' in log
+    _assert_same_training_state(full / 'iter_4.pth', part / 'iter_4.pth')
+    assert 'continuing at its batch 2 of 2' in log
