@@ -100,11 +100,11 @@ def test_batch_lr_report_warns_when_scaling_is_disabled(caplog):
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'))
     cfg.auto_scale_lr.enable = False
+    cfg.train_dataloader.batch_size = 64
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))],
                                   lr=cfg.optim_wrapper.optimizer.lr)
     runner = SimpleNamespace(
         cfg=cfg, world_size=2, auto_scale_lr=cfg.auto_scale_lr,
-        train_dataloader=SimpleNamespace(batch_size=64),
         optim_wrapper=SimpleNamespace(optimizer=optimizer),
         logger=logging.getLogger('test_batch_lr'))
     with caplog.at_level(logging.INFO, logger='test_batch_lr'):

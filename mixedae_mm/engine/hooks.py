@@ -129,7 +129,10 @@ class BatchLRReportHook(Hook):
     priority = 'LOW'
 
     def before_train(self, runner) -> None:
-        per_gpu = runner.train_dataloader.batch_size
+        # the config's value, as mmengine's auto_scale_lr reads it (the
+        # built loader may batch through a batch_sampler, e.g. after
+        # StepSeedHook's rebuild, and then has no batch_size)
+        per_gpu = runner.cfg.train_dataloader.batch_size
         world = runner.world_size
         accumulate = runner.cfg.get('optim_wrapper', {}).get(
             'accumulative_counts', 1)
