@@ -57,7 +57,7 @@ def encoder_layer_forward(
     y = layer.ln1(x)
     topk_indices = None
     if top_k is not None:
-        y, topk_indices = layer.attn.forward_topk(y, top_k)
+        y, topk_indices = layer.attn(y, top_k=top_k)
     elif window_size:
         windows, padded_hw = window_partition(y, grid_hw, window_size)
         windows = layer.attn(windows, grid_hw=(window_size, window_size))
