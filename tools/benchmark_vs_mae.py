@@ -11,8 +11,8 @@ Measured, after ``--warmup`` steps of each model:
 - time: ``--steps`` interleaved steps (MixedAE, MAE, MixedAE, ...), so both
   see the same machine state; median, min/max, images/s;
 - memory: the bytes autograd keeps for backward (unique non-parameter
-  storages seen by ``saved_tensors_hooks``, every device), and on CUDA the
-  peak allocated memory of a step;
+  storages seen by ``saved_tensors_hooks``, every device; measured eagerly,
+  also with ``--compile``), and on CUDA the peak allocated memory of a step;
 - FLOPs of a step (``torch.utils.flop_counter``; CPU attention counted by
   ``flop_counting.py``) and, on a GPU, MFU against the device's peak;
 - a cost split of MixedAE's step (and MAE's) from module hooks, in a
@@ -123,8 +123,8 @@ class Trainer:
     def __init__(self, model, device, amp, compile_model):
         self.model = model.to(device).train()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        self.loss_fn = torch.compile(model.loss) if compile_model \
-            else model.loss
+        self.loss_fn = model.loss
+        self.compiled = compile_model
         self.device = device
         self.autocast = torch.autocast(
             device.type, dtype=dict(bf16=torch.bfloat16,
@@ -165,8 +165,11 @@ class Trainer:
                 kept[storage.data_ptr()] = storage.nbytes()
             return tensor
 
+        # eager: dynamo would trace (and recompile) the hook itself
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = self.forward(images)
+            with self.autocast:
+                losses = self.model.loss(images, [])
+            loss = sum(v for k, v in losses.items() if k.startswith('loss'))
         del loss
         return sum(kept.values())
 
@@ -335,10 +338,12 @@ def main(argv=None) -> dict:
     results = {name: {} for name in trainers}
 
     for name, trainer in trainers.items():
-        for _ in range(args.warmup):
-            trainer.step(images)
         results[name]['saved_for_backward_bytes'] = trainer.saved_bytes(
             images)
+        if args.compile:
+            trainer.loss_fn = torch.compile(trainer.model.loss)
+        for _ in range(args.warmup):
+            trainer.step(images)
         if device.type == 'cuda':
             results[name]['cuda_peak_allocated_bytes'] = \
                 trainer.peak_cuda_bytes(images)
