@@ -327,9 +327,16 @@ def _compact_index_dtype(num_keys: int) -> torch.dtype:
 
 def _additive_mask(topk_indices: Tensor, seq_len: int, num_prefix_tokens: int,
                    dtype: torch.dtype) -> Tensor:
-    keep = topk_keep_mask(topk_indices, seq_len, num_prefix_tokens)
-    mask = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
-    return mask.masked_fill_(~keep, float('-inf'))
+    """:func:`topk_keep_mask` as an additive mask (0 kept, -inf not),
+    written in one pass rather than converted from the boolean one."""
+    p = num_prefix_tokens
+    shape = (*topk_indices.shape[:-2], seq_len, seq_len)
+    mask = torch.full(shape, float('-inf'), dtype=dtype,
+                      device=topk_indices.device)
+    mask[..., :p, :] = 0
+    mask[..., p:, :p] = 0
+    mask[..., p:, p:].scatter_(-1, topk_indices.long(), 0.)
+    return mask
 
 
 class _TopKFlashAttentionCPU(torch.autograd.Function):
