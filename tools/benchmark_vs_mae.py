@@ -9,7 +9,8 @@ contrastive loss. A step is forward, backward and an AdamW update.
 Measured, after ``--warmup`` steps of each model:
 
 - time: ``--steps`` interleaved steps (MixedAE, MAE, MixedAE, ...), so both
-  see the same machine state; median, min/max, images/s;
+  see the same machine state; median, min/max, images/s, and the median
+  over pairs of the ratio of a MixedAE step to the MAE step after it;
 - memory: the bytes autograd keeps for backward (unique non-parameter
   storages seen by ``saved_tensors_hooks``, every device; measured eagerly,
   also with ``--compile``), and on CUDA the peak allocated memory of a step;
@@ -380,6 +381,11 @@ def main(argv=None) -> dict:
                 'cuda_peak_allocated_bytes', 'flops_per_step'):
         if key in results['MAE']:
             ratios[key] = results['MixedAE'][key] / results['MAE'][key]
+    if times['MAE']:
+        # each MixedAE step against the MAE step right after it: robust to
+        # slow phases of a shared machine, which hit both steps of a pair
+        ratios['step_paired_median'] = statistics.median(
+            a / b for a, b in zip(times['MixedAE'], times['MAE']))
     report = dict(
         config=dict(
             vars(args), device=str(device),
