@@ -205,12 +205,76 @@ class TopKAttention(NamedTuple):
     topk_indices: Tensor
 
 
+def topk_select(patch_scores: Tensor, k: int) -> Tensor:
+    """The selection rule of homologous attention, shared by every path.
+
+    Args:
+        patch_scores: ``(..., N, N)`` query-key scores between patches.
+        k: keys kept per query.
+
+    Ties: exactly tied scores are broken by ``torch.topk`` (which of the
+    tied keys it returns is an implementation detail, but fixed for a given
+    input on a given device). The fast and the reference attention both call
+    this function on the same fp32 scores, so they select the same keys.
+
+    Returns:
+        ``(..., N, k)`` long key positions, in no particular order.
+    """
+    if not 0 < k <= patch_scores.shape[-1]:
+        raise ValueError(f'top-k must be in [1, {patch_scores.shape[-1]}], '
+                         f'got {k}')
+    return patch_scores.topk(k, dim=-1, sorted=False).indices
+
+
+def select_topk_keys(q: Tensor, k: Tensor, top_k: int,
+                     num_prefix_tokens: int = 1) -> Tensor:
+    """Each patch query's ``top_k`` patch keys, chosen without gradient.
+
+    The scores are computed in fp32 even under autocast: bf16 keeps 8
+    significant bits, so keys whose fp32 scores differ would tie (or swap)
+    and the selection would depend on the autocast dtype. The softmax scale
+    is left out: a positive factor does not change a ranking.
+
+    Args:
+        q, k: ``(M, h, L, d)``, prefix (cls) tokens first.
+
+    Returns:
+        ``(M, h, N, top_k)`` long patch positions (0-based, prefix
+        excluded).
+    """
+    p = num_prefix_tokens
+    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+        scores = q[..., p:, :].float() @ k[..., p:, :].float().transpose(
+            -2, -1)
+        return topk_select(scores, top_k)
+
+
+def topk_keep_mask(topk_indices: Tensor, seq_len: int,
+                   num_prefix_tokens: int = 1) -> Tensor:
+    """Boolean attention mask from a top-k selection.
+
+    Every patch query keeps the prefix keys plus its selected patch keys;
+    prefix queries keep every key.
+
+    Args:
+        topk_indices: ``(..., N, K)`` from :func:`topk_select`.
+        seq_len: ``L = N + P``.
+
+    Returns:
+        ``(..., L, L)`` bool, True = may attend.
+    """
+    p = num_prefix_tokens
+    shape = (*topk_indices.shape[:-2], seq_len, seq_len)
+    keep = torch.ones(shape, dtype=torch.bool, device=topk_indices.device)
+    patch_keep = keep[..., p:, p:]
+    patch_keep.zero_()
+    patch_keep.scatter_(-1, topk_indices.long(), True)
+    return keep
+
+
 def topk_attention_mask(scores: Tensor, k: int,
                         num_prefix_tokens: int = 1) -> Tuple[Tensor, Tensor]:
-    """Boolean attention mask of homologous attention.
-
-    Every patch query keeps the prefix (cls) keys plus its ``k``
-    highest-scoring patch keys; prefix queries keep every key.
+    """Boolean attention mask of homologous attention from given scores.
 
     Args:
         scores: ``(..., L, L)`` attention logits, prefix tokens first.
@@ -218,21 +282,98 @@ def topk_attention_mask(scores: Tensor, k: int,
         num_prefix_tokens: tokens before the patches (1 for cls).
 
     Returns:
-        keep: ``(..., L, L)`` bool, True = may attend.
+        keep: ``(..., L, L)`` bool, True = may attend (see
+            :func:`topk_keep_mask`).
         topk_indices: ``(..., L - P, k)`` long patch positions (0-based,
             prefix excluded) chosen by each patch query.
     """
     p = num_prefix_tokens
-    patch_scores = scores[..., p:, p:]
-    if not 0 < k <= patch_scores.shape[-1]:
-        raise ValueError(f'top-k must be in [1, {patch_scores.shape[-1]}], '
-                         f'got {k}')
-    topk_indices = patch_scores.topk(k, dim=-1, sorted=False).indices
-    keep = torch.ones_like(scores, dtype=torch.bool)
-    patch_keep = torch.zeros_like(patch_scores, dtype=torch.bool)
-    patch_keep.scatter_(-1, topk_indices, True)
-    keep[..., p:, p:] = patch_keep
-    return keep, topk_indices
+    topk_indices = topk_select(scores[..., p:, p:], k)
+    return topk_keep_mask(topk_indices, scores.shape[-1], p), topk_indices
+
+
+def topk_attention_reference(q: Tensor,
+                             k: Tensor,
+                             v: Tensor,
+                             top_k: int,
+                             num_prefix_tokens: int = 1,
+                             dropout_p: float = 0.0) -> TopKAttention:
+    """Homologous attention written out: full scores, mask, softmax.
+
+    Keeps the ``(M, h, L, L)`` probabilities for backward; the model runs
+    :func:`topk_attention`, which must equal this (tests compare them).
+
+    Args:
+        q, k, v: ``(M, h, L, d)``.
+    """
+    topk_indices = select_topk_keys(q, k, top_k, num_prefix_tokens)
+    keep = topk_keep_mask(topk_indices, q.shape[-2], num_prefix_tokens)
+    scale = q.shape[-1]**-0.5
+    scores = (q * scale) @ k.transpose(-2, -1)
+    attn = scores.masked_fill(~keep, float('-inf')).softmax(dim=-1)
+    if dropout_p > 0:
+        attn = F.dropout(attn, p=dropout_p)
+    return TopKAttention(attn @ v, topk_indices)
+
+
+def _compact_index_dtype(num_keys: int) -> torch.dtype:
+    """Narrowest integer dtype that holds key positions ``< num_keys``."""
+    if num_keys <= 256:
+        return torch.uint8
+    if num_keys <= 2**15:
+        return torch.int16
+    return torch.int32
+
+
+def _additive_mask(topk_indices: Tensor, seq_len: int, num_prefix_tokens: int,
+                   dtype: torch.dtype) -> Tensor:
+    """:func:`topk_keep_mask` as an additive mask (0 kept, -inf not),
+    written in one pass rather than converted from the boolean one."""
+    p = num_prefix_tokens
+    shape = (*topk_indices.shape[:-2], seq_len, seq_len)
+    mask = torch.full(shape, float('-inf'), dtype=dtype,
+                      device=topk_indices.device)
+    mask[..., :p, :] = 0
+    mask[..., p:, :p] = 0
+    mask[..., p:, p:].scatter_(-1, topk_indices.long(), 0.)
+    return mask
+
+
+class _TopKFlashAttentionCPU(torch.autograd.Function):
+    """torch's fused CPU attention kernel with the top-k mask.
+
+    ``F.scaled_dot_product_attention`` with a boolean mask would convert it
+    to an ``(M, h, L, L)`` additive mask in the activation dtype and keep
+    that for backward: as large as the probabilities it avoids. Here only
+    q, k, v, the output, the log-sum-exp and the selection (one byte per
+    selected key when ``N <= 256``) are kept; the mask is rebuilt in
+    backward.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, topk_indices, num_prefix_tokens):
+        scale = q.shape[-1]**-0.5
+        mask = _additive_mask(topk_indices, q.shape[-2], num_prefix_tokens,
+                              q.dtype)
+        out, logsumexp = \
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, attn_mask=mask, scale=scale)
+        compact = topk_indices.to(_compact_index_dtype(k.shape[-2]))
+        ctx.save_for_backward(q, k, v, out, logsumexp, compact)
+        ctx.num_prefix_tokens = num_prefix_tokens
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, logsumexp, compact = ctx.saved_tensors
+        mask = _additive_mask(compact, q.shape[-2], ctx.num_prefix_tokens,
+                              q.dtype)
+        grad_q, grad_k, grad_v = \
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad_out.contiguous(), q, k, v, out, logsumexp, 0.0, False,
+                attn_mask=mask, scale=ctx.scale)
+        return grad_q, grad_k, grad_v, None, None
 
 
 def topk_attention(q: Tensor,
@@ -244,20 +385,33 @@ def topk_attention(q: Tensor,
     """Scaled dot-product attention restricted to each patch query's top-k
     patch keys (plus the prefix keys); softmax over the kept keys only.
 
+    The selection (:func:`select_topk_keys`, fp32, no gradient) becomes the
+    mask of a fused attention kernel, so no ``(L, L)`` probability tensor is
+    kept for backward. On the CPU without dropout that is torch's flash
+    kernel called directly (see ``_TopKFlashAttentionCPU``); elsewhere
+    ``F.scaled_dot_product_attention`` with a boolean mask. Equals
+    :func:`topk_attention_reference`.
+
     Args:
         q, k, v: ``(M, h, L, d)``.
 
     Returns:
         :class:`TopKAttention`.
     """
-    scale = q.shape[-1]**-0.5
-    scores = (q * scale) @ k.transpose(-2, -1)
-    keep, topk_indices = topk_attention_mask(scores.detach(), top_k,
-                                             num_prefix_tokens)
-    attn = scores.masked_fill(~keep, float('-inf')).softmax(dim=-1)
-    if dropout_p > 0:
-        attn = F.dropout(attn, p=dropout_p)
-    return TopKAttention(attn @ v, topk_indices)
+    topk_indices = select_topk_keys(q, k, top_k, num_prefix_tokens)
+    if q.device.type == 'cpu' and dropout_p == 0 and _cpu_flash_available():
+        out = _TopKFlashAttentionCPU.apply(q, k, v, topk_indices,
+                                           num_prefix_tokens)
+    else:
+        keep = topk_keep_mask(topk_indices, q.shape[-2], num_prefix_tokens)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep, dropout_p=dropout_p)
+    return TopKAttention(out, topk_indices)
+
+
+def _cpu_flash_available() -> bool:
+    return hasattr(torch.ops.aten,
+                   '_scaled_dot_product_flash_attention_for_cpu_backward')
 
 
 def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:

@@ -353,3 +353,45 @@ def test_mixed_encoder_token_count_matches_spec():
     enc = backbone(torch.randn(8, 3, 32, 32), mask=True)
     assert enc.tokens.shape[:2] == (8 // 4, 16 + 1)
     assert ops.reconstruction_mask(enc.owner, 4).shape == (8, 16)
+
+
+@pytest.mark.parametrize('ablation', ['none', 'mae'])
+def test_with_cp_gives_the_same_loss_and_gradients(ablation):
+    """Activation checkpointing of encoder and decoder blocks changes memory,
+    not results (drop path on, so the recomputation must replay the RNG)."""
+    images = torch.randn(8, 3, 32, 32)
+    results = []
+    for with_cp in (False, True):
+        model = build(
+            ablation=ablation,
+            segment_embed='none' if ablation == 'mae' else 'decoder',
+            backbone=dict(with_cp=with_cp, drop_path_rate=0.1),
+            neck=dict(with_cp=with_cp))
+        torch.manual_seed(5)
+        losses = model.loss(images, [])
+        total = sum(v for k, v in losses.items() if k.startswith('loss'))
+        total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()
+                 if p.grad is not None}
+        results.append((losses, grads))
+    (losses, grads), (cp_losses, cp_grads) = results
+    for key in losses:
+        torch.testing.assert_close(cp_losses[key], losses[key])
+    assert grads.keys() == cp_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(cp_grads[name], grads[name], atol=1e-6,
+                                   rtol=1e-5, msg=name)
+
+
+def test_with_cp_keeps_less_for_backward():
+    images = torch.randn(8, 3, 32, 32)
+    kept = []
+    for with_cp in (False, True):
+        model = build(backbone=dict(with_cp=with_cp),
+                      neck=dict(with_cp=with_cp))
+        shapes = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: shapes.append(t.numel()) or t, lambda t: t):
+            model.loss(images, [])
+        kept.append(sum(shapes))
+    assert kept[1] < 0.7 * kept[0]

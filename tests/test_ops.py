@@ -162,6 +162,87 @@ def test_topk_attention_with_all_keys_is_global_attention():
                                F.scaled_dot_product_attention(q, k, v))
 
 
+def _qkv_with_tied_keys(seed=0, heads=3, length=17, dims=8):
+    """q, k, v (fp32, requires grad) where some patch keys are duplicated,
+    so many patch queries see exactly tied scores at the top-k boundary."""
+    torch.manual_seed(seed)
+    q, k, v = (torch.randn(2, heads, length, dims) for _ in range(3))
+    k[:, :, 5] = k[:, :, 3]
+    k[:, :, 9] = k[:, :, 3]
+    k[:, :, 12] = k[:, :, 7]
+    return tuple(t.requires_grad_() for t in (q, k, v))
+
+
+@pytest.mark.parametrize('top_k', [1, 4, 16])
+def test_fast_topk_attention_equals_reference_with_ties(top_k):
+    q, k, v = _qkv_with_tied_keys()
+    scores = q[..., 1:, :] @ k[..., 1:, :].transpose(-2, -1)
+    assert (scores[..., 2] == scores[..., 4]).all()  # ties are present
+    grad_out = torch.randn_like(v)
+    fast = ops.topk_attention(q, k, v, top_k)
+    fast_grads = torch.autograd.grad(fast.out, (q, k, v), grad_out)
+    ref = ops.topk_attention_reference(q, k, v, top_k)
+    ref_grads = torch.autograd.grad(ref.out, (q, k, v), grad_out)
+    assert torch.equal(fast.topk_indices, ref.topk_indices)
+    torch.testing.assert_close(fast.out, ref.out, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    owner = torch.arange(16).remainder(4).expand(2, -1)
+    assert ops.homologous_accuracy(fast.topk_indices, owner) == \
+        ops.homologous_accuracy(ref.topk_indices, owner)
+
+
+def test_fast_topk_attention_keeps_no_probabilities_for_backward():
+    """The reference keeps (M, h, L, L) tensors for backward; the fast path
+    keeps none (only q, k, v, output, log-sum-exp and a compact
+    selection)."""
+    q, k, v = _qkv_with_tied_keys(length=33)
+
+    def saved_shapes(fn):
+        shapes = []
+
+        def pack(t):
+            shapes.append(tuple(t.shape))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn(q, k, v, 8)
+        return shapes
+
+    square = (2, 3, 33, 33)
+    assert square in saved_shapes(ops.topk_attention_reference)
+    assert square not in saved_shapes(ops.topk_attention)
+
+
+def test_topk_selection_under_bf16_autocast_equals_fp32():
+    torch.manual_seed(0)
+    # many keys whose scores differ in fp32 but collide in bf16
+    q = torch.randn(2, 3, 65, 32)
+    k = torch.randn(2, 3, 65, 32) * 0.01 + torch.randn(1, 1, 1, 32)
+    fp32 = ops.select_topk_keys(q, k, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        under_autocast = ops.select_topk_keys(q, k, 16)
+        scores_bf16 = q[..., 1:, :] @ k[..., 1:, :].transpose(-2, -1)
+    assert torch.equal(under_autocast.sort(-1).values, fp32.sort(-1).values)
+    # the check is meaningful: bf16 scores would select differently
+    bf16_choice = ops.topk_select(scores_bf16.float(), 16).sort(-1).values
+    assert not torch.equal(bf16_choice, fp32.sort(-1).values)
+
+
+def test_fast_topk_attention_runs_under_bf16_autocast():
+    q, k, v = (t.detach().bfloat16().requires_grad_()
+               for t in _qkv_with_tied_keys())
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        fast = ops.topk_attention(q, k, v, 4)
+        ref = ops.topk_attention_reference(q, k, v, 4)
+    assert fast.out.dtype == torch.bfloat16
+    assert torch.equal(fast.topk_indices, ref.topk_indices)
+    torch.testing.assert_close(fast.out.float(), ref.out.float(),
+                               atol=2e-2, rtol=2e-2)
+    fast.out.float().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
 def test_homologous_accuracy_perfect_and_chance():
     torch.manual_seed(0)
     owner = ops.sample_partition(3, 16, 4)

@@ -1,29 +1,72 @@
-"""Side-by-side cost of one MixedAE and one mmpretrain MAE training step.
+"""Cost of MixedAE against mmpretrain's MAE: time, memory and FLOPs of full
+training steps.
 
 Both models have the same encoder and decoder sizes; per step MixedAE runs
 ``B/G`` encoder sequences of ``N + 1`` tokens (MAE: ``B`` of ``N/4 + 1``) and
-``B`` decoder sequences of ``N + 1`` (both), plus top-k selection and the
-contrastive matmul. This script counts the FLOPs of a forward+backward step
-(``torch.utils.flop_counter``, with CPU attention counted:
-``flop_counting.py``) and times interleaved steps of the two.
+``B`` decoder sequences of ``N + 1`` (both), plus the top-k selection and the
+contrastive loss. A step is forward, backward and an AdamW update.
 
-Example (CPU, ViT-B, batch 16)::
+Measured, after ``--warmup`` steps of each model:
 
-    python tools/benchmark_vs_mae.py --arch b --batch-size 16 --steps 5
+- time: ``--steps`` interleaved steps (MixedAE, MAE, MixedAE, ...), so both
+  see the same machine state; median, min/max, images/s, and the median
+  over pairs of the ratio of a MixedAE step to the MAE step after it;
+- memory: the bytes autograd keeps for backward (unique non-parameter
+  storages seen by ``saved_tensors_hooks``, every device; measured eagerly,
+  also with ``--compile``), and on CUDA the peak allocated memory of a step;
+- FLOPs of a step (``torch.utils.flop_counter``; CPU attention counted by
+  ``flop_counting.py``) and, on a GPU, MFU against the device's peak;
+- a cost split of MixedAE's step (and MAE's) from module hooks, in a
+  separate, untimed step.
+
+Examples::
+
+    python tools/benchmark_vs_mae.py --arch b --batch-size 8 --steps 9
+    python tools/benchmark_vs_mae.py --arch b --batch-size 32 --amp bf16 \\
+        --steps 0 --json mem.json          # memory only
+    python tools/benchmark_vs_mae.py --device cuda --amp bf16 --batch-size 256
+
+See docs/benchmark.md for the fields of ``--json`` and measured numbers.
 """
 import argparse
+import contextlib
+import json
+import platform
 import statistics
+import sys
 import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 
-import mixedae_mm  # noqa: F401
-from flop_counting import flop_counter  # tools/, counts CPU attention
-from mmpretrain.registry import MODELS
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # flop_counting
+
+import mixedae_mm  # noqa: E402,F401
+from flop_counting import flop_counter  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+
+from mixedae_mm import ops  # noqa: E402
+
+#: dense peak TFLOP/s by device name substring, per compute dtype (tensor
+#: cores for bf16/fp16, TF32 off for fp32); ``--peak-tflops`` overrides
+PEAK_TFLOPS = {
+    'H200': dict(bf16=989., fp16=989., fp32=67.),
+    'H100': dict(bf16=989., fp16=989., fp32=67.),  # SXM; PCIe: 756/51
+    'A100': dict(bf16=312., fp16=312., fp32=19.5),
+    'L40S': dict(bf16=362., fp16=362., fp32=91.6),
+    'A10': dict(bf16=125., fp16=125., fp32=31.2),
+    'V100': dict(fp16=125., fp32=15.7),
+    '4090': dict(bf16=165., fp16=165., fp32=82.6),
+}
+SPLIT_PARTS = ('patch_embed+mixing', 'encoder_attention', 'encoder_mlp',
+               'losses', 'decoder', 'optimizer', 'other')
 
 
 def build_pair(arch: str, img_size: int, patch_size: int, decoder_dim: int,
-               decoder_depth: int, decoder_heads: int):
+               decoder_depth: int, decoder_heads: int, with_cp: bool = False):
     backbone = dict(arch=arch, img_size=img_size, patch_size=patch_size)
     decoder = dict(
         decoder_embed_dim=decoder_dim,
@@ -34,14 +77,20 @@ def build_pair(arch: str, img_size: int, patch_size: int, decoder_dim: int,
     mixedae = MODELS.build(
         dict(
             type='MixedAE',
-            backbone=dict(type='MixedAEViT', **backbone),
-            neck=dict(type='MixedAEPretrainDecoder', **decoder),
+            backbone=dict(type='MixedAEViT', with_cp=with_cp, **backbone),
+            neck=dict(type='MixedAEPretrainDecoder', with_cp=with_cp,
+                      **decoder),
             head=dict(type='MixedAEPretrainHead', **head)))
     width = mixedae.backbone.embed_dims
+    mae_arch = arch
+    if arch in mixedae.backbone.arch_zoo and arch not in \
+            MODELS.get('MAEViT').arch_zoo:
+        mae_arch = mixedae.backbone.arch_zoo[arch]  # e.g. 'demo-tiny'
     mae = MODELS.build(
         dict(
             type='MAE',
-            backbone=dict(type='MAEViT', mask_ratio=0.75, **backbone),
+            backbone=dict(type='MAEViT', mask_ratio=0.75,
+                          **dict(backbone, arch=mae_arch)),
             neck=dict(
                 type='MAEPretrainDecoder',
                 num_patches=mixedae.backbone.num_patches,
@@ -49,71 +98,339 @@ def build_pair(arch: str, img_size: int, patch_size: int, decoder_dim: int,
                 embed_dim=width,
                 **decoder),
             head=dict(type='MAEPretrainHead', patch_size=patch_size, **head)))
+    if with_cp:  # mmpretrain's MAE has no with_cp: checkpoint it here
+        for blocks in (mae.backbone.layers, mae.neck.decoder_blocks):
+            for block in blocks:
+                checkpoint_forward(block)
     return mixedae, mae
 
 
-def step(model, images, device_sync):
-    losses = model.loss(images, [])
-    total = sum(v for k, v in losses.items() if k.startswith('loss'))
-    total.backward()
-    model.zero_grad(set_to_none=True)
-    device_sync()
+def checkpoint_forward(block: torch.nn.Module) -> None:
+    """Make ``block`` recompute its forward in backward (keeps its keys)."""
+    forward = block.forward
+
+    def checkpointed(x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return torch.utils.checkpoint.checkpoint(
+                forward, x, use_reentrant=False)
+        return forward(x)
+
+    block.forward = checkpointed
 
 
-def main(argv=None):
+class Trainer:
+    """One model, its AdamW and one training step."""
+
+    def __init__(self, model, device, amp, compile_model):
+        self.model = model.to(device).train()
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        self.loss_fn = model.loss
+        self.compiled = compile_model
+        self.device = device
+        self.autocast = torch.autocast(
+            device.type, dtype=dict(bf16=torch.bfloat16,
+                                    fp16=torch.float16).get(amp),
+            enabled=amp != 'none')
+
+    def sync(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def forward(self, images):
+        with self.autocast:
+            losses = self.loss_fn(images, [])
+        return sum(v for k, v in losses.items() if k.startswith('loss'))
+
+    def step(self, images, split=None):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.forward(images)
+        loss.backward()
+        if split is not None:
+            self.sync()
+            start = time.perf_counter()
+        self.optimizer.step()
+        self.sync()
+        if split is not None:
+            split['optimizer'] += time.perf_counter() - start
+
+    def saved_bytes(self, images) -> int:
+        """Bytes autograd keeps for backward in one forward: unique storages,
+        parameters excluded."""
+        params = {p.untyped_storage().data_ptr()
+                  for p in self.model.parameters()}
+        kept = {}
+
+        def pack(tensor):
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in params:
+                kept[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        # eager: dynamo would trace (and recompile) the hook itself
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with self.autocast:
+                losses = self.model.loss(images, [])
+            loss = sum(v for k, v in losses.items() if k.startswith('loss'))
+        del loss
+        return sum(kept.values())
+
+    def peak_cuda_bytes(self, images) -> int:
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.step(images)
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def flops(self, images) -> int:
+        counter = flop_counter()
+        with counter:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.forward(images).backward()
+        return counter.get_total_flops()
+
+
+@contextlib.contextmanager
+def timed_parts(model, split):
+    """Add forward+backward seconds of the model's parts to ``split``.
+
+    Forward time comes from forward pre/post hooks, backward time from
+    full backward pre/post hooks of the same modules; the contrastive loss
+    and the mixing are timed by wrapping their ``ops`` functions (the loss's
+    backward from hooks on its output and input). Timing is host-side, so
+    on CUDA every hook synchronises: use for the split, not for step time.
+    """
+    sync = torch.cuda.synchronize if next(
+        model.parameters()).is_cuda else (lambda: None)
+    backbone = model.backbone
+    parts = [(backbone.patch_embed, 'patch_embed+mixing'), (model.neck,
+                                                           'decoder')]
+    for layer in backbone.layers:
+        parts += [(layer.attn, 'encoder_attention'), (layer.ffn,
+                                                      'encoder_mlp')]
+    handles, starts = [], {}
+
+    def begin(key):
+        sync()
+        starts[key] = time.perf_counter()
+
+    def end(key, part):
+        sync()
+        split[part] += time.perf_counter() - starts.pop(key)
+
+    for module, part in parts:
+        fwd, bwd = ('f', id(module)), ('b', id(module))
+        handles += [
+            module.register_forward_pre_hook(
+                lambda m, a, key=fwd: begin(key)),
+            module.register_forward_hook(
+                lambda m, a, o, key=fwd, part=part: end(key, part)),
+            module.register_full_backward_pre_hook(
+                lambda m, g, key=bwd: begin(key)),
+            module.register_full_backward_hook(
+                lambda m, gi, go, key=bwd, part=part: end(key, part)),
+        ]
+    contrastive, mix_images = ops.homologous_contrastive_loss, ops.mix_images
+
+    def timed_contrastive(features, *args, **kwargs):
+        begin('cf')
+        loss = contrastive(features, *args, **kwargs)
+        end('cf', 'losses')
+        if loss.requires_grad:
+            loss.register_hook(lambda g: begin('cb'))
+            features.register_hook(lambda g: end('cb', 'losses'))
+        return loss
+
+    def timed_mix(*args, **kwargs):
+        begin('mix')
+        out = mix_images(*args, **kwargs)
+        end('mix', 'patch_embed+mixing')
+        return out
+
+    ops.homologous_contrastive_loss, ops.mix_images = (timed_contrastive,
+                                                      timed_mix)
+    try:
+        yield
+    finally:
+        ops.homologous_contrastive_loss, ops.mix_images = (contrastive,
+                                                          mix_images)
+        for handle in handles:
+            handle.remove()
+
+
+def cost_split(trainer, images) -> dict:
+    """Seconds of each part of one step (see ``SPLIT_PARTS``)."""
+    split = defaultdict(float)
+    model = trainer.model
+    with timed_parts(model, split), warnings.catch_warnings():
+        # the patch embedding's input needs no gradient: its backward hook
+        # fires before its weight gradient, which then counts as 'other'
+        warnings.filterwarnings('ignore', 'Full backward hook is firing')
+        trainer.sync()
+        start = time.perf_counter()
+        trainer.step(images, split)
+        total = time.perf_counter() - start
+    split['other'] = total - sum(split.values())
+    return {part: split[part] for part in SPLIT_PARTS}
+
+
+def peak_tflops(device, amp, override):
+    if override:
+        return override
+    if device.type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
+    dtype = 'fp32' if amp == 'none' else amp
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in name:
+            return peaks.get(dtype)
+    return None
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--arch', default='b')
+    parser.add_argument('--arch', default='b',
+                        help="ViT size: mmpretrain's (b, l, ...) or "
+                        'demo-tiny')
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--patch-size', type=int, default=16)
     parser.add_argument('--decoder', type=int, nargs=3, default=(512, 8, 16),
                         metavar=('DIM', 'DEPTH', 'HEADS'))
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--steps', type=int, default=5)
+    parser.add_argument('--batch-size', type=int, default=8,
+                        help='images per step (a multiple of the group '
+                        'size 4)')
+    parser.add_argument('--steps', type=int, default=9,
+                        help='timed steps per model (0: memory and FLOPs '
+                        'only)')
+    parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
                         else 'cpu')
-    parser.add_argument('--bf16', action='store_true',
-                        help='autocast to bfloat16 (GPU)')
-    args = parser.parse_args(argv)
+    parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'),
+                        default='none', help='autocast dtype')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile each model.loss (what '
+                        "mmengine's compile=True does to train_step)")
+    parser.add_argument('--with-cp', action='store_true',
+                        help='activation checkpointing of encoder and '
+                        'decoder blocks, both models')
+    parser.add_argument('--no-split', action='store_true',
+                        help='skip the cost split')
+    parser.add_argument('--no-flops', action='store_true')
+    parser.add_argument('--peak-tflops', type=float,
+                        help='device peak for MFU (default: table by name)')
+    parser.add_argument('--threads', type=int,
+                        help='torch.set_num_threads on the CPU')
+    parser.add_argument('--json', metavar='OUT', help='write results here')
+    return parser.parse_args(argv)
 
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    models = dict(zip(('MixedAE', 'MAE'),
-                      build_pair(args.arch, args.img_size, args.patch_size,
-                                 *args.decoder)))
     device = torch.device(args.device)
+    trainers = {
+        name: Trainer(model, device, args.amp, args.compile)
+        for name, model in zip(('MixedAE', 'MAE'),
+                               build_pair(args.arch, args.img_size,
+                                          args.patch_size, *args.decoder,
+                                          with_cp=args.with_cp))
+    }
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size,
                          device=device)
-    sync = (torch.cuda.synchronize if device.type == 'cuda' else
-            (lambda: None))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=args.bf16)
+    results = {name: {} for name in trainers}
 
-    flops, times = {}, {name: [] for name in models}
-    with autocast:
-        for name, model in models.items():
-            model.to(device).train()
-            counter = flop_counter()
-            with counter:
-                step(model, images, sync)
-            flops[name] = counter.get_total_flops()
-            step(model, images, sync)  # warm-up
-        for _ in range(args.steps):  # interleaved: same machine state
-            for name, model in models.items():
-                start = time.perf_counter()
-                step(model, images, sync)
-                times[name].append(time.perf_counter() - start)
+    for name, trainer in trainers.items():
+        results[name]['saved_for_backward_bytes'] = trainer.saved_bytes(
+            images)
+        if args.compile:
+            trainer.loss_fn = torch.compile(trainer.model.loss)
+        for _ in range(args.warmup):
+            trainer.step(images)
+        if device.type == 'cuda':
+            results[name]['cuda_peak_allocated_bytes'] = \
+                trainer.peak_cuda_bytes(images)
+        if not args.no_flops and not args.compile:
+            results[name]['flops_per_step'] = trainer.flops(images)
 
-    print(f'arch={args.arch} img={args.img_size} patch={args.patch_size} '
-          f'batch={args.batch_size} device={device} bf16={args.bf16} '
-          f'steps={args.steps}')
-    print(f"{'model':<8} {'GFLOP/step':>11} {'ms/step (median)':>17}")
-    for name in models:
-        print(f'{name:<8} {flops[name] / 1e9:>11.1f} '
-              f'{1000 * statistics.median(times[name]):>17.1f}')
-    ratio_flops = flops['MixedAE'] / flops['MAE']
-    ratio_time = statistics.median(times['MixedAE']) / statistics.median(
-        times['MAE'])
-    print(f'MixedAE / MAE: FLOPs x{ratio_flops:.3f}, time x{ratio_time:.3f}')
-    return dict(flops=flops, times=times)
+    times = {name: [] for name in trainers}
+    for _ in range(args.steps):  # interleaved: the same machine state
+        for name, trainer in trainers.items():
+            trainer.sync()
+            start = time.perf_counter()
+            trainer.step(images)
+            times[name].append(time.perf_counter() - start)
+
+    peak = peak_tflops(device, args.amp, args.peak_tflops)
+    for name, trainer in trainers.items():
+        result = results[name]
+        if times[name]:
+            median = statistics.median(times[name])
+            result.update(
+                step_s=times[name],
+                step_median_s=median,
+                step_min_s=min(times[name]),
+                step_max_s=max(times[name]),
+                images_per_s=args.batch_size / median)
+            if peak and 'flops_per_step' in result:
+                result['mfu'] = result['flops_per_step'] / median / (
+                    peak * 1e12)
+        if not args.no_split and not args.compile:
+            result['split_s'] = cost_split(trainer, images)
+
+    ratios = {}
+    for key in ('step_median_s', 'saved_for_backward_bytes',
+                'cuda_peak_allocated_bytes', 'flops_per_step'):
+        if key in results['MAE']:
+            ratios[key] = results['MixedAE'][key] / results['MAE'][key]
+    if times['MAE']:
+        # each MixedAE step against the MAE step right after it: robust to
+        # slow phases of a shared machine, which hit both steps of a pair
+        ratios['step_paired_median'] = statistics.median(
+            a / b for a, b in zip(times['MixedAE'], times['MAE']))
+    report = dict(
+        config=dict(
+            vars(args), device=str(device),
+            device_name=(torch.cuda.get_device_name(device)
+                         if device.type == 'cuda' else platform.processor()
+                         or platform.machine()),
+            threads=torch.get_num_threads(), torch=torch.__version__,
+            peak_tflops=peak),
+        results=results,
+        ratio_mixedae_over_mae=ratios)
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def print_report(report):
+    cfg, results = report['config'], report['results']
+    print(f"arch={cfg['arch']} img={cfg['img_size']} batch={cfg['batch_size']}"
+          f" device={cfg['device']} ({cfg['device_name']}, "
+          f"{cfg['threads']} threads) amp={cfg['amp']} "
+          f"compile={cfg['compile']} with_cp={cfg['with_cp']} "
+          f"torch={cfg['torch']}")
+    for name, res in results.items():
+        line = [f'{name:<8}']
+        if 'step_median_s' in res:
+            line.append(f"step {1000 * res['step_median_s']:.0f} ms "
+                        f"[{1000 * res['step_min_s']:.0f}, "
+                        f"{1000 * res['step_max_s']:.0f}] "
+                        f"{res['images_per_s']:.1f} img/s")
+        line.append(f"kept for backward "
+                    f"{res['saved_for_backward_bytes'] / 2**20:.0f} MiB")
+        if 'cuda_peak_allocated_bytes' in res:
+            line.append(f"peak {res['cuda_peak_allocated_bytes'] / 2**20:.0f}"
+                        ' MiB')
+        if 'flops_per_step' in res:
+            line.append(f"{res['flops_per_step'] / 1e9:.1f} GFLOP")
+        if 'mfu' in res:
+            line.append(f"MFU {100 * res['mfu']:.1f}%")
+        print('  '.join(line))
+        if 'split_s' in res:
+            print('         split (ms): ' + ', '.join(
+                f'{k} {1000 * v:.0f}' for k, v in res['split_s'].items()))
+    print('MixedAE / MAE: ' + ', '.join(
+        f'{k} x{v:.3f}' for k, v in report['ratio_mixedae_over_mae'].items()))
 
 
 if __name__ == '__main__':

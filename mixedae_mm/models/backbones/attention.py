@@ -186,10 +186,17 @@ class MixedAEAttention(MultiheadAttention):
 
     def forward(self,
                 x: Tensor,
-                grid_hw: Optional[Tuple[int, int]] = None) -> Tensor:
+                grid_hw: Optional[Tuple[int, int]] = None,
+                top_k: Optional[int] = None):
         """Global (or, on window sequences, windowed) attention over ``x``
         ``(S, L, C)``; ``grid_hw`` is the patch grid of the sequences, needed
-        with the relative position bias."""
+        with the relative position bias.
+
+        With ``top_k``: homologous attention (:meth:`forward_topk`),
+        returning the output and the selected keys.
+        """
+        if top_k is not None:
+            return self.forward_topk(x, top_k)
         q, k, v = self._qkv(x)
         dropout_p = self.attn_drop if self.training else 0.
         if self.relative_position_bias_table is None:

@@ -2,6 +2,7 @@ import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.utils.checkpoint
 from mmengine.logging import MMLogger
 from mmpretrain.models import VisionTransformer
 from mmpretrain.models.backbones.vision_transformer import \
@@ -56,7 +57,7 @@ def encoder_layer_forward(
     y = layer.ln1(x)
     topk_indices = None
     if top_k is not None:
-        y, topk_indices = layer.attn.forward_topk(y, top_k)
+        y, topk_indices = layer.attn(y, top_k=top_k)
     elif window_size:
         windows, padded_hw = window_partition(y, grid_hw, window_size)
         windows = layer.attn(windows, grid_hw=(window_size, window_size))
@@ -109,6 +110,9 @@ class MixedAEViT(VisionTransformer):
             (ViTDet recipe; the cls token is dropped). 0 = global attention.
         global_attn_indexes (Sequence[int]): Layers that keep global
             attention when ``window_size > 0``.
+        with_cp (bool): Activation checkpointing of every encoder layer:
+            keep only each layer's input for backward and recompute the
+            layer there (less memory, about one more forward of compute).
         Other arguments are those of ``VisionTransformer`` (``frozen_stages``,
         ``layer_scale_init_value``, ``drop_path_rate``, ...).
 
@@ -149,6 +153,7 @@ class MixedAEViT(VisionTransformer):
                  use_rel_pos_bias: bool = False,
                  window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (),
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[List[dict], dict]] = None,
                  **kwargs) -> None:
         super().__init__(
@@ -168,6 +173,7 @@ class MixedAEViT(VisionTransformer):
         self.num_patches = self.patch_resolution[0] * self.patch_resolution[1]
         self.mixing = mixing
         self.mask_ratio = mask_ratio
+        self.with_cp = with_cp
 
         group_size = round(1 / mixing_ratio)
         if abs(group_size * mixing_ratio - 1) > 1e-6:
@@ -299,6 +305,18 @@ class MixedAEViT(VisionTransformer):
         return dict(loaded=loaded, new=list(missing), unused=list(unexpected))
 
     # --------------------------------------------------------------- forward
+    def _run_layer(self, layer, x: Tensor, grid_hw, **kwargs):
+        """:func:`encoder_layer_forward`, checkpointed with ``with_cp``.
+
+        The recomputation in backward selects the same top-k keys: the
+        selection is a deterministic function of the recomputed q and k.
+        """
+        if self.with_cp and torch.is_grad_enabled() and x.requires_grad:
+            return torch.utils.checkpoint.checkpoint(
+                encoder_layer_forward, layer, x, grid_hw,
+                use_reentrant=False, **kwargs)
+        return encoder_layer_forward(layer, x, grid_hw, **kwargs)
+
     def forward(self,
                 x: Tensor,
                 mask: Optional[bool] = None,
@@ -330,7 +348,7 @@ class MixedAEViT(VisionTransformer):
 
         outs = []
         for i, layer in enumerate(self.layers):
-            x, _ = encoder_layer_forward(
+            x, _ = self._run_layer(
                 layer, x, grid_hw, window_size=self.window_sizes[i])
             if i == len(self.layers) - 1 and self.final_norm:
                 x = self.ln1(x)
@@ -380,7 +398,7 @@ class MixedAEViT(VisionTransformer):
         x = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         x = self._prepend_cls(x)
         for layer in self.layers:
-            x, _ = encoder_layer_forward(layer, x, self.patch_resolution)
+            x, _ = self._run_layer(layer, x, self.patch_resolution)
         return self.ln1(x), mask, ids_restore
 
     def forward_mixed(self, x: Tensor,
@@ -408,7 +426,7 @@ class MixedAEViT(VisionTransformer):
         accuracies, topk_indices = [], []
         for i, layer in enumerate(self.layers):
             top_k = self.top_k if i in self.homo_attn_layers else None
-            x, indices = encoder_layer_forward(
+            x, indices = self._run_layer(
                 layer, x, self.patch_resolution, top_k=top_k)
             if indices is not None:
                 with torch.no_grad():

@@ -1,6 +1,7 @@
 from typing import Optional
 
 import torch
+import torch.utils.checkpoint
 from mmpretrain.models import MAEPretrainDecoder
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
@@ -26,6 +27,8 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
         segment_embed (bool): Add a learnable embedding of the group slot to
             every token of the un-mixed sequences (the default
             ``segment_embed='decoder'`` choice).
+        with_cp (bool): Activation checkpointing of every decoder block
+            (MixedAE and the MAE ablation alike).
         Other arguments are those of ``MAEPretrainDecoder``;
         ``num_patches``/``embed_dim``/``patch_size`` are filled in from the
         backbone by :class:`MixedAE`.
@@ -34,9 +37,11 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
     def __init__(self,
                  group_size: int = 4,
                  segment_embed: bool = True,
+                 with_cp: bool = False,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.group_size = group_size
+        self.with_cp = with_cp
         decoder_dim = self.mask_token.shape[-1]
         self.segment_embed = nn.Parameter(
             torch.zeros(group_size, decoder_dim)) if segment_embed else None
@@ -65,7 +70,7 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
             raise ValueError('pass exactly one of ids_restore (MAE) and '
                              'owner (MixedAE)')
         if owner is None:
-            return super().forward(x, ids_restore)
+            return self.decode(self._unshuffle(x, ids_restore))
 
         num_mixed = x.shape[0]
         # Project before un-mixing: M rows instead of B.
@@ -79,10 +84,29 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
             x = x + self.segment_embed.repeat(num_mixed, 1).unsqueeze(1)
         return self.decode(x)
 
+    def _unshuffle(self, x: Tensor, ids_restore: Tensor) -> Tensor:
+        """MAE: the visible tokens ``(B, 1 + N_keep, D)`` back in image
+        order, mask tokens at the masked positions, plus positions."""
+        x = self.decoder_embed(x)
+        batch, num_visible, dims = x.shape[0], x.shape[1] - 1, x.shape[2]
+        num_masked = ids_restore.shape[1] - num_visible
+        shuffled = torch.cat(
+            (x[:, 1:], self.mask_token.expand(batch, num_masked, dims)),
+            dim=1)
+        patches = shuffled.gather(
+            1, ids_restore.unsqueeze(-1).expand(-1, -1, dims))
+        return torch.cat((x[:, :1], patches), dim=1) + self.decoder_pos_embed
+
     def decode(self, x: Tensor) -> Tensor:
         """Decoder blocks, norm and pixel projection on full sequences
         ``(B, N + 1, D_dec)`` -> ``(B, N, p * p * C)``."""
+        checkpointed = self.with_cp and torch.is_grad_enabled() \
+            and x.requires_grad
         for block in self.decoder_blocks:
-            x = block(x)
+            if checkpointed:
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, use_reentrant=False)
+            else:
+                x = block(x)
         x = self.decoder_pred(self.decoder_norm(x))
         return x[:, 1:]

@@ -1,0 +1,59 @@
+"""tools/benchmark_vs_mae.py end to end, on a tiny size."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / 'tools'
+
+
+@pytest.fixture(scope='module')
+def bench_tool():
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_vs_mae', TOOLS / 'benchmark_vs_mae.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('extra', [[], ['--with-cp', '--amp', 'bf16']])
+def test_benchmark_writes_the_documented_json(bench_tool, tmp_path, extra):
+    out = tmp_path / 'bench.json'
+    bench_tool.main([
+        '--arch', 'demo-tiny', '--img-size', '32', '--patch-size', '8',
+        '--decoder', '32', '1', '2', '--batch-size', '8', '--steps', '2',
+        '--warmup', '1', '--device', 'cpu', '--json', str(out)
+    ] + extra)
+    report = json.loads(out.read_text())
+    assert report['config']['batch_size'] == 8
+    assert {'torch', 'device', 'device_name', 'threads', 'amp',
+            'with_cp', 'compile'} <= set(report['config'])
+    for name in ('MixedAE', 'MAE'):
+        result = report['results'][name]
+        assert len(result['step_s']) == 2
+        assert result['step_min_s'] <= result['step_median_s'] <= \
+            result['step_max_s']
+        assert result['images_per_s'] > 0
+        assert result['saved_for_backward_bytes'] > 0
+        assert result['flops_per_step'] > 0
+        assert set(result['split_s']) == set(bench_tool.SPLIT_PARTS)
+        assert result['split_s']['encoder_attention'] > 0
+    assert result.get('mfu') is None  # no device peak on the CPU
+    ratios = report['ratio_mixedae_over_mae']
+    assert set(ratios) == {'step_median_s', 'step_paired_median',
+                           'saved_for_backward_bytes', 'flops_per_step'}
+    assert report['results']['MixedAE']['split_s']['losses'] > 0
+
+
+def test_benchmark_mfu_uses_the_peak_override(bench_tool, tmp_path):
+    out = tmp_path / 'bench.json'
+    report = bench_tool.main([
+        '--arch', 'demo-tiny', '--img-size', '32', '--patch-size', '8',
+        '--decoder', '32', '1', '2', '--batch-size', '4', '--steps', '1',
+        '--warmup', '0', '--no-split', '--peak-tflops', '1',
+        '--json', str(out)
+    ])
+    for result in report['results'].values():
+        expected = result['flops_per_step'] / result['step_median_s'] / 1e12
+        assert result['mfu'] == pytest.approx(expected)
