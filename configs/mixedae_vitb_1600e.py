@@ -17,6 +17,17 @@ custom_imports = dict(imports=['mixedae_mm'], allow_failed_imports=False)
 # leave a remainder, so it is dropped. (collate_fn is restated because
 # mmengine tags dicts inherited through 'mmpretrain::' with a _scope_ key
 # that it then passes on to the collate function.)
+# What mmpretrain's inferencers (FeatureExtractor, inference_model) run on
+# an image: resize + centre crop to the encoder's 224. Normalisation is the
+# model's data preprocessor. A test_pipeline, not a test_dataloader: there
+# is no test loop in pretraining (mixedae_mm.apis.with_test_pipeline).
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+         interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=224),
+    dict(type='PackInputs'),
+]
 train_dataloader = dict(
     drop_last=True, collate_fn=dict(_delete_=True, type='default_collate'))
 

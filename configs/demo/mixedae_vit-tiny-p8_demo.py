@@ -31,6 +31,15 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackInputs')
 ]
+# what mmpretrain's inferencers run on an image (as in the ViT-B recipe:
+# resize the short edge to 8/7 of the crop, centre crop to img_size)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=img_size * 8 // 7, edge='short',
+         backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=img_size),
+    dict(type='PackInputs'),
+]
 train_dataloader = dict(
     batch_size=32,
     num_workers=2,

@@ -9,6 +9,7 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from ... import ops
+from ...apis import with_test_pipeline
 
 #: ``ablation`` presets: the paper's ablations, one config line each. A
 #: preset replaces the values a config states at their defaults; a different
@@ -130,6 +131,16 @@ class MixedAE(BaseSelfSupervisor):
         super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
         self.segment_embed = segment_embed
         self.ablation = ablation
+
+    @property
+    def _config(self):
+        return self.__dict__.get('_inference_config')
+
+    @_config.setter
+    def _config(self, config):
+        # mmpretrain's get_model stores the config here and its inferencers
+        # read their pipeline from it: see with_test_pipeline
+        self.__dict__['_inference_config'] = with_test_pipeline(config)
 
     def extract_feat(self, inputs: Tensor):
         """Un-mixed features: the backbone as a plain ViT (no mixing, global
