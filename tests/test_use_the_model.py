@@ -1,0 +1,182 @@
+"""The doors mmpretrain / mmseg / mmdet users already use, on our configs:
+``list_models``/``get_model`` by name, ``FeatureExtractor`` on pretraining
+configs, and each codebase's inferencer on a real photo."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mmengine.config import Config
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
+
+
+def recipe_configs():
+    """Every config a user runs: all of configs/ but the _base_ parts."""
+    return sorted(
+        osp.relpath(p, ROOT)
+        for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
+                           recursive=True)
+        if '_base_' not in p.split(os.sep))
+
+
+def run_fresh(code, cwd):
+    """``code`` in a new interpreter (registration is an import side
+    effect) importing this clone; returns what it printed last, as JSON."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def photo():
+    """A real photograph (scikit-image ships it), BGR as mmcv reads it."""
+    from skimage import data
+    return np.ascontiguousarray(data.astronaut()[..., ::-1])
+
+
+def test_model_index_lists_every_recipe_and_builds_it(tmp_path):
+    """From another working directory, ``import mixedae_mm`` is all it takes
+    for ``list_models('*mixedae*')`` to name every recipe config and
+    ``get_model(name)`` to build it at full size (random weights): MixedAE
+    in mmpretrain, Mask R-CNN and UperNet through mmdet's / mmseg's
+    registries."""
+    built = run_fresh(
+        'import json, mixedae_mm\n'
+        'from mmpretrain import get_model, list_models\n'
+        'from mmpretrain.apis.model import ModelHub\n'
+        'out = {}\n'
+        'for name in list_models("*mixedae*"):\n'
+        '    model = get_model(name)\n'
+        '    out[name] = dict(type=type(model).__name__,\n'
+        '        width=model.backbone.embed_dims,\n'
+        '        config=ModelHub.get(name).config.filename)\n'
+        'print(json.dumps(out))\n', cwd=str(tmp_path))
+    configs = {osp.relpath(v['config'], ROOT): k for k, v in built.items()}
+    assert sorted(configs) == recipe_configs()
+    for config, name in configs.items():
+        # a recipe is known by its config file's name
+        assert name == osp.splitext(osp.basename(config))[0]
+        expected = {'configs/det': 'MaskRCNN',
+                    'configs/seg': 'EncoderDecoder',
+                    'configs/finetune': 'ImageClassifier'}.get(
+                        osp.dirname(config), 'MixedAE')
+        assert built[name]['type'] == expected, name
+        width = 192 if 'demo' in name else 1024 if '_vitl_' in name else 768
+        assert built[name]['width'] == width, name
+
+
+def test_metafiles_publish_no_weights_and_label_paper_numbers():
+    index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
+    entries = []
+    for metafile in index['Import']:
+        entries += yaml.safe_load(open(osp.join(ROOT, metafile)))['Models']
+    assert len(entries) == len(recipe_configs())
+    for entry in entries:
+        assert entry['Weights'] is None, entry['Name']
+        assert osp.isfile(osp.join(ROOT, entry['Config']))
+        if entry['Results']:
+            assert 'paper' in entry['Metadata']['Results From']
+    results = {e['Name']: e['Results'][0]['Metrics'] for e in entries
+               if e['Results']}
+    assert results == {
+        'mixedae_vitb_ft-100e_in1k': {'Top 1 Accuracy': 83.9},
+        'mixedae_vitb_upernet-160k_ade20k-512': {'mIoU': 48.7}}
+
+
+def test_get_model_loads_a_checkpoint_by_path(pretrained_checkpoint):
+    import mixedae_mm  # noqa: F401
+    from mmpretrain import get_model
+    model = get_model('mixedae_vit-tiny-p8_demo',
+                      pretrained=pretrained_checkpoint)
+    saved = torch.load(pretrained_checkpoint, map_location='cpu',
+                       weights_only=True)['state_dict']
+    own = model.state_dict()
+    assert set(saved) == set(own)
+    for key, value in saved.items():
+        torch.testing.assert_close(own[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize('model,tokens,width', [
+    ('mixedae_vit-tiny-p8_demo', 1 + 8 * 8, 192),  # 64px crop, patch 8
+    (osp.join(ROOT, 'configs/mixedae_vitb_1600e.py'), 1 + 14 * 14, 768),
+])
+def test_feature_extractor_on_pretraining_configs(model, tokens, width,
+                                                  pretrained_checkpoint):
+    """FeatureExtractor gives the un-mixed encoder's last block: cls token +
+    every patch of the centre crop (mixing would keep a quarter of them and
+    draw a new partition each call)."""
+    import mixedae_mm  # noqa: F401
+    from mmpretrain import FeatureExtractor
+    pretrained = pretrained_checkpoint if 'demo' in model else False
+    extractor = FeatureExtractor(model, pretrained=pretrained, device='cpu')
+    first, again = extractor(photo())[0], extractor(photo())[0]
+    assert len(first) == 1 and first[0].shape == (tokens, width)
+    assert torch.isfinite(first[0]).all()
+    torch.testing.assert_close(first[0], again[0], rtol=0, atol=0)
+
+
+def test_image_classification_inferencer(pretrained_checkpoint):
+    import mixedae_mm  # noqa: F401
+    from mmpretrain import ImageClassificationInferencer
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'))
+    cfg.merge_from_dict({
+        'model.backbone.arch': 'demo-tiny', 'model.backbone.img_size': 64,
+        'model.backbone.patch_size': 8, 'model.head.in_channels': 192,
+        'test_dataloader.dataset.pipeline.1.scale': 73,
+        'test_dataloader.dataset.pipeline.2.crop_size': 64})
+    inferencer = ImageClassificationInferencer(cfg, device='cpu')
+    result = inferencer(photo())[0]
+    assert result['pred_scores'].shape == (1000, )
+    assert 0 <= result['pred_label'] < 1000
+
+
+def test_mmseg_inferencer():
+    pytest.importorskip('mmseg')
+    import mixedae_mm  # noqa: F401
+    from mmseg.apis import MMSegInferencer
+    from test_transfer_seg import tiny_overrides
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py'))
+    overrides = {k: v for k, v in tiny_overrides(None, '').items()
+                 if k.startswith('model.') and 'init_cfg' not in k}
+    overrides['test_dataloader.dataset.pipeline.1.scale'] = (256, 64)
+    cfg.merge_from_dict(overrides)
+    inferencer = MMSegInferencer(cfg, device='cpu')
+    result = inferencer(photo(), return_datasamples=True)
+    seg = result.pred_sem_seg.data
+    # mmseg resizes the prediction back to the photo's 512 x 512
+    assert seg.shape == (1, 512, 512)
+    assert 0 <= seg.min() and seg.max() < 150  # ADE20K's classes
+
+
+def test_det_inferencer():
+    pytest.importorskip('mmdet')
+    import mixedae_mm  # noqa: F401
+    from mmdet.apis import DetInferencer
+    from test_transfer_det import tiny_overrides
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/det/mixedae_vitb_mask-rcnn_simplefpn-lsj-1x_coco.py'))
+    overrides = {k: v for k, v in tiny_overrides(None, '').items()
+                 if k.startswith('model.') and 'init_cfg' not in k
+                 and 'num_classes' not in k}
+    overrides['test_dataloader.dataset.pipeline.1.scale'] = (128, 128)
+    # random weights score every class near 1/81, under the 0.05 threshold
+    overrides['model.test_cfg.rcnn.score_thr'] = 0.
+    cfg.merge_from_dict(overrides)
+    inferencer = DetInferencer(cfg, device='cpu', show_progress=False)
+    result = inferencer(photo(), return_datasamples=True)
+    instances = result['predictions'][0].pred_instances
+    # boxes in the photo's own pixels, COCO's 80 classes, one mask per box
+    assert len(instances) > 0
+    assert instances.bboxes.max() <= 512 and instances.labels.max() < 80
+    assert instances.masks.shape[1:] == (512, 512)
