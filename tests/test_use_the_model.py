@@ -83,10 +83,15 @@ def test_metafiles_publish_no_weights_and_label_paper_numbers():
     for entry in entries:
         assert entry['Weights'] is None, entry['Name']
         assert osp.isfile(osp.join(ROOT, entry['Config']))
-        if entry['Results']:
-            assert 'paper' in entry['Metadata']['Results From']
+        # pretraining recipes have no task of their own (as MAE's entries)
+        pretraining = osp.dirname(entry['Config']) in ('configs',
+                                                        'configs/demo')
+        assert (entry['Results'] is None) == pretraining, entry['Name']
+        for result in entry['Results'] or []:
+            if 'Metrics' in result:
+                assert 'paper' in entry['Metadata']['Results From']
     results = {e['Name']: e['Results'][0]['Metrics'] for e in entries
-               if e['Results']}
+               if e['Results'] and 'Metrics' in e['Results'][0]}
     assert results == {
         'mixedae_vitb_ft-100e_in1k': {'Top 1 Accuracy': 83.9},
         'mixedae_vitb_upernet-160k_ade20k-512': {'mIoU': 48.7}}
@@ -122,6 +127,31 @@ def test_feature_extractor_on_pretraining_configs(model, tokens, width,
     assert len(first) == 1 and first[0].shape == (tokens, width)
     assert torch.isfinite(first[0]).all()
     torch.testing.assert_close(first[0], again[0], rtol=0, atol=0)
+
+
+def test_inference_model_by_name_and_on_a_pretraining_model():
+    """``inference_model`` picks the inferencer from the entry's task: a
+    fine-tune recipe classifies, a pretraining model has no task (use
+    FeatureExtractor) and mmpretrain says so."""
+    import mixedae_mm  # noqa: F401
+    from mmpretrain import get_model, inference_model
+    result = inference_model(
+        'mixedae_vitb_linear-90e_in1k', photo(), device='cpu')
+    assert 0 <= result['pred_label'] < 1000
+    with pytest.raises(NotImplementedError, match='No available inferencer'):
+        inference_model(get_model('mixedae_vit-tiny-p8_demo'), photo())
+
+
+def test_test_tool_still_refuses_a_pretraining_config():
+    """The test_pipeline for inferencers adds no test loop: tools/test.py
+    still says a pretraining config has nothing to evaluate."""
+    result = subprocess.run(
+        [sys.executable, 'tools/test.py', 'configs/mixedae_vitb_1600e.py',
+         'missing.pth'], cwd=ROOT, capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode != 0
+    assert 'has no test_dataloader: it is a pretraining config' in (
+        result.stderr)
 
 
 def test_image_classification_inferencer(pretrained_checkpoint):
