@@ -1,8 +1,26 @@
+import os
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = osp.dirname(osp.abspath(__file__))
+
+
+class BuildPyWithModelIndex(build_py):
+    """Ships ``model-index.yml`` and ``configs/`` inside the package, in
+    ``mixedae_mm/.mim`` (where ``mixedae_mm.apis.find_model_index`` looks
+    first), so ``mmpretrain.get_model(name)`` works from an installed wheel;
+    an editable install reads them from the clone."""
+
+    def run(self):
+        super().run()
+        target = osp.join(self.build_lib, 'mixedae_mm', '.mim')
+        shutil.rmtree(target, ignore_errors=True)
+        os.makedirs(target)
+        shutil.copy(osp.join(HERE, 'model-index.yml'), target)
+        shutil.copytree(osp.join(HERE, 'configs'), osp.join(target, 'configs'))
 
 
 def get_version():
@@ -43,5 +61,6 @@ setup(
         'tests': parse_requirements('requirements/tests.txt'),
     },
     license='Apache-2.0',
+    cmdclass={'build_py': BuildPyWithModelIndex},
     zip_safe=False,
 )

@@ -4,6 +4,7 @@ pretraining configs.
 """
 import copy
 import os.path as osp
+import warnings
 
 PACKAGE_DIR = osp.dirname(osp.abspath(__file__))
 
@@ -18,7 +19,8 @@ def find_model_index():
             return path, root
     raise FileNotFoundError(
         f'model-index.yml not found in {PACKAGE_DIR}/.mim nor next to the '
-        'package: reinstall mixedae_mm from a clone (pip install -e .)')
+        'package: reinstall mixedae_mm from a clone (pip install -e . or a '
+        'wheel built from it)')
 
 
 def register_model_index():
@@ -26,7 +28,14 @@ def register_model_index():
     config file names, e.g. ``mixedae_vitb_1600e``), with absolute config
     paths, so ``get_model(name)`` works from any working directory."""
     from mmpretrain.apis.model import ModelHub
-    path, root = find_model_index()
+    try:
+        path, root = find_model_index()
+    except FileNotFoundError as error:
+        # the modules work without it: training from a config file needs
+        # no name
+        warnings.warn(f'{error}; mmpretrain.get_model will not know '
+                      'mixedae_mm recipes by name')
+        return
     ModelHub.register_model_index(path, config_prefix=root)
 
 
