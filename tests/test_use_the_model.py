@@ -114,6 +114,7 @@ def test_get_model_loads_a_checkpoint_by_path(pretrained_checkpoint):
 @pytest.mark.parametrize('model,tokens,width', [
     ('mixedae_vit-tiny-p8_demo', 1 + 8 * 8, 192),  # 64px crop, patch 8
     (osp.join(ROOT, 'configs/mixedae_vitb_1600e.py'), 1 + 14 * 14, 768),
+    ('mixedae_vitl_1600e', 1 + 14 * 14, 1024),
 ])
 def test_feature_extractor_on_pretraining_configs(model, tokens, width,
                                                   pretrained_checkpoint):
