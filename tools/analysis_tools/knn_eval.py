@@ -1,0 +1,117 @@
+"""Weighted kNN accuracy of a pretrained encoder's frozen features.
+
+Extracts features of the un-mixed encoder (``FeatureExtractor``'s: the
+pretraining config's ``test_pipeline``, the last block's cls token or mean
+patch token) for the training and validation splits of a classification
+config's datasets, then classifies each validation image by its k nearest
+training images, each voting with weight exp(cosine similarity / T) (Wu et
+al., 2018; mmselfsup's kNN probe). Prints the top-1/top-5 accuracies (%) as
+JSON on the last line.
+
+Example::
+
+    python tools/analysis_tools/knn_eval.py configs/mixedae_vitb_1600e.py \\
+        work_dirs/mixedae_vitb_1600e/epoch_1600.pth --data-root data/imagenet
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
+
+LINEAR = 'configs/finetune/mixedae_vitb_linear-90e_in1k.py'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='pretraining config (or recipe name)')
+    parser.add_argument('checkpoint', help='its checkpoint')
+    parser.add_argument(
+        '--data-config', default=LINEAR,
+        help='config whose train_dataloader/val_dataloader datasets are '
+        'used (their pipelines are replaced by the model config\'s '
+        'test_pipeline); default: the linear probe recipe, ImageNet')
+    parser.add_argument('--data-root', help="override the datasets' "
+                        'data_root')
+    parser.add_argument('--k', type=int, default=20)
+    parser.add_argument('--temperature', type=float, default=0.07)
+    parser.add_argument('--feature', choices=['cls', 'mean'], default='cls',
+                        help='cls token or mean of the patch tokens')
+    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--num-workers', type=int, default=4)
+    parser.add_argument('--device', default=None,
+                        help='default: cuda if available, else cpu')
+    return parser.parse_args(argv)
+
+
+def pool(tokens, feature):
+    """(B, 1 + L, D) tokens of the last block -> (B, D)."""
+    if tokens.dim() != 3:
+        raise ValueError(f'expected (batch, tokens, dims) features, got '
+                         f'{tuple(tokens.shape)}: this tool needs a ViT '
+                         'whose last output keeps the cls token')
+    return tokens[:, 0] if feature == 'cls' else tokens[:, 1:].mean(1)
+
+
+@torch.no_grad()
+def extract(model, loader, feature):
+    feats, labels = [], []
+    for data in loader:
+        inputs = model.data_preprocessor(data, False)['inputs']
+        feats.append(pool(model.extract_feat(inputs)[-1], feature).cpu())
+        labels += [sample.gt_label[0].item() for sample in data[
+            'data_samples']]
+    return torch.cat(feats), torch.tensor(labels)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    from mmpretrain import get_model
+
+    import mixedae_mm  # noqa: F401
+    from mixedae_mm.evaluation import knn_accuracy, weighted_knn_scores
+
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    model = get_model(args.config, pretrained=args.checkpoint, device=device)
+    if 'test_dataloader' not in model._config:
+        raise SystemExit(f'{args.config} states no test_pipeline: add one '
+                         '(see configs/mixedae_vitb_1600e.py)')
+    pipeline = model._config.test_dataloader.dataset.pipeline
+    data_cfg = Config.fromfile(args.data_config)
+    loaders = {}
+    for split in ('train', 'val'):
+        dataset = data_cfg[f'{split}_dataloader'].dataset
+        dataset.pipeline = pipeline
+        if args.data_root:
+            dataset.data_root = args.data_root
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            loaders[split] = Runner.build_dataloader(dict(
+                dataset=dataset, batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                collate_fn=dict(type='default_collate')))
+    train_feats, train_labels = extract(model, loaders['train'],
+                                        args.feature)
+    val_feats, val_labels = extract(model, loaders['val'], args.feature)
+    num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+    scores = weighted_knn_scores(
+        train_feats.to(device), train_labels.to(device),
+        val_feats.to(device), num_classes, k=args.k,
+        temperature=args.temperature)
+    result = dict(knn_accuracy(scores, val_labels), k=args.k,
+                  temperature=args.temperature, feature=args.feature,
+                  train_images=len(train_labels),
+                  val_images=len(val_labels))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == '__main__':
+    main()
