@@ -53,7 +53,7 @@ def with_test_pipeline(config):
     back unchanged.
     """
     if (config is None or 'test_dataloader' in config
-            or 'test_pipeline' not in config):
+            or not config.get('test_pipeline')):
         return config
     config = copy.deepcopy(config)
     config.test_dataloader = dict(

@@ -31,8 +31,8 @@ def test_weights_decide_against_the_majority():
 
 def test_chunks_match_one_query_at_a_time():
     gen = torch.Generator().manual_seed(0)
-    train, query = torch.randn(50, 8, generator=gen), torch.randn(7, 8,
-                                                                  generator=gen)
+    train = torch.randn(50, 8, generator=gen)
+    query = torch.randn(7, 8, generator=gen)
     labels = torch.randint(0, 4, (50, ), generator=gen)
     chunked = weighted_knn_scores(train, labels, query, 4, k=5, chunk_size=3)
     for i in range(7):

@@ -254,4 +254,5 @@ def test_an_installed_wheel_ships_the_model_index(tmp_path):
     package, count, config = json.loads(result.stdout.strip().splitlines()[-1])
     assert package.startswith(str(site))
     assert count == len(recipe_configs())
-    assert config == str(site / 'mixedae_mm/.mim/configs/mixedae_vitl_1600e.py')
+    assert config == str(
+        site / 'mixedae_mm/.mim/configs/mixedae_vitl_1600e.py')
