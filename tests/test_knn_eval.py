@@ -67,3 +67,38 @@ def test_tool_on_the_demo_checkpoint(repo_root, pretrained_checkpoint,
     # the classes differ in brightness: frozen features separate them
     # better than chance (measured: 100%)
     assert 100 / 3 < report['top1'] <= report['top5'] == 100.  # 3 classes
+
+
+def test_two_processes_gather_the_same_features(repo_root,
+                                               pretrained_checkpoint,
+                                               tmp_path):
+    """torchrun with 2 CPU processes (gloo): each extracts its share, the
+    shares are gathered in dataset order, and the accuracies equal a
+    one-process run's. 9 images per split: the sampler pads one."""
+    data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=3, classes=3)
+    args = ['tools/analysis_tools/knn_eval.py',
+            'configs/demo/mixedae_vit-tiny-p8_demo.py', pretrained_checkpoint,
+            '--data-root', data, '--k', '3', '--batch-size', '2',
+            '--num-workers', '0', '--device', 'cpu', '--feature', 'mean']
+    reports, dumps = [], []
+    for launch in ([sys.executable],
+                   [sys.executable, '-m', 'torch.distributed.run',
+                    '--nproc_per_node', '2', '--master_port', '29531']):
+        extra = ['--launcher', 'pytorch'] if len(launch) > 1 else []
+        dumps.append(tmp_path / f'features{len(dumps)}.pth')
+        extra += ['--save-features', str(dumps[-1])]
+        result = subprocess.run(
+            launch + args + extra, cwd=repo_root, capture_output=True,
+            text=True, timeout=300, env=dict(__import__('os').environ,
+                                             OMP_NUM_THREADS='1'))
+        assert result.returncode == 0, result.stderr[-4000:]
+        lines = [line for line in result.stdout.splitlines()
+                 if line.startswith('{')]
+        assert len(lines) == 1, result.stdout  # rank 0 reports, once
+        reports.append(json.loads(lines[0]))
+    assert reports[0]['train_images'] == reports[1]['train_images'] == 9
+    assert reports[0] == reports[1]
+    one, two = (torch.load(d, weights_only=True) for d in dumps)
+    for key in one:  # same images, same order, padding dropped
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5)
+    assert one['train_labels'].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]

@@ -8,10 +8,19 @@ training images, each voting with weight exp(cosine similarity / T) (Wu et
 al., 2018; mmselfsup's kNN probe). Prints the top-1/top-5 accuracies (%) as
 JSON on the last line.
 
+Launched by torchrun with ``--launcher pytorch``, every process extracts
+the features of its share of each split (mmengine's ``DefaultSampler``
+without shuffling: rank ``r`` takes images ``r, r + W, ...``, the dataset
+padded to a multiple of ``W``) and the shares are gathered in dataset
+order, so the result equals a one-process run.
+
 Example::
 
     python tools/analysis_tools/knn_eval.py configs/mixedae_vitb_1600e.py \\
         work_dirs/mixedae_vitb_1600e/epoch_1600.pth --data-root data/imagenet
+    torchrun --nproc_per_node 8 tools/analysis_tools/knn_eval.py \\
+        configs/mixedae_vitb_1600e.py epoch_1600.pth --data-root data/imagenet \\
+        --launcher pytorch
 """
 import argparse
 import json
@@ -45,6 +54,13 @@ def parse_args(argv=None):
     parser.add_argument('--num-workers', type=int, default=4)
     parser.add_argument('--device', default=None,
                         help='default: cuda if available, else cpu')
+    parser.add_argument('--save-features', metavar='PATH',
+                        help='also save the features and labels of both '
+                        'splits (dataset order) to this .pth file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'],
+                        default='none',
+                        help='pytorch: one process per GPU under torchrun '
+                        '(gloo on a machine without GPUs)')
     return parser.parse_args(argv)
 
 
@@ -58,14 +74,39 @@ def pool(tokens, feature):
 
 
 @torch.no_grad()
-def extract(model, loader, feature):
+def extract(model, loader, feature, show_progress):
+    from mmengine.utils import ProgressBar
+    progress = ProgressBar(len(loader), file=sys.stderr) \
+        if show_progress else None
     feats, labels = [], []
     for data in loader:
         inputs = model.data_preprocessor(data, False)['inputs']
-        feats.append(pool(model.extract_feat(inputs)[-1], feature).cpu())
-        labels += [sample.gt_label[0].item() for sample in data[
-            'data_samples']]
-    return torch.cat(feats), torch.tensor(labels)
+        feats.append(pool(model.extract_feat(inputs)[-1], feature))
+        labels.append(torch.stack(
+            [sample.gt_label[0] for sample in data['data_samples']]).to(
+                feats[-1].device))
+        if progress:
+            progress.update()
+    if progress:
+        print(file=sys.stderr)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def gather_in_dataset_order(local: torch.Tensor, size: int) -> torch.Tensor:
+    """Every rank's ``(n, ...)`` share -> the ``(size, ...)`` whole.
+
+    ``DefaultSampler(shuffle=False)`` pads the dataset to ``n * W`` images
+    and gives rank ``r`` images ``r, r + W, ...``: the shares have equal
+    length, and interleaving them restores dataset order (the padding,
+    repeated first images, is cut off).
+    """
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return local[:size]
+    shares = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(shares, local.contiguous())
+    whole = torch.stack(shares, dim=1).flatten(0, 1)
+    return whole[:size]
 
 
 def main(argv=None):
@@ -78,6 +119,18 @@ def main(argv=None):
     import mixedae_mm  # noqa: F401
     from mixedae_mm.evaluation import knn_accuracy, weighted_knn_scores
 
+    rank = 0
+    if args.launcher == 'pytorch':
+        import os
+
+        import torch.distributed as dist
+        use_cuda = torch.cuda.is_available() and args.device != 'cpu'
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+        dist.init_process_group(backend='nccl' if use_cuda else 'gloo')
+        rank = dist.get_rank()
+        if use_cuda:
+            args.device = f'cuda:{torch.cuda.current_device()}'
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     model = get_model(args.config, pretrained=args.checkpoint, device=device)
     if 'test_dataloader' not in model._config:
@@ -97,9 +150,14 @@ def main(argv=None):
                 num_workers=args.num_workers,
                 sampler=dict(type='DefaultSampler', shuffle=False),
                 collate_fn=dict(type='default_collate')))
-    train_feats, train_labels = extract(model, loaders['train'],
-                                        args.feature)
-    val_feats, val_labels = extract(model, loaders['val'], args.feature)
+    splits = {}
+    for split, loader in loaders.items():
+        feats, labels = extract(model, loader, args.feature, rank == 0)
+        size = len(loader.dataset)
+        splits[split] = (gather_in_dataset_order(feats, size).cpu(),
+                         gather_in_dataset_order(labels, size).cpu())
+    (train_feats, train_labels), (val_feats, val_labels) = (
+        splits['train'], splits['val'])
     num_classes = int(max(train_labels.max(), val_labels.max())) + 1
     scores = weighted_knn_scores(
         train_feats.to(device), train_labels.to(device),
@@ -109,7 +167,12 @@ def main(argv=None):
                   temperature=args.temperature, feature=args.feature,
                   train_images=len(train_labels),
                   val_images=len(val_labels))
-    print(json.dumps(result))
+    if rank == 0:
+        if args.save_features:
+            torch.save(dict(train_feats=train_feats, train_labels=train_labels,
+                            val_feats=val_feats, val_labels=val_labels),
+                       args.save_features)
+        print(json.dumps(result))
     return result
 
 
