@@ -1,3 +1,3 @@
-from .mixedae import ABLATIONS, MixedAE
+from .mixedae import ABLATIONS, MixedAE, Reconstruction
 
-__all__ = ['ABLATIONS', 'MixedAE']
+__all__ = ['ABLATIONS', 'MixedAE', 'Reconstruction']

@@ -1,6 +1,6 @@
 import copy
 import inspect
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 from mmpretrain.models import BaseSelfSupervisor
@@ -28,6 +28,32 @@ ABLATIONS = {
     'homo_attn_only': dict(head=dict(homo_loss_weight=0.)),
 }
 SEGMENT_EMBED_CHOICES = ('decoder', 'encoder', 'none')
+
+
+class Reconstruction(NamedTuple):
+    """What :meth:`MixedAE.reconstruct` returns, per source image ``b``.
+
+    Images are ``(B, C, H, W)`` float pixels in ``[0, 255]``, in the channel
+    order the model sees (RGB with the data preprocessor's ``to_rgb=True``,
+    as in every config of this package).
+
+    original: the input image.
+    model_input: what the encoder saw of it: the mixed image of its group
+        (MixedAE) or the image with its masked patches black (MAE).
+    visible: ``(B, N)`` bool, the patches of ``b`` the encoder saw (its own
+        patches in the mix, or MAE's unmasked ones).
+    owner: ``(M, N)`` group slot of every position of every mixed image
+        (``None`` for MAE); image ``b`` is slot ``b % G`` of mix ``b // G``.
+    reconstruction: the decoder's prediction at every position.
+    pasted: ``reconstruction`` with the visible patches replaced by the
+        original ones.
+    """
+    original: Tensor
+    model_input: Tensor
+    visible: Tensor
+    owner: Optional[Tensor]
+    reconstruction: Tensor
+    pasted: Tensor
 
 
 def _set(cfg: dict, key: str, value, reason: str) -> None:
@@ -166,3 +192,79 @@ class MixedAE(BaseSelfSupervisor):
             for layer, value in zip(self.backbone.homo_attn_layers, accuracy):
                 losses[f'homo_acc_l{layer}'] = value
         return losses
+
+    @torch.no_grad()
+    def reconstruct(self, inputs: Tensor, seed: Optional[int] = None,
+                    pixel_stats: str = 'target') -> Reconstruction:
+        """See what the model reconstructs, in pixel space.
+
+        Args:
+            inputs: ``(B, C, H, W)`` as the data preprocessor outputs them;
+                ``B`` a multiple of the group size when mixing.
+            seed: Draw the mixing partition (or MAE mask) from this seed,
+                leaving the global random state untouched; ``None`` draws
+                from (and advances) the global state, as training does.
+            pixel_stats: How predictions made in ``norm_pix`` units get
+                their brightness and contrast back: ``'target'`` (each
+                patch's true mean/var, as MAE's visualisation; hidden
+                patches borrow theirs) or ``'visible'`` (one mean/var per
+                image from its visible patches: nothing hidden leaks). See
+                :func:`ops.patch_statistics`.
+
+        Runs in eval mode without gradients and restores the mode after.
+        """
+        if pixel_stats not in ops.PIXEL_STATS_CHOICES:
+            raise ValueError(f'pixel_stats must be one of '
+                             f'{ops.PIXEL_STATS_CHOICES}, got {pixel_stats!r}')
+        was_training = self.training
+        self.eval()
+        try:
+            if seed is None:
+                pred, visible, owner = self._predict(inputs)
+            else:
+                devices = [inputs.device] if inputs.is_cuda else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.random.default_generator.manual_seed(seed)
+                    if inputs.is_cuda:
+                        torch.cuda.manual_seed(seed)
+                    pred, visible, owner = self._predict(inputs)
+        finally:
+            self.train(was_training)
+
+        head = self.head
+        patches = head.patchify(inputs)
+        if head.norm_pix:
+            mean, var = ops.patch_statistics(
+                patches, visible if pixel_stats == 'visible' else None)
+            pred = ops.denormalize_patches(pred, mean, var)
+        pasted = ops.paste_visible(pred, patches, visible)
+
+        preprocessor = self.data_preprocessor
+
+        def pixels(images: Tensor) -> Tensor:
+            return ops.to_pixels(images, preprocessor.mean, preprocessor.std)
+
+        original = pixels(inputs)
+        if owner is not None:
+            group_size = self.backbone.group_size
+            model_input = pixels(ops.mix_images(
+                inputs, owner, self.backbone.patch_size)).repeat_interleave(
+                    group_size, dim=0)
+        else:
+            model_input = original * ops.patch_mask_to_pixels(
+                visible, self.backbone.patch_resolution,
+                self.backbone.patch_size).to(original)
+        return Reconstruction(original, model_input, visible, owner,
+                              pixels(head.unpatchify(pred)),
+                              pixels(head.unpatchify(pasted)))
+
+    def _predict(self, inputs: Tensor):
+        """Decoder output ``(B, N, P)``, visible ``(B, N)`` bool, owner."""
+        if not self.backbone.mixing:
+            latent, mask, ids_restore = self.backbone(inputs, mask=True)
+            return self.neck(latent, ids_restore=ids_restore), mask == 0, None
+        encoding = self.backbone(inputs, mask=True)
+        pred = self.neck(encoding.tokens, owner=encoding.owner)
+        hidden = ops.reconstruction_mask(encoding.owner,
+                                         self.backbone.group_size)
+        return pred, hidden == 0, encoding.owner
