@@ -1,0 +1,135 @@
+"""Issue 13: see what MixedAE learned (reconstructions, tools, hook)."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+from mixedae_mm import ops
+
+DEMO_CONFIG = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
+
+
+def _demo_model(repo_root, ablation='none'):
+    from mmpretrain.registry import MODELS
+
+    import mixedae_mm  # noqa: F401
+    cfg = Config.fromfile(osp.join(repo_root, DEMO_CONFIG))
+    cfg.model.ablation = ablation
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model)
+
+
+def test_pixel_round_trip_is_exact(repo_root):
+    """patchify/unpatchify, norm_pix and the preprocessor's normalisation
+    undo each other."""
+    model = _demo_model(repo_root)
+    head, pre = model.head, model.data_preprocessor
+    pixels = torch.randint(0, 256, (4, 3, 64, 64)).float()
+    inputs = (pixels - pre.mean) / pre.std
+    patches = head.patchify(inputs)
+    assert torch.equal(head.unpatchify(patches), inputs)
+    target = head.construct_target(inputs)  # what the loss compares with
+    mean, var = ops.patch_statistics(patches)
+    restored = ops.denormalize_patches(target, mean, var)
+    torch.testing.assert_close(restored, patches, atol=1e-5, rtol=1e-5)
+    back = ops.to_pixels(head.unpatchify(restored), pre.mean, pre.std)
+    torch.testing.assert_close(back, pixels, atol=1e-3, rtol=0)
+
+
+def test_patch_statistics_from_visible_patches_only():
+    patches = torch.randn(2, 4, 12)
+    visible = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 1]]).bool()
+    mean, var = ops.patch_statistics(patches, visible)
+    assert mean.shape == var.shape == (2, 4, 1)
+    torch.testing.assert_close(mean[0, 3, 0], patches[0, :2].mean(-1).mean())
+    torch.testing.assert_close(var[1, 0, 0], patches[1, 3].var())
+    # the hidden patches' values do not matter
+    changed = patches.clone()
+    changed[~visible] += 100
+    assert torch.equal(ops.patch_statistics(changed, visible)[0], mean)
+    with pytest.raises(ValueError, match='no visible patch'):
+        ops.patch_statistics(patches, torch.zeros(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize('ablation', ['none', 'mae'])
+def test_reconstruct_shapes_paste_and_rng(repo_root, ablation):
+    model = _demo_model(repo_root, ablation).train()
+    pre = model.data_preprocessor
+    pixels = torch.randint(0, 256, (8, 3, 64, 64)).float()
+    inputs = (pixels - pre.mean) / pre.std
+    state = torch.get_rng_state()
+    rec = model.reconstruct(inputs, seed=1)
+    assert torch.equal(torch.get_rng_state(), state)  # global RNG untouched
+    assert model.training  # mode restored
+    for image in (rec.original, rec.model_input, rec.reconstruction,
+                  rec.pasted):
+        assert image.shape == (8, 3, 64, 64)
+        assert 0 <= image.min() and image.max() <= 255
+    assert rec.visible.shape == (8, 64) and rec.visible.dtype == torch.bool
+    # each image sees 16 of 64 patches (its share of 4, or MAE's 25 %)
+    assert rec.visible.sum(1).tolist() == [16] * 8
+    torch.testing.assert_close(rec.original, pixels, atol=1e-3, rtol=0)
+    own = ops.patch_mask_to_pixels(rec.visible, (8, 8), 8).expand_as(pixels)
+    torch.testing.assert_close(rec.pasted[own], pixels[own], atol=1e-3,
+                               rtol=0)
+    assert torch.equal(rec.pasted[~own], rec.reconstruction[~own])
+    if ablation == 'none':
+        assert rec.owner.shape == (2, 64)
+        # the model input of image b is its group's mix: b's own pixels
+        torch.testing.assert_close(rec.model_input[own], pixels[own],
+                                   atol=1e-3, rtol=0)
+        slot = rec.owner.repeat_interleave(4, 0) == (
+            torch.arange(8) % 4)[:, None]
+        assert torch.equal(slot, rec.visible)
+    else:
+        assert rec.owner is None
+        assert (rec.model_input[~own] == 0).all()
+    again = model.reconstruct(inputs, seed=1)
+    assert torch.equal(again.reconstruction, rec.reconstruction)
+    assert not torch.equal(
+        model.reconstruct(inputs, seed=2).visible, rec.visible)
+
+
+def _run_tool(repo_root, *args):
+    """Run a tool from this clone (whatever the editable install points
+    at)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(
+                   [repo_root, os.environ.get('PYTHONPATH', '')]))
+    result = subprocess.run([sys.executable, *args], cwd=repo_root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _png(path):
+    return np.asarray(Image.open(path).convert('RGB'))
+
+
+def test_vis_reconstruction_tool(repo_root, pretrained_checkpoint, demo_data,
+                                 tmp_path):
+    images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
+                              recursive=True))[:5]
+    out = tmp_path / 'vis'
+    result = _run_tool(repo_root, 'tools/visualization/vis_reconstruction.py',
+                       DEMO_CONFIG, pretrained_checkpoint, *images, '--out',
+                       str(out), '--seed', '3')
+    assert 'repeating 3' in result.stdout  # 5 images -> 2 groups of 4
+    pngs = sorted(glob.glob(str(out / '*.png')))
+    assert [osp.basename(p) for p in pngs] == ['group_0.png', 'group_1.png']
+    from mixedae_mm.visualization import GAP, ROW_NAMES
+    cell = 128  # 64 px cells upscaled to at least 128
+    for path in pngs:
+        grid = _png(path)
+        assert grid.shape == (4 + GAP + len(ROW_NAMES) * (cell + GAP),
+                              GAP + 4 * (cell + GAP), 3)
+        assert grid.std() > 10
+
