@@ -33,9 +33,10 @@ DEMO_ARCH = dict(
     embed_dims=192, num_layers=6, num_heads=3, feedforward_channels=768)
 
 
-def short_demo_run(work_dir, data_root, iters, batch_size, name):
+def short_demo_run(work_dir, data_root, iters, batch_size, name, edit=None):
     """The demo config shortened to ``iters`` iterations in one process,
-    checkpointing at the end; returns the mmengine ``Runner`` (not run)."""
+    checkpointing at the end; returns the mmengine ``Runner`` (not run).
+    ``edit(cfg)``, if given, changes the config further before the build."""
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -52,6 +53,8 @@ def short_demo_run(work_dir, data_root, iters, batch_size, name):
     cfg.custom_hooks = [h for h in cfg.custom_hooks
                         if h['type'] != 'TrainingSummaryHook']
     cfg.experiment_name = name
+    if edit is not None:
+        edit(cfg)
     return Runner.from_cfg(cfg)
 
 

@@ -89,7 +89,17 @@ custom_hooks = [
     # a resume takes lr and other hyper-parameters from this config
     dict(type='ConfigScheduleHook'),
     dict(type='TrainingSummaryHook', num_bins=6),
+    # reconstructions of the first 4 training images (test_pipeline, fixed
+    # partition) every 100 iterations -> work_dir/<timestamp>/vis_data/
+    # vis_image/reconstruction_group0_<iter>.png; see docs/visualize.md
+    dict(type='ReconstructionVisualizationHook', interval=100, num_images=4),
 ]
+# the mmpretrain base's visualizer, written out: PNGs and scalars.json under
+# vis_data/. For TensorBoard, add dict(type='TensorboardVisBackend'):
+# visualizer = dict(type='UniversalVisualizer', vis_backends=[
+#     dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')])
+visualizer = dict(
+    type='UniversalVisualizer', vis_backends=[dict(type='LocalVisBackend')])
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
 log_processor = dict(by_epoch=False)

@@ -6,10 +6,12 @@ from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
 from .schedule import ConfigScheduleHook
+from .visualization_hook import ReconstructionVisualizationHook
 
 __all__ = [
     'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
     'DurableCheckpointHook', 'NonFiniteGuardHook', 'NonFiniteTrainingError',
+    'ReconstructionVisualizationHook',
     'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',
     'warn_if_checkpoints_not_loadable'

@@ -1,0 +1,81 @@
+from typing import List, Optional
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmpretrain.registry import HOOKS
+
+
+@HOOKS.register_module()
+class ReconstructionVisualizationHook(Hook):
+    """Every ``interval`` iterations, picture what the model reconstructs.
+
+    The first ``num_images`` images of the training set go through the
+    config's ``test_pipeline`` (so no random augmentation), are mixed in
+    groups with a fixed ``seed`` and reconstructed; each group's grid (see
+    :func:`mixedae_mm.visualization.reconstruction_grids`) goes to the
+    runner's visualizer as ``reconstruction_group<i>`` at the current
+    iteration: ``work_dir/<timestamp>/vis_data/vis_image/`` with the
+    ``LocalVisBackend``, the images tab with TensorBoard.
+
+    Training is unaffected: the model runs in eval mode without gradients
+    (its mode is restored after), and the partition is drawn under a forked
+    random state, so the global random numbers training uses do not move.
+
+    Args:
+        interval (int): Iterations between pictures.
+        num_images (int): Training images shown, rounded up to a multiple
+            of the group size.
+        seed (int): Seed of the partition (the same every time, so the
+            pictures of one run differ only by training).
+        pixel_stats (str): See :meth:`MixedAE.reconstruct`.
+        scale (int): Cell upscaling; 0: to at least 128 pixels.
+    """
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 1000, num_images: int = 4,
+                 seed: int = 0, pixel_stats: str = 'target',
+                 scale: int = 0) -> None:
+        if interval < 1 or num_images < 1:
+            raise ValueError(f'interval and num_images must be >= 1, got '
+                             f'{interval} and {num_images}')
+        self.interval = interval
+        self.num_images = num_images
+        self.seed = seed
+        self.pixel_stats = pixel_stats
+        self.scale = scale
+        self._inputs: Optional[torch.Tensor] = None
+
+    @staticmethod
+    def _model(runner):
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    def before_train(self, runner) -> None:
+        from mixedae_mm import visualization as vis
+        model = self._model(runner)
+        if not hasattr(model, 'reconstruct'):
+            raise ValueError(f'ReconstructionVisualizationHook needs a model '
+                             f'with reconstruct (MixedAE), got '
+                             f'{type(model).__name__}: remove the hook')
+        pipeline = vis.test_pipeline_of(runner.cfg)
+        dataset = runner.train_dataloader.dataset
+        paths: List[str] = [
+            dataset.get_data_info(i)['img_path']
+            for i in range(min(self.num_images, len(dataset)))]
+        paths = vis.pad_to_groups(paths, model.backbone.group_size)
+        with torch.no_grad():
+            self._inputs = vis.load_inputs(paths, pipeline, model)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        if self._inputs is None or not self.every_n_train_iters(
+                runner, self.interval) or runner.rank != 0:
+            return
+        from mixedae_mm import visualization as vis
+        scale = self.scale or max(1, -(-128 // self._inputs.shape[-2]))
+        grids = vis.render(self._model(runner), self._inputs, seed=self.seed,
+                           scale=scale, pixel_stats=self.pixel_stats)
+        for index, grid in enumerate(grids):
+            runner.visualizer.add_image(f'reconstruction_group{index}', grid,
+                                        step=runner.iter + 1)
