@@ -201,3 +201,26 @@ def test_hook_writes_pictures_and_leaves_training_unchanged(demo_data,
     assert not np.array_equal(first, last)  # the model trained in between
     assert not glob.glob(str(tmp_path / 'without' / '*' / 'vis_data' /
                              'vis_image' / '*.png'))
+
+
+def test_plot_log_tool(repo_root, demo_data, tmp_path):
+    from conftest import short_demo_run
+
+    def log_every_iteration(cfg):
+        cfg.default_hooks.logger.interval = 1
+
+    work_dir = tmp_path / 'run'
+    short_demo_run(work_dir, demo_data, iters=3, batch_size=4, name='log',
+                   edit=log_every_iteration).train()
+    out = tmp_path / 'curves.png'
+    result = _run_tool(repo_root, 'tools/analysis_tools/plot_log.py',
+                       str(work_dir), '--out', str(out))
+    drawn = result.stdout.split(': ')[1].split(' from ')[0].split(', ')
+    assert {'loss', 'loss_rec', 'loss_homo', 'lr', 'homo_acc',
+            'homo_acc_l0'} <= set(drawn)
+    image = _png(out)
+    assert image.shape == (3 * 260, 700, 3)  # 3 panels at 7 x 2.6 in, 100 dpi
+    assert image.std() > 10
+    with pytest.raises(AssertionError, match='has no'):
+        _run_tool(repo_root, 'tools/analysis_tools/plot_log.py',
+                  str(work_dir), '--keys', 'nonsense', '--out', str(out))

@@ -1,0 +1,113 @@
+"""Plot a training run's curves from mmengine's ``vis_data/scalars.json``.
+
+    python tools/analysis_tools/plot_log.py WORK_DIR_OR_SCALARS_JSON \
+        [--keys loss loss_rec ...] [--group-size 4] --out curves.png
+
+Panels: the loss terms, the learning rate, and the homologous accuracy
+(mean, bold, and per homologous-attention layer) with its chance level
+``1 / G`` as a dashed line. A work dir holding several runs (one
+``<timestamp>/`` folder each) is read from its latest run.
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import sys
+from collections import defaultdict
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('log', help='work dir, run dir or scalars.json')
+    parser.add_argument('--keys', nargs='+', default=None,
+                        help='scalars to draw (default: loss*, lr, '
+                        'homo_acc*)')
+    parser.add_argument('--group-size', type=int, default=4,
+                        help='G, for the chance level of homo_acc')
+    parser.add_argument('--out', required=True, help='PNG to write')
+    return parser.parse_args(argv)
+
+
+def find_scalars(path: str) -> str:
+    if osp.isfile(path):
+        return path
+    found = sorted(glob.glob(osp.join(path, 'vis_data', 'scalars.json')) +
+                   glob.glob(osp.join(path, '*', 'vis_data', 'scalars.json')))
+    if not found:
+        raise SystemExit(
+            f'error: no vis_data/scalars.json under {path}: give the work dir '
+            'of a run that logged at least once (LoggerHook interval)')
+    return found[-1]  # timestamps sort in time order
+
+
+def read_scalars(path: str):
+    """``{key: ([step, ...], [value, ...])}`` of every numeric scalar."""
+    curves = defaultdict(lambda: ([], []))
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            step = record.get('step', record.get('iter'))
+            for key, value in record.items():
+                if key in ('step', 'iter', 'epoch') or not isinstance(
+                        value, (int, float)):
+                    continue
+                curves[key][0].append(step)
+                curves[key][1].append(value)
+    return dict(curves)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from mixedae_mm.ops import homologous_accuracy_chance
+
+    path = find_scalars(args.log)
+    curves = read_scalars(path)
+    keys = args.keys or sorted(
+        k for k in curves
+        if k.startswith(('loss', 'homo_acc')) or k == 'lr')
+    missing = [k for k in keys if k not in curves]
+    if missing:
+        raise SystemExit(f'error: {path} has no {missing}; it has '
+                         f'{sorted(curves)}')
+    panels = {
+        'loss': [k for k in keys if k.startswith('loss')],
+        'learning rate': [k for k in keys if k == 'lr'],
+        'homologous accuracy': [k for k in keys if k.startswith('homo_acc')],
+    }
+    other = [k for k in keys if not any(k in v for v in panels.values())]
+    if other:
+        panels['other'] = other
+    panels = {title: ks for title, ks in panels.items() if ks}
+
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(7, 2.6 * len(panels)), sharex=True)
+    for ax, (title, panel_keys) in zip(axes[:, 0], panels.items()):
+        for key in panel_keys:
+            steps, values = curves[key]
+            bold = key in ('loss', 'homo_acc')
+            ax.plot(steps, values, label=key, linewidth=2 if bold else 1,
+                    alpha=1 if bold or not key.startswith('homo_acc_l')
+                    else 0.6)
+        if title == 'homologous accuracy':
+            chance = homologous_accuracy_chance(args.group_size,
+                                                args.group_size)
+            ax.axhline(chance, color='k', linestyle='--', linewidth=1,
+                       label=f'chance 1/G = {chance:g}')
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[-1, 0].set_xlabel('iteration')
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=100)
+    print(f'{args.out}: {", ".join(keys)} from {path}')
+    return args.out
+
+
+if __name__ == '__main__':
+    sys.exit(main() and 0)
