@@ -590,3 +590,20 @@ def patch_mask_to_pixels(mask: Tensor, grid_hw: Tuple[int, int],
     grid = mask.reshape(mask.shape[0], 1, grid_h, grid_w)
     return grid.repeat_interleave(patch_size, dim=2).repeat_interleave(
         patch_size, dim=3)
+
+
+def topk_key_frequency(topk_indices: Tensor, num_patches: int) -> Tensor:
+    """How many heads picked each key, as a fraction of the heads.
+
+    Args:
+        topk_indices: ``(M, h, N, K)`` from homologous attention.
+        num_patches: ``N``.
+
+    Returns:
+        ``(M, N, N)`` float in ``[0, 1]``: ``[m, i, j]`` is the fraction of
+        heads whose query ``i`` selected key ``j``.
+    """
+    picked = topk_indices.new_zeros(*topk_indices.shape[:-1], num_patches,
+                                    dtype=torch.float32)
+    picked.scatter_(-1, topk_indices, 1.)
+    return picked.mean(dim=1)

@@ -136,3 +136,79 @@ def pad_to_groups(paths: Sequence[str], group_size: int) -> List[str]:
     missing = -len(paths) % group_size
     return paths + [paths[i % len(paths)] for i in range(missing)]
 
+
+
+def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
+                               scale: int = 1):
+    """What homologous attention picks, one grid per mixed image.
+
+    Rows: the homologous-attention layers; columns: one query patch per
+    source image (its owned patch nearest the centre, outlined in the
+    source's colour). A cell is the mixed image darkened except at the keys
+    the query selected, brighter the more heads picked the key.
+
+    Returns:
+        ``(grids, precision)``: a list of ``(H', W', 3)`` uint8 RGB grids
+        and ``(M, layers, G)`` float, the fraction of each query's picks
+        (over heads) that are homologous.
+    """
+    import torch
+
+    from .models.selfsup.mixedae import seeded_rng
+    backbone = model.backbone
+    if not backbone.mixing or not backbone.homo_attn_layers:
+        raise ValueError('the model has no homologous attention to show '
+                         '(ablation mae or naive_mixing)')
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), seeded_rng(seed, inputs.device):
+            encoding = backbone(inputs, mask=True, return_topk=True)
+    finally:
+        model.train(was_training)
+    owner = encoding.owner
+    num_mixed, num_patches = owner.shape
+    group_size, patch = backbone.group_size, backbone.patch_size
+    grid_h, grid_w = backbone.patch_resolution
+    # (layers, M, N, N) fraction of heads picking key j for query i
+    freq = torch.stack([ops.topk_key_frequency(t, num_patches)
+                        for t in encoding.topk_indices]).cpu()
+    owner = owner.cpu()
+    rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w),
+                                indexing='ij')
+    dist = ((rows - (grid_h - 1) / 2)**2 +
+            (cols - (grid_w - 1) / 2)**2).flatten().float()
+    pre = model.data_preprocessor
+    mixed = _to_rgb_uint8(
+        ops.to_pixels(ops.mix_images(inputs, encoding.owner, patch),
+                      pre.mean, pre.std), channels_are_rgb(model))
+    mixed = mixed.astype(np.float32)
+    height, width = mixed.shape[1:3]
+    cell_h, cell_w = height * scale, width * scale
+    layers = freq.shape[0]
+    grids = []
+    precision = torch.zeros(num_mixed, layers, group_size)
+    for m in range(num_mixed):
+        grid = np.full((GAP + layers * (cell_h + GAP),
+                        GAP + group_size * (cell_w + GAP), 3), 255, np.uint8)
+        for g in range(group_size):
+            query = int(torch.where(owner[m] == g, dist, np.inf).argmin())
+            colour = SLOT_COLOURS[g % len(SLOT_COLOURS)]
+            for layer in range(layers):
+                picks = freq[layer, m, query]  # (N,)
+                precision[m, layer, g] = (picks * (owner[m] == g)).sum() / \
+                    picks.sum()
+                weight = ops.patch_mask_to_pixels(
+                    picks[None], (grid_h, grid_w), patch)[0, 0].numpy()
+                cell = mixed[m] * (0.2 + 0.8 * weight[..., None])
+                y0, x0 = (query // grid_w) * patch, (query % grid_w) * patch
+                cell[y0:y0 + patch, x0:x0 + patch][[0, -1]] = colour
+                cell[y0:y0 + patch, x0:x0 + patch][:, [0, -1]] = colour
+                cell = cell.round().clip(0, 255).astype(np.uint8)
+                if scale > 1:
+                    cell = cell.repeat(scale, axis=0).repeat(scale, axis=1)
+                y = GAP + layer * (cell_h + GAP)
+                x = GAP + g * (cell_w + GAP)
+                grid[y:y + cell_h, x:x + cell_w] = cell
+        grids.append(grid)
+    return grids, precision

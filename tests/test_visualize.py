@@ -224,3 +224,29 @@ def test_plot_log_tool(repo_root, demo_data, tmp_path):
     with pytest.raises(AssertionError, match='has no'):
         _run_tool(repo_root, 'tools/analysis_tools/plot_log.py',
                   str(work_dir), '--keys', 'nonsense', '--out', str(out))
+
+
+def test_topk_key_frequency():
+    indices = torch.tensor([[[[0, 1], [2, 3]], [[0, 2], [2, 1]]]])  # 1,2,2,2
+    freq = ops.topk_key_frequency(indices, 4)
+    assert freq.shape == (1, 2, 4)
+    assert freq[0, 0].tolist() == [1., .5, .5, 0.]
+    assert freq[0, 1].tolist() == [0., .5, 1., .5]
+
+
+def test_vis_homologous_attention_tool(repo_root, pretrained_checkpoint,
+                                       demo_data, tmp_path):
+    images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
+                              recursive=True))[:8]
+    out = tmp_path / 'attn'
+    result = _run_tool(repo_root,
+                       'tools/visualization/vis_homologous_attention.py',
+                       DEMO_CONFIG, pretrained_checkpoint, *images, '--out',
+                       str(out))
+    pngs = sorted(glob.glob(str(out / '*.png')))
+    assert len(pngs) == 2 == result.stdout.count('homologous share')
+    from mixedae_mm.visualization import GAP
+    grid = _png(pngs[0])
+    # 6 homologous layers x 4 queries of 128 px cells
+    assert grid.shape == (GAP + 6 * (128 + GAP), GAP + 4 * (128 + GAP), 3)
+    assert grid.std() > 10

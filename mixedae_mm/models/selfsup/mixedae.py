@@ -1,3 +1,4 @@
+import contextlib
 import copy
 import inspect
 from typing import Dict, List, NamedTuple, Optional
@@ -54,6 +55,21 @@ class Reconstruction(NamedTuple):
     owner: Optional[Tensor]
     reconstruction: Tensor
     pasted: Tensor
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: Optional[int], device: torch.device):
+    """Run the block on torch's global generators seeded with ``seed`` and
+    put their previous state back after (``None``: leave them alone)."""
+    if seed is None:
+        yield
+        return
+    on_cuda = torch.device(device).type == 'cuda'
+    with torch.random.fork_rng(devices=[device] if on_cuda else []):
+        torch.random.default_generator.manual_seed(seed)
+        if on_cuda:
+            torch.cuda.manual_seed(seed)
+        yield
 
 
 def _set(cfg: dict, key: str, value, reason: str) -> None:
@@ -219,15 +235,8 @@ class MixedAE(BaseSelfSupervisor):
         was_training = self.training
         self.eval()
         try:
-            if seed is None:
+            with seeded_rng(seed, inputs.device):
                 pred, visible, owner = self._predict(inputs)
-            else:
-                devices = [inputs.device] if inputs.is_cuda else []
-                with torch.random.fork_rng(devices=devices):
-                    torch.random.default_generator.manual_seed(seed)
-                    if inputs.is_cuda:
-                        torch.cuda.manual_seed(seed)
-                    pred, visible, owner = self._predict(inputs)
         finally:
             self.train(was_training)
 
