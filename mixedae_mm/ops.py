@@ -500,8 +500,9 @@ def _homologous_contrastive_loss_fp32(features: Tensor, owner: Tensor,
 PIXEL_STATS_CHOICES = ('target', 'visible')
 
 
-def patch_statistics(patches: Tensor,
-                     visible: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+def patch_statistics(
+        patches: Tensor,
+        visible: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Mean and variance that undo a per-patch (``norm_pix``) normalisation.
 
     Args:

@@ -124,7 +124,8 @@ def render(model, inputs: Tensor, seed: int = 0, scale: int = 1,
     """:meth:`MixedAE.reconstruct` of ``inputs`` as grids (see
     :func:`reconstruction_grids`); the global random state is untouched."""
     rec = model.reconstruct(inputs, seed=seed, pixel_stats=pixel_stats)
-    return reconstruction_grids(rec, model.backbone.group_size, model.backbone.patch_size,
+    return reconstruction_grids(rec, model.backbone.group_size,
+                                model.backbone.patch_size,
                                 channels_are_rgb(model), scale)
 
 
