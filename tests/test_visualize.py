@@ -92,6 +92,12 @@ def test_reconstruct_shapes_paste_and_rng(repo_root, ablation):
     else:
         assert rec.owner is None
         assert (rec.model_input[~own] == 0).all()
+    flat = model.reconstruct(inputs, seed=1, pixel_stats='visible')
+    assert torch.equal(flat.visible, rec.visible)
+    torch.testing.assert_close(flat.pasted[own], pixels[own], atol=1e-3,
+                               rtol=0)
+    with pytest.raises(ValueError, match='pixel_stats must be one of'):
+        model.reconstruct(inputs, pixel_stats='mean')
     again = model.reconstruct(inputs, seed=1)
     assert torch.equal(again.reconstruction, rec.reconstruction)
     assert not torch.equal(
@@ -256,3 +262,12 @@ def test_vis_homologous_attention_tool(repo_root, pretrained_checkpoint,
     # 6 homologous layers x 4 queries of 128 px cells
     assert grid.shape == (GAP + 6 * (128 + GAP), GAP + 4 * (128 + GAP), 3)
     assert grid.std() > 10
+
+
+def test_a_config_without_test_pipeline_is_a_clear_error():
+    from mixedae_mm.visualization import test_pipeline_of
+    with pytest.raises(ValueError, match='the config has no test_pipeline'):
+        test_pipeline_of(Config(dict(model=dict())))
+    pipeline = [dict(type='LoadImageFromFile')]
+    assert test_pipeline_of(Config(dict(test_dataloader=dict(
+        dataset=dict(pipeline=pipeline))))) == pipeline
