@@ -153,7 +153,7 @@ class _LossRecorder:
             def after_train_iter(self, runner, batch_idx, data_batch=None,
                                  outputs=None):
                 recorder.losses.append(
-                    {k: float(v) for k, v in outputs.items()})
+                    {k: v.item() for k, v in outputs.items()})
 
         self.losses = []
         self.hook = Recorder()
