@@ -68,3 +68,14 @@ def pretrained_checkpoint(tmp_path_factory, demo_data):
     path = osp.join(str(work_dir), 'iter_2.pth')
     assert osp.exists(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_scope():
+    """Each test starts with the default scope it found: in-process
+    inferencers and runners of mmseg/mmdet set theirs globally, and a later
+    build through mmpretrain's registry would then look in mmdet's."""
+    from mmengine.registry import DefaultScope
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict = saved
