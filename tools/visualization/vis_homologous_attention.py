@@ -10,48 +10,29 @@ image is darkened except at the keys the query selected (brighter = more
 heads). Prints, per layer, the fraction of selected keys that are
 homologous (chance: 1/G).
 """
-import argparse
 import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from vis_reconstruction import image_paths  # noqa: E402
+from vis_reconstruction import (common_parser,  # noqa: E402
+                                load_model_and_images)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
-    parser.add_argument('images', nargs='+', help='image files or folders')
-    parser.add_argument('--out', required=True, help='folder for the PNGs')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the mixing partition')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--scale', type=int, default=0,
-                        help='cell upscaling; 0: to at least 128 px')
-    return parser.parse_args(argv)
+    return common_parser(__doc__, 'seed of the mixing partition').parse_args(
+        argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    from mmengine.config import Config
-    from mmpretrain.apis import get_model
     from PIL import Image
 
-    import mixedae_mm  # noqa: F401
     from mixedae_mm import visualization as vis
 
-    cfg = Config.fromfile(args.config)
-    pipeline = vis.test_pipeline_of(cfg)
-    model = get_model(cfg, pretrained=args.checkpoint, device=args.device)
+    model, pipeline, padded = load_model_and_images(args)
     group_size = model.backbone.group_size
-    paths = image_paths(args.images)
-    padded = vis.pad_to_groups(paths, group_size)
-    if len(padded) > len(paths):
-        print(f'note: repeating {len(padded) - len(paths)} images to fill '
-              f'the last group of {group_size}')
     with torch.no_grad():
         inputs = vis.load_inputs(padded, pipeline, model)
     scale = args.scale or max(1, -(-128 // inputs.shape[-2]))

@@ -16,17 +16,45 @@ import sys
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_parser(doc: str, seed_help: str) -> argparse.ArgumentParser:
+    """The arguments every picture tool of this folder takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('images', nargs='+', help='image files or folders')
     parser.add_argument('--out', required=True, help='folder for the PNGs')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the mixing partition / MAE mask')
+    parser.add_argument('--seed', type=int, default=0, help=seed_help)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--scale', type=int, default=0,
                         help='cell upscaling; 0: to at least 128 px')
+    return parser
+
+
+def load_model_and_images(args):
+    """``(model, test pipeline, image paths padded to whole groups)``;
+    prints a note when images are repeated to fill the last group."""
+    from mmengine.config import Config
+    from mmpretrain.apis import get_model
+
+    import mixedae_mm  # noqa: F401
+    from mixedae_mm import visualization as vis
+
+    cfg = Config.fromfile(args.config)
+    pipeline = vis.test_pipeline_of(cfg)
+    model = get_model(cfg, pretrained=args.checkpoint, device=args.device)
+    group_size = model.backbone.group_size
+    paths = image_paths(args.images)
+    padded = vis.pad_to_groups(paths, group_size)
+    if len(padded) > len(paths):
+        print(f'note: {len(paths)} images are not a multiple of the group '
+              f'size {group_size}; repeating {len(padded) - len(paths)} '
+              'from the start to fill the last group')
+    return model, pipeline, padded
+
+
+def parse_args(argv=None):
+    parser = common_parser(__doc__,
+                           'seed of the mixing partition / MAE mask')
     parser.add_argument('--pixel-stats', default='target',
                         choices=('target', 'visible'),
                         help="norm_pix inverse: each patch's true mean/var "
@@ -55,26 +83,15 @@ def image_paths(inputs):
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    from mmengine.config import Config
-    from mmpretrain.apis import get_model
     from PIL import Image
 
-    import mixedae_mm  # noqa: F401
     from mixedae_mm import visualization as vis
 
-    cfg = Config.fromfile(args.config)
-    pipeline = vis.test_pipeline_of(cfg)
-    model = get_model(cfg, pretrained=args.checkpoint, device=args.device)
+    model, pipeline, padded = load_model_and_images(args)
     if not hasattr(model, 'reconstruct'):
         raise SystemExit(f'error: {type(model).__name__} has no reconstruct; '
                          'give a MixedAE pretraining config')
     group_size = model.backbone.group_size
-    paths = image_paths(args.images)
-    padded = vis.pad_to_groups(paths, group_size)
-    if len(padded) > len(paths):
-        print(f'note: {len(paths)} images are not a multiple of the group '
-              f'size {group_size}; repeating {len(padded) - len(paths)} '
-              'from the start to fill the last group')
     os.makedirs(args.out, exist_ok=True)
     written = []
     for first in range(0, len(padded), group_size):
