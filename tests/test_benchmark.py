@@ -1,11 +1,11 @@
-"""tools/benchmark_vs_mae.py end to end, on a tiny size."""
+"""tools/analysis_tools/benchmark_vs_mae.py end to end, on a tiny size."""
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[1] / 'tools'
+TOOLS = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'
 
 
 @pytest.fixture(scope='module')

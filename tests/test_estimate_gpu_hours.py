@@ -1,4 +1,4 @@
-"""tools/estimate_gpu_hours.py: the images a schedule sees, and a FLOP count
+"""tools/analysis_tools/estimate_gpu_hours.py: the images a schedule sees, and a FLOP count
 that matches the ViT's closed form."""
 import os.path as osp
 import sys
@@ -7,7 +7,7 @@ import pytest
 from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 import estimate_gpu_hours  # noqa: E402
 
 COCO_TRAIN = estimate_gpu_hours.TRAIN_IMAGES['CocoDataset']

@@ -7,6 +7,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash tools/setup_env.sh
 PY="${PYTHON:-python3}"
-"$PY" tools/build_demo_data.py data/demo_photos
+"$PY" tools/dataset_converters/build_demo_data.py data/demo_photos
 "$PY" tools/train.py configs/demo/mixedae_vit-tiny-p8_demo.py \
   --work-dir work_dirs/demo "$@"

@@ -6,7 +6,7 @@
 # model zoo (Li et al., arXiv 2203.16527), Mask R-CNN ViT-B, MAE IN-1K,
 # 100 epochs: APbox 51.6, APmask 45.9. Compare MixedAE against MAE fine-tuned
 # with the same config, not against numbers from another protocol.
-# Cost: 1.67 TFLOP per 1024x1024 forward (tools/estimate_gpu_hours.py), 11.7M
+# Cost: 1.67 TFLOP per 1024x1024 forward (tools/analysis_tools/estimate_gpu_hours.py), 11.7M
 # images: ~130 A100-hours at an assumed 40% of bf16 peak. Detection runs far
 # below that; the 0.314 s per training image that the ViTDet model zoo lists
 # for ViT-B extrapolates to ~1,000 GPU-hours: budget for that (estimates,

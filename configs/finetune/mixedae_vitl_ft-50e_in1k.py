@@ -5,7 +5,7 @@
 # drop path 0.2, 5 warm-up epochs then cosine to 1e-6 at epoch 50; augments,
 # label smoothing, bf16 AMP and batch as ViT-B.
 # Cost: 123.1 GFLOP per 224x224 forward, 64M images: ~53 A100-hours at an
-# assumed 40% of bf16 peak (tools/estimate_gpu_hours.py; an estimate, not
+# assumed 40% of bf16 peak (tools/analysis_tools/estimate_gpu_hours.py; an estimate, not
 # measured).
 checkpoint = 'work_dirs/mixedae_vitl_1600e/epoch_1600.pth'  # MixedAE pretraining
 

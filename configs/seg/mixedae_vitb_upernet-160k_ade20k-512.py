@@ -2,7 +2,7 @@
 # 160k iterations, 8 GPUs x 2 images.
 # Target (paper): 48.7 mIoU single-scale after 1600-epoch pretraining
 # (+1.7 over MAE). Cost: 1.21 TFLOP per 512x512 forward, 2.56M images:
-# ~21 A100-hours at an assumed 40% of bf16 peak (tools/estimate_gpu_hours.py;
+# ~21 A100-hours at an assumed 40% of bf16 peak (tools/analysis_tools/estimate_gpu_hours.py;
 # an estimate, not measured).
 # The recipe is MAE's ADE20K recipe from mmsegmentation, inherited: UperNet +
 # auxiliary FCN head on Feature2Pyramid (blocks 4/6/8/12 resampled

@@ -10,7 +10,7 @@
 # ViT-B recipe uses MAE's ViT-B rate 0.65; lr 1e-4, 512x512 crops, batch 16
 # and schedule as ViT-B.
 # Cost: 2.49 TFLOP per 512x512 forward, 2.56M images: ~43 A100-hours at an
-# assumed 40% of bf16 peak (tools/estimate_gpu_hours.py; an estimate, not
+# assumed 40% of bf16 peak (tools/analysis_tools/estimate_gpu_hours.py; an estimate, not
 # measured).
 checkpoint = 'work_dirs/mixedae_vitl_1600e/epoch_1600.pth'  # MixedAE pretraining
 

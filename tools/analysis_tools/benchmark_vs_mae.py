@@ -21,10 +21,10 @@ Measured, after ``--warmup`` steps of each model:
 
 Examples::
 
-    python tools/benchmark_vs_mae.py --arch b --batch-size 8 --steps 9
-    python tools/benchmark_vs_mae.py --arch b --batch-size 32 --amp bf16 \\
+    python tools/analysis_tools/benchmark_vs_mae.py --arch b --batch-size 8 --steps 9
+    python tools/analysis_tools/benchmark_vs_mae.py --arch b --batch-size 32 --amp bf16 \\
         --steps 0 --json mem.json          # memory only
-    python tools/benchmark_vs_mae.py --device cuda --amp bf16 --batch-size 256
+    python tools/analysis_tools/benchmark_vs_mae.py --device cuda --amp bf16 --batch-size 256
 
 See docs/benchmark.md for the fields of ``--json`` and measured numbers.
 """
@@ -43,6 +43,7 @@ import torch
 import torch.utils.checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # flop_counting
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # mixedae_mm
 
 import mixedae_mm  # noqa: E402,F401
 from flop_counting import flop_counter  # noqa: E402

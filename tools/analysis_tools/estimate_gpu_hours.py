@@ -10,8 +10,8 @@ loading); use it to budget a run, then replace it with a timed GPU run.
 
 Examples::
 
-    python tools/estimate_gpu_hours.py configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py
-    python tools/estimate_gpu_hours.py configs/finetune/mixedae_vitb_ft-100e_in1k.py
+    python tools/analysis_tools/estimate_gpu_hours.py configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py
+    python tools/analysis_tools/estimate_gpu_hours.py configs/finetune/mixedae_vitb_ft-100e_in1k.py
 """
 import argparse
 import importlib
@@ -21,9 +21,10 @@ import sys
 import torch
 from mmengine.config import Config, DictAction
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # flop_counting
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from flop_counting import flop_counter  # noqa: E402  (tools/)
+from flop_counting import flop_counter  # noqa: E402
 from mixedae_mm.downstream import build_model  # noqa: E402
 
 #: images in the training split of the datasets the recipes use
