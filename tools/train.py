@@ -6,7 +6,6 @@ import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
 # Make ``import mixedae_mm`` work from a plain clone, without installing.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -15,8 +14,8 @@ from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
                                  check_image_loading)
 from mixedae_mm.engine import (NonFiniteTrainingError,  # noqa: E402
                                warn_if_checkpoints_not_loadable)
-from mixedae_mm.engine.launch import \
-    setup_distributed_without_gpu  # noqa: E402
+from mixedae_mm.engine.launch import (  # noqa: E402
+    build_runner, setup_distributed_without_gpu, strategy_type)
 
 
 def parse_args(argv=None):
@@ -62,8 +61,12 @@ def configure_amp(cfg: Config, amp_flag: bool) -> None:
     """Mixed precision: bf16 where the GPU supports it, else fp16 with a
     dynamic loss scale. A config that asks for AMP still runs on a CPU-only
     machine, in fp32 (to check a recipe before a cluster run); the ``--amp``
-    flag there is an error."""
+    flag there is an error. Under FSDP the precision is the strategy's
+    ``model_wrapper.mixed_precision``: :func:`configure_fsdp_precision`."""
     import torch
+    if strategy_type(cfg) == 'FSDPStrategy':
+        configure_fsdp_precision(cfg, amp_flag)
+        return
     wants_amp = amp_flag or cfg.optim_wrapper.get('type') == 'AmpOptimWrapper'
     if not wants_amp:
         return
@@ -83,6 +86,45 @@ def configure_amp(cfg: Config, amp_flag: bool) -> None:
     else:
         cfg.optim_wrapper.dtype = 'float16'
     if cfg.optim_wrapper.dtype == 'float16':
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+FSDP_BF16 = dict(
+    param_dtype='bfloat16', reduce_dtype='bfloat16', buffer_dtype='bfloat16')
+
+
+def configure_fsdp_precision(cfg: Config, amp_flag: bool) -> None:
+    """FSDP casts parameters, gradient reductions and buffers itself
+    (``strategy.model_wrapper.mixed_precision``), so no autocast optim
+    wrapper is needed. As without FSDP: fp32 on a CPU-only machine (``--amp``
+    is an error there), bf16 with ``--amp`` on a GPU, and on a GPU without
+    bf16 the fp16 equivalent, with the sharded dynamic loss scaler of
+    ``AmpOptimWrapper``."""
+    import torch
+    wrapper = cfg.strategy.setdefault('model_wrapper', {})
+    wants = amp_flag or wrapper.get('mixed_precision') is not None or (
+        cfg.optim_wrapper.get('type') == 'AmpOptimWrapper')
+    if not wants:
+        return
+    if not torch.cuda.is_available():
+        if amp_flag:
+            raise SystemExit('--amp needs a CUDA GPU and this machine has '
+                             'none: run without --amp (fp32 on CPU).')
+        print('FSDP mixed precision needs a GPU: running this config in '
+              'fp32 on the CPU')
+        wrapper.pop('mixed_precision', None)
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        for key in ('dtype', 'loss_scale'):
+            cfg.optim_wrapper.pop(key, None)
+        return
+    if wrapper.get('mixed_precision') is None:
+        wrapper.mixed_precision = dict(FSDP_BF16)
+    if not torch.cuda.is_bf16_supported():
+        wrapper.mixed_precision = {
+            k: ('float16' if v == 'bfloat16' else v)
+            for k, v in wrapper.mixed_precision.items()}
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.dtype = 'float16'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
@@ -119,7 +161,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     setup_distributed_without_gpu(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     warn_if_checkpoints_not_loadable(runner)
     try:
         runner.train()

@@ -3,14 +3,40 @@ import torch
 import torch.distributed as dist
 
 
+def uses_strategy(cfg) -> bool:
+    """Whether ``cfg`` runs through mmengine's ``FlexibleRunner``, whose
+    model wrapper is ``cfg.strategy.model_wrapper`` (not
+    ``cfg.model_wrapper_cfg``)."""
+    return cfg.get('runner_type') == 'FlexibleRunner'
+
+
+def strategy_type(cfg) -> str:
+    """The strategy's registered name ('' for the plain Runner)."""
+    strategy = cfg.get('strategy') or {}
+    kind = strategy.get('type', '')
+    return kind if isinstance(kind, str) else kind.__name__
+
+
+def build_runner(cfg):
+    """The runner the config asks for, as mmpretrain's ``tools/train.py``
+    picks it: mmengine's ``Runner`` unless ``runner_type`` names another
+    (``'FlexibleRunner'`` for ``strategy=dict(type='FSDPStrategy', ...)``)."""
+    if cfg.get('runner_type') is None:
+        from mmengine.runner import Runner
+        return Runner.from_cfg(cfg)
+    from mmpretrain.registry import RUNNERS
+    return RUNNERS.build(cfg)
+
+
 def setup_distributed_without_gpu(cfg) -> None:
     """Let ``--launcher pytorch`` runs work on a machine without GPUs.
 
     NCCL needs GPUs, so the backend becomes gloo; and mmengine 0.10's
     pytorch launcher calls ``torch.cuda.set_device`` before creating the
     process group, which fails without a GPU, so the group is created here
-    (mmengine then finds it initialised and uses it). DDP on CPU modules
-    takes no ``device_ids``, which mmengine would set to the local rank.
+    (mmengine then finds it initialised and uses it). mmengine gives the
+    model wrapper the local rank as CUDA device: DDP on CPU modules takes
+    no ``device_ids``, FSDP gets ``device_id='cpu'``.
     """
     if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
         return
@@ -19,10 +45,23 @@ def setup_distributed_without_gpu(cfg) -> None:
         print(f"no CUDA device: using the gloo backend instead of "
               f"{dist_cfg.get('backend', 'nccl')!r}")
         dist_cfg['backend'] = 'gloo'
-    wrapper = cfg.get('model_wrapper_cfg') or dict(
-        type='MMDistributedDataParallel', broadcast_buffers=False)
-    wrapper['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper
+    ddp = dict(type='MMDistributedDataParallel', broadcast_buffers=False)
+    if uses_strategy(cfg):
+        strategy = cfg.get('strategy') or dict(type='DDPStrategy')
+        kind = strategy_type(cfg) or 'DDPStrategy'
+        if kind == 'FSDPStrategy':
+            wrapper = strategy.get('model_wrapper') or dict(
+                type='MMFullyShardedDataParallel')
+            wrapper['device_id'] = 'cpu'
+        else:
+            wrapper = strategy.get('model_wrapper') or ddp
+            wrapper['device_ids'] = None
+        strategy['model_wrapper'] = wrapper
+        cfg.strategy = strategy
+    else:
+        wrapper = cfg.get('model_wrapper_cfg') or ddp
+        wrapper['device_ids'] = None
+        cfg.model_wrapper_cfg = wrapper
     if cfg.launcher == 'pytorch' and not dist.is_initialized():
         extra = {k: v for k, v in dist_cfg.items() if k != 'backend'}
         dist.init_process_group(backend='gloo', **extra)

@@ -5,6 +5,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 
+from .fsdp import is_sharded
+
 
 @HOOKS.register_module()
 class ReconstructionVisualizationHook(Hook):
@@ -70,7 +72,20 @@ class ReconstructionVisualizationHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
         if self._inputs is None or not self.every_n_train_iters(
-                runner, self.interval) or runner.rank != 0:
+                runner, self.interval):
+            return
+        if is_sharded(runner.model):
+            # every rank holds a shard: all gather the full weights (a
+            # collective call), rank 0 pictures
+            from torch.distributed.fsdp import FullyShardedDataParallel
+            with FullyShardedDataParallel.summon_full_params(
+                    runner.model, writeback=False):
+                self._picture(runner)
+        else:
+            self._picture(runner)
+
+    def _picture(self, runner) -> None:
+        if runner.rank != 0:
             return
         from mixedae_mm import visualization as vis
         scale = self.scale or max(1, -(-128 // self._inputs.shape[-2]))
