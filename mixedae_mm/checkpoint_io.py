@@ -16,6 +16,7 @@ no environment variable (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) can make a
 checkpoint run code, and turns torch's errors into one line naming the file
 and what to do.
 """
+import glob
 import io
 import os
 import os.path as osp
@@ -137,6 +138,13 @@ def load_weights_only(path: str, map_location='cpu'):
     """``torch.load(path, weights_only=True)`` with one-line errors that name
     the file: :class:`CheckpointError`, or ``FileNotFoundError``."""
     path = osp.expanduser(str(path))
+    if osp.isdir(path) and glob.glob(osp.join(path, 'rank*.pth')):
+        raise CheckpointError(
+            f"{path}: a folder of per-rank FSDP shards (mmengine's "
+            "FSDPStrategy with state_dict_cfg='local'), which this project "
+            "cannot read: train with state_dict_cfg='full' "
+            '(configs/_base_/fsdp_runtime.py, MixedAEFSDPStrategy) to save '
+            'ordinary checkpoints')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: no such checkpoint file')
     try:

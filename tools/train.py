@@ -15,7 +15,8 @@ from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
 from mixedae_mm.engine import (NonFiniteTrainingError,  # noqa: E402
                                warn_if_checkpoints_not_loadable)
 from mixedae_mm.engine.launch import (  # noqa: E402
-    build_runner, setup_distributed_without_gpu, strategy_type)
+    build_runner, repair_fsdp_strategy, setup_distributed_without_gpu,
+    uses_fsdp)
 
 
 def parse_args(argv=None):
@@ -64,7 +65,7 @@ def configure_amp(cfg: Config, amp_flag: bool) -> None:
     flag there is an error. Under FSDP the precision is the strategy's
     ``model_wrapper.mixed_precision``: :func:`configure_fsdp_precision`."""
     import torch
-    if strategy_type(cfg) == 'FSDPStrategy':
+    if uses_fsdp(cfg):
         configure_fsdp_precision(cfg, amp_flag)
         return
     wants_amp = amp_flag or cfg.optim_wrapper.get('type') == 'AmpOptimWrapper'
@@ -150,6 +151,7 @@ def merge_args(cfg: Config, args) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
 
+    repair_fsdp_strategy(cfg)
     configure_amp(cfg, args.amp)
     check_image_loading(cfg)
 

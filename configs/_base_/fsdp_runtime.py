@@ -4,7 +4,7 @@
 # attention and MLP module is an FSDP unit, gathered only while it runs.
 runner_type = 'FlexibleRunner'
 strategy = dict(
-    type='FSDPStrategy',
+    type='MixedAEFSDPStrategy',  # mmengine's FSDPStrategy, resume repaired
     model_wrapper=dict(
         auto_wrap_policy=dict(
             type='mixedae_mm.engine.fsdp.attention_and_mlp_wrap_policy'),

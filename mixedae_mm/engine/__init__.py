@@ -2,6 +2,7 @@ from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
 from .checkpoint_hook import (DurableCheckpointHook,
                               warn_if_checkpoints_not_loadable)
 from .fileio import AtomicLocalBackend
+from .fsdp import MixedAEFSDPStrategy
 from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
@@ -10,7 +11,7 @@ from .visualization_hook import ReconstructionVisualizationHook
 
 __all__ = [
     'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
-    'DurableCheckpointHook', 'NonFiniteGuardHook', 'NonFiniteTrainingError',
+    'DurableCheckpointHook', 'MixedAEFSDPStrategy', 'NonFiniteGuardHook', 'NonFiniteTrainingError',
     'ReconstructionVisualizationHook',
     'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',

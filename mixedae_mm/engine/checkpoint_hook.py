@@ -15,13 +15,18 @@ The checkpoint written in step 1 still lists the files to drop in its
 (mmengine trims that list to ``max_keep_ckpts`` in ``before_train``). At
 start-up it also deletes the temporary files of writes that were killed.
 
+Under mmengine's ``FlexibleRunner`` the file itself is written by the
+strategy (FSDP: on every rank), with a plain ``torch.save`` rather than the
+``atomic_local`` backend; steps 2 and 3 keep their order, so a killed save
+leaves a partial file that ``last_checkpoint`` does not name.
+
 It saves weights-only loadable checkpoints itself (what
 ``WeightsOnlyCheckpointHook`` does), so a config needs this one hook.
 """
 import os.path as osp
 from collections import deque
 
-from mmengine.dist import is_main_process
+from mmengine.dist import barrier, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmpretrain.registry import HOOKS
 
@@ -29,6 +34,7 @@ from ..checkpoint_io import remove_stale_temps, write_bytes_atomic
 from .checkpoint import (WeightsOnlyCheckpointHook,
                          checkpoint_from_weights_only,
                          checkpoint_to_weights_only)
+from .fsdp import is_sharded
 
 
 def _is_local(path) -> bool:
@@ -100,6 +106,10 @@ class DurableCheckpointHook(CheckpointHook):
         if self.max_keep_ckpts > 0:
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
+        if is_sharded(runner.model):
+            # FSDP: every rank writes (its shard with state_dict_cfg='local');
+            # last_checkpoint names the new one only once all have finished
+            barrier()
         if not is_main_process():
             return
 

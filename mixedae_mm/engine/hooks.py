@@ -141,7 +141,8 @@ class BatchLRReportHook(Hook):
         recipe_lr = runner.cfg.get('optim_wrapper', {}).get(
             'optimizer', {}).get('lr')
         recipe_lr = 'unknown' if recipe_lr is None else f'{recipe_lr:.4g}'
-        scale_cfg = runner.auto_scale_lr or {}
+        # (from the config: mmengine's FlexibleRunner keeps no auto_scale_lr)
+        scale_cfg = runner.cfg.get('auto_scale_lr') or {}
         recipe_batch = scale_cfg.get('base_batch_size')
         runner.logger.info(
             f'total batch {total} ({world} GPU(s) x {per_gpu}), '

@@ -10,11 +10,27 @@ def uses_strategy(cfg) -> bool:
     return cfg.get('runner_type') == 'FlexibleRunner'
 
 
-def strategy_type(cfg) -> str:
-    """The strategy's registered name ('' for the plain Runner)."""
+def uses_fsdp(cfg) -> bool:
+    """Whether ``cfg`` trains with mmengine's ``FSDPStrategy`` (or a
+    subclass)."""
+    from mmengine._strategy import FSDPStrategy
+    from mmengine.registry import STRATEGIES
     strategy = cfg.get('strategy') or {}
-    kind = strategy.get('type', '')
-    return kind if isinstance(kind, str) else kind.__name__
+    kind = strategy.get('type') if uses_strategy(cfg) else None
+    if isinstance(kind, str):
+        kind = STRATEGIES.get(kind)
+    return isinstance(kind, type) and issubclass(kind, FSDPStrategy)
+
+
+def repair_fsdp_strategy(cfg) -> None:
+    """mmengine's own ``FSDPStrategy`` cannot resume with this torch; the
+    config gets :class:`~mixedae_mm.engine.fsdp.MixedAEFSDPStrategy`, the
+    same strategy with that repaired."""
+    strategy = cfg.get('strategy') or {}
+    if uses_strategy(cfg) and strategy.get('type') == 'FSDPStrategy':
+        print("strategy FSDPStrategy -> MixedAEFSDPStrategy (mmengine's, "
+              'with resuming repaired for torch >= 2.1)')
+        strategy['type'] = 'MixedAEFSDPStrategy'
 
 
 def build_runner(cfg):
@@ -48,8 +64,7 @@ def setup_distributed_without_gpu(cfg) -> None:
     ddp = dict(type='MMDistributedDataParallel', broadcast_buffers=False)
     if uses_strategy(cfg):
         strategy = cfg.get('strategy') or dict(type='DDPStrategy')
-        kind = strategy_type(cfg) or 'DDPStrategy'
-        if kind == 'FSDPStrategy':
+        if uses_fsdp(cfg):
             wrapper = strategy.get('model_wrapper') or dict(
                 type='MMFullyShardedDataParallel')
             wrapper['device_id'] = 'cpu'

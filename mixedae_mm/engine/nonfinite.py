@@ -26,6 +26,8 @@ from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmpretrain.registry import HOOKS
 
+from .fsdp import is_sharded
+
 
 class NonFiniteTrainingError(RuntimeError):
     """Training stopped because a loss, gradient or checkpoint tensor is
@@ -42,6 +44,18 @@ def total_grad_norm(optim_wrapper: OptimWrapper) -> Optional[torch.Tensor]:
     if not grads:
         return None
     return torch.nn.utils.get_total_norm(grads, foreach=None)
+
+
+def sharded_grad_norm(optim_wrapper: OptimWrapper) -> torch.Tensor:
+    """The 2-norm of the whole model's gradients when each rank holds a
+    shard of them (FSDP), the same on every rank; a collective call."""
+    from mmengine.device import get_device
+
+    from .fsdp import sum_over_ranks
+    local = total_grad_norm(optim_wrapper)
+    if local is None:  # this rank's shard has no gradient
+        local = torch.zeros((), device=get_device())
+    return sum_over_ranks(local.float().square()).sqrt()
 
 
 def nonfinite_tensors(tree, prefix: str = '') -> List[str]:
@@ -100,6 +114,10 @@ class NonFiniteGuardHook(Hook):
             weights or optimizer state hold a NaN/inf (a last line of
             defence; costs one pass over the tensors per save).
 
+    Under FSDP the gradient norm is that of all ranks' shards together and
+    a checkpoint is refused on every rank when any shard holds a NaN/inf,
+    so that all ranks stop (or skip) together.
+
     With fp16 dynamic loss scaling (``AmpOptimWrapper`` with a loss scaler)
     inf gradients are routine and the scaler already skips those steps, so
     only the loss terms are checked there.
@@ -124,9 +142,11 @@ class NonFiniteGuardHook(Hook):
         self._grad_norms: List[torch.Tensor] = []  # this iteration's steps
         self._losses: List[torch.Tensor] = []  # 'skip' mode: since last step
         self._skipped_norms: List[float] = []  # this iteration, 'skip' mode
+        self._sharded = False  # FSDP: parameters and gradients in shards
 
     # ------------------------------------------------------ optim wrapper
     def before_train(self, runner) -> None:
+        self._sharded = is_sharded(runner.model)
         for wrapper in _optim_wrappers(runner):
             if not _uses_loss_scaler(wrapper):
                 self._guard(wrapper)
@@ -134,6 +154,7 @@ class NonFiniteGuardHook(Hook):
     def _guard(self, wrapper: OptimWrapper) -> None:
         backward, step = wrapper.backward, wrapper.step
         skip = self.on_nonfinite == 'skip'
+        grad_norm = sharded_grad_norm if self._sharded else total_grad_norm
 
         @functools.wraps(backward)
         def guarded_backward(loss: torch.Tensor, **kwargs) -> None:
@@ -144,7 +165,7 @@ class NonFiniteGuardHook(Hook):
         # (wraps keeps the step counter mark of mmengine's schedulers)
         @functools.wraps(step)
         def guarded_step(**kwargs) -> None:
-            norm = total_grad_norm(wrapper)
+            norm = grad_norm(wrapper)
             if not skip:
                 if norm is not None:
                     self._grad_norms.append(norm)
@@ -243,6 +264,16 @@ class NonFiniteGuardHook(Hook):
         bad = nonfinite_tensors(
             {k: checkpoint[k] for k in ('state_dict', 'optimizer')
              if k in checkpoint})
+        if self._sharded:
+            # every rank saves (its shard, or nothing beside rank 0): all
+            # must refuse together
+            from mmengine.device import get_device
+
+            from .fsdp import sum_over_ranks
+            refused = sum_over_ranks(
+                torch.tensor(float(len(bad)), device=get_device()))
+            if refused.item() and not bad:
+                bad = ['(on another rank)']
         if bad:
             shown = ', '.join(bad[:5]) + (', ...' if len(bad) > 5 else '')
             raise self._stop(
