@@ -1,0 +1,147 @@
+"""FSDP through mmengine's FlexibleRunner (docs/scale.md, "FSDP"): the demo
+config with the FSDP strategy given on the command line, two processes on
+the CPU (gloo), trains, saves, resumes, and its checkpoint goes through
+extract_backbone.py into the fine-tune classifier, every tensor equal."""
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from test_transfer_cls import FINETUNE, tiny_overrides
+from transfer_utils import assert_backbone_equals_pretrained, build_model
+
+DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
+#: what docs/scale.md tells a user to add to any pretraining command
+FSDP_OPTIONS = [
+    'runner_type=FlexibleRunner', 'strategy.type=FSDPStrategy',
+    'strategy.model_wrapper.auto_wrap_policy.type='
+    'mixedae_mm.engine.fsdp.attention_and_mlp_wrap_policy',
+]
+
+
+def _fsdp_demo_run(repo_root, data, work_dir, iters, port, *args):
+    options = FSDP_OPTIONS + [
+        f'train_dataloader.dataset.data_root={data}',
+        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        f'train_cfg.max_iters={iters}', 'default_hooks.checkpoint.interval=2',
+        'default_hooks.logger.interval=1',
+        # ReconstructionVisualizationHook: pictures need the full weights
+        'custom_hooks.4.interval=2',
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(port))
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir',
+         str(work_dir), *args, '--cfg-options', *options],
+        cwd=repo_root, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, (result.stdout[-3000:] +
+                                    result.stderr[-5000:])
+    return result.stdout + result.stderr
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_fsdp_demo_trains_resumes_and_transfers(repo_root, demo_data,
+                                                tmp_path):
+    work = tmp_path / 'work'
+    out = _fsdp_demo_run(repo_root, demo_data, work, 2, _free_port())
+    assert 'MixedAEFSDPStrategy' in out
+    assert (work / 'iter_2.pth').is_file()
+    assert list(work.glob('*/vis_data/vis_image/reconstruction_group0_2.png'))
+    first = torch.load(work / 'iter_2.pth', weights_only=True)
+    # full (unsharded) state: the keys of a run without FSDP
+    assert not any('_fsdp' in k or 'flat_param' in k
+                   for k in first['state_dict'])
+    assert first['state_dict']['backbone.pos_embed'].shape == (1, 65, 192)
+
+    out = _fsdp_demo_run(repo_root, demo_data, work, 3, _free_port(),
+                         '--resume')
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert re.search(r'Iter\(train\) \[3/3\]', out)
+    assert open(work / 'last_checkpoint').read().strip().endswith(
+        'iter_3.pth')
+    second = torch.load(work / 'iter_3.pth', weights_only=True)
+    moved = [k for k, v in second['state_dict'].items()
+             if not torch.equal(v, first['state_dict'][k])]
+    assert moved, 'the resumed iteration did not train'
+
+    backbone = tmp_path / 'backbone.pth'
+    result = subprocess.run(
+        [sys.executable, 'tools/model_converters/extract_backbone.py',
+         str(work / 'iter_3.pth'), str(backbone)],
+        cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    overrides = tiny_overrides(FINETUNE, str(backbone), str(tmp_path))
+    overrides['model.backbone.init_cfg.prefix'] = ''  # extracted: no prefix
+    model = build_model(osp.join(repo_root, FINETUNE), overrides)
+    # every tensor of the FSDP checkpoint's encoder, bit for bit
+    assert_backbone_equals_pretrained(model.backbone, str(work / 'iter_3.pth'))
+
+
+@pytest.mark.parametrize('name', ['mixedae_vitl_1600e_fsdp.py',
+                                  'mixedae_vith-p14_1600e_fsdp.py'])
+def test_fsdp_configs_are_their_recipe_plus_the_strategy(repo_root, name):
+    path = osp.join(repo_root, 'configs/fsdp', name)
+    recipe_path = osp.join(repo_root, 'configs', name.replace('_fsdp', ''))
+    if not osp.exists(recipe_path):
+        pytest.skip(f'{recipe_path} is not in this checkout')
+    cfg, recipe = Config.fromfile(path), Config.fromfile(recipe_path)
+    assert cfg.runner_type == 'FlexibleRunner'
+    assert cfg.strategy.type == 'MixedAEFSDPStrategy'
+    assert cfg.strategy.state_dict_cfg == 'full'
+    assert cfg.strategy.model_wrapper.mixed_precision.param_dtype == \
+        'bfloat16'
+    # FSDP casts: a plain optim wrapper with the recipe's optimizer
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    assert 'dtype' not in cfg.optim_wrapper
+    assert cfg.optim_wrapper.optimizer == recipe.optim_wrapper.optimizer
+    assert cfg.optim_wrapper.paramwise_cfg == recipe.optim_wrapper.paramwise_cfg
+    for key in ('model', 'param_scheduler', 'train_cfg', 'train_dataloader',
+                'auto_scale_lr', 'custom_hooks', 'default_hooks'):
+        assert cfg[key] == recipe[key], key
+
+
+def test_wrap_policy_makes_every_attention_and_mlp_a_unit(repo_root):
+    """The encoder calls its layers' attention and MLP itself: those must
+    be the FSDP units (a unit's weights are gathered by its forward)."""
+    from mmengine.registry import FUNCTIONS
+    from mmpretrain.registry import MODELS
+
+    import mixedae_mm  # noqa: F401
+    from mixedae_mm.engine.fsdp import WRAPPED_MODULES
+    cfg = Config.fromfile(osp.join(repo_root, DEMO))
+    model = MODELS.build(cfg.model)
+    with FUNCTIONS.switch_scope_and_registry(None):
+        policy = FUNCTIONS.get(
+            FSDP_OPTIONS[2].split('=')[1])
+    wrapped = [name for name, m in model.named_modules()
+               if policy(m, recurse=False, nonwrapped_numel=0)]
+    layers = cfg.model.neck.decoder_depth + 6  # demo: 6 encoder layers
+    assert len(wrapped) == 2 * layers
+    assert all(name.endswith(('.attn', '.ffn')) for name in wrapped)
+    assert all(isinstance(model.get_submodule(n), WRAPPED_MODULES)
+               for n in wrapped)
+
+
+def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, repo_root):
+    folder = tmp_path / 'iter_2.pth'
+    folder.mkdir()
+    torch.save({'state_dict': {}}, folder / 'rank0.pth')
+    result = subprocess.run(
+        [sys.executable, 'tools/model_converters/extract_backbone.py',
+         str(folder), str(tmp_path / 'out.pth')],
+        cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "state_dict_cfg='full'" in result.stderr
+    assert 'per-rank FSDP shards' in result.stderr
