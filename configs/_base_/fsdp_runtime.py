@@ -18,7 +18,6 @@ strategy = dict(
             buffer_dtype='bfloat16')),
     # checkpoints hold the full, unsharded state (gathered on rank 0, on the
     # CPU): same layout as a run without FSDP, resumable with any number of
-    # GPUs. 'local' saves one shard per rank (a folder of rank<i>.pth, faster
-    # for very large models); tools/model_converters/consolidate_fsdp.py
-    # turns such a folder into one ordinary checkpoint.
+    # GPUs. 'local' (one shard per rank) is refused: its ShardedTensors do
+    # not load weights-only, and no tool here rebuilds them (docs/scale.md).
     state_dict_cfg='full')
