@@ -2,6 +2,7 @@
 and the memory estimate (docs/scale.md)."""
 import os.path as osp
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -48,3 +49,142 @@ def test_vith_p14_recipe_builds_and_takes_a_finite_step():
             assert param.grad is not None and torch.isfinite(
                 param.grad).all(), name
     print(f'ViT-H/14 build + step: {time.perf_counter() - start:.1f} s')
+
+
+DEMO = osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py')
+
+
+def _demo_model():
+    import mixedae_mm  # noqa: F401
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(DEMO)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return cfg, model
+
+
+def _batch(images):
+    from mmpretrain.structures import DataSample
+    return dict(inputs=images,  # as default_collate stacks them
+                data_samples=[DataSample() for _ in images])
+
+
+def _gradients_of_one_update(model, cfg, batches, accumulate):
+    """Run ``model.train_step`` (data preprocessor, loss, mmengine's
+    ``OptimWrapper.update_params``) on each batch; return the gradients
+    the optimizer steps with and the logged losses."""
+    from mmengine.optim import build_optim_wrapper
+    wrapper_cfg = cfg.optim_wrapper.copy()
+    wrapper_cfg.accumulative_counts = accumulate
+    wrapper = build_optim_wrapper(model, wrapper_cfg)
+    stepped_with = []
+    step = wrapper.step
+
+    def recording_step(**kwargs):
+        stepped_with.append({n: p.grad.clone()
+                             for n, p in model.named_parameters()
+                             if p.grad is not None})
+        step(**kwargs)
+
+    wrapper.step = recording_step
+    logs = [model.train_step(_batch(b), wrapper) for b in batches]
+    assert len(stepped_with) == 1  # one update, after the last micro-batch
+    return stepped_with[0], logs
+
+
+def test_gradient_accumulation_is_exact(monkeypatch):
+    """Two micro-batches of 8 with accumulative_counts=2 step with the
+    gradients of one batch of 16 mixed with the same partitions: losses
+    are means over equally sized parts (every image reconstructs N - N/G
+    positions, every mixed sample has N tokens) and no loss term spans
+    two groups, so mean of the two means / 2 x 2 = the mean over 16."""
+    from mixedae_mm import ops
+    cfg, model = _demo_model()
+    backbone = model.backbone
+    images = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8)
+    owner = ops.sample_partition(16 // backbone.group_size,
+                                 backbone.num_patches, backbone.group_size)
+
+    def serve(parts):
+        parts = iter(parts)
+
+        def sample_partition(num_mixed, num_patches, group_size, **kwargs):
+            part = next(parts)
+            assert part.shape == (num_mixed, num_patches)
+            return part
+        monkeypatch.setattr(ops, 'sample_partition', sample_partition)
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    serve([owner])
+    whole, (log,) = _gradients_of_one_update(model, cfg, [images], 1)
+    model.load_state_dict(state)
+    serve([owner[:2], owner[2:]])
+    accumulated, logs = _gradients_of_one_update(
+        model, cfg, [images[:8], images[8:]], 2)
+
+    assert set(whole) == set(accumulated) and len(whole) > 10
+    for name, grad in whole.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(accumulated[name], grad, rtol=0,
+                                   atol=1e-6, msg=name)
+    for key in ('loss_rec', 'loss_homo'):
+        torch.testing.assert_close((logs[0][key] + logs[1][key]) / 2,
+                                   log[key], rtol=1e-6, atol=0)
+
+
+def test_micro_batch_not_a_multiple_of_the_group_names_the_setting():
+    """Accumulation does not lift the rule: each micro-batch (the per-GPU
+    train_dataloader.batch_size) must split into groups of 4."""
+    cfg, model = _demo_model()
+    from mmengine.optim import build_optim_wrapper
+    wrapper_cfg = cfg.optim_wrapper.copy()
+    wrapper_cfg.accumulative_counts = 2
+    wrapper = build_optim_wrapper(model, wrapper_cfg)
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    with pytest.raises(ValueError,
+                       match=r'train_dataloader\.batch_size.*multiple of 4'):
+        model.train_step(_batch(images), wrapper)
+
+
+def _runner(tmp_path, runner_cls, batch_size, accumulate):
+    cfg = Config.fromfile(DEMO)
+    cfg.work_dir = str(tmp_path)
+    cfg.train_dataloader.batch_size = batch_size
+    cfg.optim_wrapper.accumulative_counts = accumulate
+    cfg.auto_scale_lr = dict(enable=True, base_batch_size=64)
+    cfg.experiment_name = f'{runner_cls.__name__}_{batch_size}_{accumulate}'
+    runner = runner_cls.from_cfg(cfg)
+    runner.optim_wrapper = runner.build_optim_wrapper(cfg.optim_wrapper)
+    runner.scale_lr(runner.optim_wrapper, runner.auto_scale_lr)
+    return runner
+
+
+def test_auto_scale_lr_counts_accumulated_micro_batches(tmp_path):
+    """The lr is for the batch of an update, GPUs x per-GPU batch x
+    accumulative_counts: 1 x 16 x 2 = 32 images get the lr of 32 (half the
+    recipe's 1e-3 for 64), as 1 x 32 without accumulation does. mmengine's
+    Runner counts 16 (a quarter); BatchLRReportHook says so."""
+    from mmengine.runner import Runner
+
+    from mixedae_mm.engine import BatchLRReportHook, MixedAERunner
+
+    def lr(runner):
+        return BatchLRReportHook.base_lr(runner)
+
+    plain_32 = _runner(tmp_path / 'a', MixedAERunner, 32, 1)
+    accumulated = _runner(tmp_path / 'b', MixedAERunner, 16, 2)
+    mmengine_runner = _runner(tmp_path / 'c', Runner, 16, 2)
+    assert lr(plain_32) == pytest.approx(1e-3 * 32 / 64)
+    assert lr(accumulated) == pytest.approx(1e-3 * 32 / 64)
+    assert lr(mmengine_runner) == pytest.approx(1e-3 * 16 / 64)
+
+    for runner in (accumulated, mmengine_runner):
+        lines = []
+        runner.logger = SimpleNamespace(info=lines.append,
+                                        warning=lines.append)
+        BatchLRReportHook().before_train(runner)
+        text = '\n'.join(lines)
+        assert 'total batch 32 (1 GPU(s) x 16 x 2 accumulated)' in text
+        mismatch = 'is not the recipe\'s 0.001 scaled to the total batch 32'
+        assert (mismatch in text) == (runner is mmengine_runner)

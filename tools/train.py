@@ -6,14 +6,15 @@ import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS
 
 # Make ``import mixedae_mm`` work from a plain clone, without installing.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
                                  check_image_loading)
-from mixedae_mm.engine import (NonFiniteTrainingError,  # noqa: E402
+from mixedae_mm.engine import (MixedAERunner,  # noqa: E402
+                               NonFiniteTrainingError,
                                warn_if_checkpoints_not_loadable)
 from mixedae_mm.engine.launch import \
     setup_distributed_without_gpu  # noqa: E402
@@ -119,7 +120,9 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
     setup_distributed_without_gpu(cfg)
-    runner = Runner.from_cfg(cfg)
+    # MixedAERunner: mmengine's Runner, auto_scale_lr counting accumulation
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else \
+        MixedAERunner.from_cfg(cfg)
     warn_if_checkpoints_not_loadable(runner)
     try:
         runner.train()

@@ -5,14 +5,15 @@ from .fileio import AtomicLocalBackend
 from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
+from .runner import MixedAERunner, images_per_update
 from .schedule import ConfigScheduleHook
 from .visualization_hook import ReconstructionVisualizationHook
 
 __all__ = [
     'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
-    'DurableCheckpointHook', 'NonFiniteGuardHook', 'NonFiniteTrainingError',
-    'ReconstructionVisualizationHook',
+    'DurableCheckpointHook', 'MixedAERunner', 'NonFiniteGuardHook',
+    'NonFiniteTrainingError',    'ReconstructionVisualizationHook',
     'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',
-    'warn_if_checkpoints_not_loadable'
+    'images_per_update', 'warn_if_checkpoints_not_loadable'
 ]
