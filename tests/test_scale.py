@@ -188,3 +188,63 @@ def test_auto_scale_lr_counts_accumulated_micro_batches(tmp_path):
         assert 'total batch 32 (1 GPU(s) x 16 x 2 accumulated)' in text
         mismatch = 'is not the recipe\'s 0.001 scaled to the total batch 32'
         assert (mismatch in text) == (runner is mmengine_runner)
+
+
+def _run_with_fake(tmp_path, program, script, args, env):
+    """Run ``script`` with ``program`` (torchrun, srun) replaced by a stub
+    that writes the arguments it got, one per line."""
+    import os
+    import stat
+    import subprocess
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    record = tmp_path / 'args.txt'
+    stub = bin_dir / program
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > {record}\n'
+                    f'echo "PYTHONPATH=$PYTHONPATH" >> {record}\n')
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    full_env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}',
+                    **env)
+    subprocess.run(['bash', '-n', script], check=True, cwd=ROOT)
+    subprocess.run(['bash', script] + args, check=True, cwd=ROOT,
+                   env=full_env, timeout=60)
+    return record.read_text().splitlines()
+
+
+def test_dist_train_passes_the_node_settings_to_torchrun(tmp_path):
+    """Node 2 of 4 x 8 GPUs: torchrun gets the node count, this node's rank,
+    the master's address and port, 8 processes here, and train.py gets the
+    config, --launcher pytorch and the user's arguments in order."""
+    args = _run_with_fake(
+        tmp_path, 'torchrun', 'tools/dist_train.sh',
+        ['configs/mixedae_vitb_1600e.py', '8', '--cfg-options',
+         'optim_wrapper.accumulative_counts=2'],
+        dict(NNODES='4', NODE_RANK='2', MASTER_ADDR='10.1.2.3',
+             PORT='29601'))
+    assert args[:5] == ['--nnodes=4', '--node_rank=2',
+                        '--master_addr=10.1.2.3', '--master_port=29601',
+                        '--nproc_per_node=8']
+    assert args[5] == osp.join(ROOT, 'tools/train.py')
+    assert args[6:10] == ['configs/mixedae_vitb_1600e.py', '--launcher',
+                          'pytorch', '--cfg-options']
+    assert args[10] == 'optim_wrapper.accumulative_counts=2'
+    assert args[-1].startswith(f'PYTHONPATH={ROOT}')
+
+
+def test_slurm_train_asks_for_several_nodes(tmp_path):
+    """GPUS=32 GPUS_PER_NODE=8: 32 tasks, 8 per node (Slurm gives 4 nodes),
+    8 GPUs each, every task runs train.py with the slurm launcher."""
+    args = _run_with_fake(
+        tmp_path, 'srun', 'tools/slurm_train.sh',
+        ['gpu', 'mixedae_vith', 'configs/mixedae_vith-p14_1600e.py',
+         'work_dirs/vith', '--resume'],
+        dict(GPUS='32', GPUS_PER_NODE='8', CPUS_PER_TASK='10'))
+    for expected in ('-p', 'gpu', '--job-name=mixedae_vith', '--gres=gpu:8',
+                     '--ntasks=32', '--ntasks-per-node=8',
+                     '--cpus-per-task=10', '--kill-on-bad-exit=1'):
+        assert expected in args, expected
+    train = args.index(osp.join(ROOT, 'tools/train.py'))
+    assert args[train - 2:train] == ['python', '-u']
+    assert args[train + 1:train + 5] == [
+        'configs/mixedae_vith-p14_1600e.py', '--work-dir=work_dirs/vith',
+        '--launcher=slurm', '--resume']
