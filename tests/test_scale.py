@@ -248,3 +248,46 @@ def test_slurm_train_asks_for_several_nodes(tmp_path):
     assert args[train + 1:train + 5] == [
         'configs/mixedae_vith-p14_1600e.py', '--work-dir=work_dirs/vith',
         '--launcher=slurm', '--resume']
+
+
+def _estimate_memory_tool():
+    import importlib
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'tools/analysis_tools'))
+    try:
+        return importlib.import_module('estimate_memory')
+    finally:
+        sys.path.pop(0)
+
+
+def test_estimate_memory_counts_states_and_scales_activations():
+    """On the demo config: model states are 16 bytes per trainable
+    parameter (the frozen position embedding: 4), divided by the FSDP world
+    size; activations extrapolated from batches 4 and 8 to 16 match the
+    bytes measured at 16."""
+    tool = _estimate_memory_tool()
+    cfg, model = _demo_model()
+    numel = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable < numel  # the sin-cos position embedding is frozen
+    states = tool.model_state_bytes(model)
+    assert states == dict(weights=4 * numel, gradients=4 * trainable,
+                          optimizer=8 * trainable)
+    sharded = tool.model_state_bytes(model, world_size=8)
+    assert sharded == {k: v / 8 for k, v in states.items()}
+    with pytest.raises(ValueError, match='--fsdp-world-size must be >= 1'):
+        tool.model_state_bytes(model, world_size=0)
+
+    measured = tool.activation_bytes(model, model.backbone.img_size,
+                                     (4, 8, 16))
+    assert measured[0] < measured[1] < measured[2]
+    predicted = tool.extrapolate((4, 8), measured[:2], 16)
+    assert predicted == pytest.approx(measured[2], rel=0.02)
+
+    result = tool.main([DEMO, '--batch-size', '16', '--fsdp-world-size',
+                        '2'])
+    assert result['parameters'] == numel
+    assert result['weights_bytes'] == 4 * numel / 2
+    assert result['activation_bytes'] == pytest.approx(predicted, rel=1e-6)
+    assert result['total_bytes'] == pytest.approx(
+        sum(states.values()) / 2 + predicted, rel=1e-6)
