@@ -186,7 +186,8 @@ def test_auto_scale_lr_counts_accumulated_micro_batches(tmp_path):
         BatchLRReportHook().before_train(runner)
         text = '\n'.join(lines)
         assert 'total batch 32 (1 GPU(s) x 16 x 2 accumulated)' in text
-        mismatch = 'is not the recipe\'s 0.001 scaled to the total batch 32'
+        mismatch = ('lr 0.00025 is the recipe\'s 0.001 scaled to 16 images, '
+                    'not to the total batch 32: this runner (Runner)')
         assert (mismatch in text) == (runner is mmengine_runner)
 
 

@@ -128,7 +128,7 @@ class BatchLRReportHook(Hook):
     GPUs (world size) x per-GPU batch x ``optim_wrapper.
     accumulative_counts``. mmengine's own scaling leaves the accumulation
     out (:class:`MixedAERunner`, which tools/train.py uses, counts it): an
-    lr that is not the recipe's scaled to the total batch is reported.
+    lr scaled without the accumulation is reported.
     """
     priority = 'LOW'
 
@@ -155,15 +155,19 @@ class BatchLRReportHook(Hook):
         if recipe_batch is None:
             return
         scaling = scale_cfg.get('enable', False)
-        if scaling and recipe_lr is not None:
-            expected = recipe_lr * total / recipe_batch
-            if abs(base_lr - expected) > 1e-6 * expected:
+        if scaling and accumulate != 1 and recipe_lr is not None:
+            # what mmengine's Runner / FlexibleRunner give: the lr of
+            # GPUs x per-GPU batch, the accumulation left out
+            uncounted = recipe_lr * (total // accumulate) / recipe_batch
+            if abs(base_lr - uncounted) <= 1e-6 * uncounted:
                 runner.logger.warning(
-                    f'lr {base_lr:.4g} is not the recipe\'s {recipe_lr_text} '
-                    f'scaled to the total batch {total} ({expected:.4g}): '
-                    f'this runner ({type(runner).__name__}) scales by GPUs x '
-                    'per-GPU batch only. Train with tools/train.py '
-                    "(MixedAERunner) or set runner_type='MixedAERunner'.")
+                    f'lr {base_lr:.4g} is the recipe\'s {recipe_lr_text} '
+                    f'scaled to {total // accumulate} images, not to the '
+                    f'total batch {total}: this runner '
+                    f'({type(runner).__name__}) leaves accumulative_counts '
+                    'out of auto_scale_lr. Train with tools/train.py '
+                    '(MixedAERunner; no runner_type in the config), or '
+                    f'multiply optim_wrapper.optimizer.lr by {accumulate}.')
         if total == recipe_batch:
             return
         if not scaling:
