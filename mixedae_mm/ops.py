@@ -39,8 +39,10 @@ def check_mixing_shapes(batch_size: int, num_patches: int,
         raise ValueError(
             f'MixedAE mixes groups of {group_size} consecutive images, but '
             f'this batch has {batch_size} images. Use a per-GPU batch size '
-            f'that is a multiple of {group_size} and drop_last=True in the '
-            f'train dataloader so the last, smaller batch is not used.')
+            f'(train_dataloader.batch_size; gradient accumulation does not '
+            f'change it) that is a multiple of {group_size} and '
+            f'drop_last=True in the train dataloader so the last, smaller '
+            f'batch is not used.')
 
 
 # --------------------------------------------------------------------------

@@ -14,24 +14,26 @@ from PIL import Image
 
 from transfer_utils import assert_cpu_fp32_and_scaled_lr
 
-CONFIGS = {
-    'mixedae_vitb_300e.py': ('b', 300),
-    'mixedae_vitb_800e.py': ('b', 800),
-    'mixedae_vitb_1600e.py': ('b', 1600),
-    'mixedae_vitl_1600e.py': ('l', 1600),
+CONFIGS = {  # arch, patch size, epochs
+    'mixedae_vitb_300e.py': ('b', 16, 300),
+    'mixedae_vitb_800e.py': ('b', 16, 800),
+    'mixedae_vitb_1600e.py': ('b', 16, 1600),
+    'mixedae_vitl_1600e.py': ('l', 16, 1600),
+    'mixedae_vith-p14_1600e.py': ('h', 14, 1600),
 }
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_recipe_configs_hold_the_spec_values(repo_root, name):
     """Spec table: MAE's recipe + MixedAE's mixing/homologous settings."""
-    arch, epochs = CONFIGS[name]
+    arch, patch_size, epochs = CONFIGS[name]
     cfg = Config.fromfile(osp.join(repo_root, 'configs', name))
     model = cfg.model
     assert model.type == 'MixedAE' and model.segment_embed == 'decoder'
     assert model.ablation == 'none'
     assert model.backbone.arch == arch
-    assert (model.backbone.img_size, model.backbone.patch_size) == (224, 16)
+    assert (model.backbone.img_size, model.backbone.patch_size) == (
+        224, patch_size)
     assert model.backbone.mixing_ratio == 0.25
     assert model.backbone.homo_attn_layers is None  # all layers
     assert (model.neck.decoder_embed_dim, model.neck.decoder_depth,

@@ -71,7 +71,8 @@ def test_model_index_lists_every_recipe_and_builds_it(tmp_path):
                     'configs/finetune': 'ImageClassifier'}.get(
                         osp.dirname(config), 'MixedAE')
         assert built[name]['type'] == expected, name
-        width = 192 if 'demo' in name else 1024 if '_vitl_' in name else 768
+        width = next((w for key, w in (('demo', 192), ('_vitl_', 1024),
+                                       ('_vith-', 1280)) if key in name), 768)
         assert built[name]['width'] == width, name
 
 

@@ -6,14 +6,16 @@ from .fsdp import MixedAEFSDPStrategy
 from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
+from .runner import MixedAERunner, images_per_update
 from .schedule import ConfigScheduleHook
 from .visualization_hook import ReconstructionVisualizationHook
 
 __all__ = [
     'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
-    'DurableCheckpointHook', 'MixedAEFSDPStrategy', 'NonFiniteGuardHook', 'NonFiniteTrainingError',
+    'DurableCheckpointHook', 'MixedAEFSDPStrategy', 'MixedAERunner',
+    'NonFiniteGuardHook', 'NonFiniteTrainingError',
     'ReconstructionVisualizationHook',
     'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',
-    'warn_if_checkpoints_not_loadable'
+    'images_per_update', 'warn_if_checkpoints_not_loadable'
 ]

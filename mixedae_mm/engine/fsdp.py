@@ -20,6 +20,8 @@ from mmpretrain.models.utils import MultiheadAttention
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 
+from .runner import scale_lr_for_accumulation
+
 #: modules that become FSDP units (each one called through its forward)
 WRAPPED_MODULES = (MultiheadAttention, FFN)
 
@@ -60,7 +62,8 @@ class MixedAEFSDPStrategy(FSDPStrategy):
     optimizer)``, so every resume fails with ``TypeError: unhashable type:
     'dict'``. It also hands FSDP the optimizer itself rather than the optim
     wrapper, and keeps an ``AmpOptimWrapper``'s loss-scaler state beside the
-    optimizer's.
+    optimizer's. Like ``MixedAERunner``, it scales the lr to the batch of
+    an update (gradient accumulation counted).
 
     Same arguments as ``FSDPStrategy``, but ``state_dict_cfg`` defaults to
     ``'full'`` and must be full: checkpoints then hold the ordinary,
@@ -78,6 +81,11 @@ class MixedAEFSDPStrategy(FSDPStrategy):
                 "checkpoints are supported (state_dict_cfg='full', the "
                 'default): sharded ones hold ShardedTensors that '
                 'torch.load(weights_only=True) cannot read back')
+
+    def _scale_lr(self) -> None:
+        super()._scale_lr()
+        scale_lr_for_accumulation(self.optim_wrapper, self._auto_scale_lr,
+                                  self.logger)
 
     def optim_state_dict(self) -> dict:
         wrapper = self.optim_wrapper

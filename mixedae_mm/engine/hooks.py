@@ -6,6 +6,8 @@ from typing import Dict, List, Optional
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
+from .runner import accumulative_counts, images_per_update
+
 
 @HOOKS.register_module()
 class TrainingSummaryHook(Hook):
@@ -120,11 +122,13 @@ class BatchLRReportHook(Hook):
 
     A recipe states its lr for the total batch ``auto_scale_lr.
     base_batch_size``. With ``auto_scale_lr.enable=True`` (the recipes'
-    default) mmengine multiplies every lr by real batch / base batch before
+    default) the lr is multiplied by real batch / base batch before
     training; the line printed here shows the result, whichever launcher
-    started the run. The total batch is GPUs (world size) x per-GPU batch,
-    as mmengine counts it; gradient accumulation steps, which it does not
-    count, are shown beside it.
+    started the run. The total batch is the batch of one optimizer update:
+    GPUs (world size) x per-GPU batch x ``optim_wrapper.
+    accumulative_counts``. mmengine's own scaling leaves the accumulation
+    out (:class:`MixedAERunner`, which tools/train.py uses, counts it): an
+    lr scaled without the accumulation is reported.
     """
     priority = 'LOW'
 
@@ -134,25 +138,41 @@ class BatchLRReportHook(Hook):
         # StepSeedHook's rebuild, and then has no batch_size)
         per_gpu = runner.cfg.train_dataloader.batch_size
         world = runner.world_size
-        accumulate = runner.cfg.get('optim_wrapper', {}).get(
-            'accumulative_counts', 1)
-        total = world * per_gpu
+        accumulate = accumulative_counts(runner.cfg.get('optim_wrapper'))
+        total = images_per_update(runner.cfg, world)
         base_lr = self.base_lr(runner)
         recipe_lr = runner.cfg.get('optim_wrapper', {}).get(
             'optimizer', {}).get('lr')
-        recipe_lr = 'unknown' if recipe_lr is None else f'{recipe_lr:.4g}'
         # (from the config: mmengine's FlexibleRunner keeps no auto_scale_lr)
         scale_cfg = runner.cfg.get('auto_scale_lr') or {}
         recipe_batch = scale_cfg.get('base_batch_size')
+        split = f'{world} GPU(s) x {per_gpu}' + (
+            f' x {accumulate} accumulated' if accumulate != 1 else '')
+        recipe_lr_text = 'unknown' if recipe_lr is None else \
+            f'{recipe_lr:.4g}'
         runner.logger.info(
-            f'total batch {total} ({world} GPU(s) x {per_gpu}), '
-            f'lr {base_lr:.4g}; recipe: batch {recipe_batch}, '
-            f'lr {recipe_lr}' +
-            (f' ({accumulate} accumulated steps per update, not counted '
-             'by auto_scale_lr)' if accumulate != 1 else ''))
-        if recipe_batch is None or total == recipe_batch:
+            f'total batch {total} ({split}), lr {base_lr:.4g}; recipe: batch '
+            f'{recipe_batch}, lr {recipe_lr_text}')
+        if recipe_batch is None:
             return
-        if not scale_cfg.get('enable', False):
+        scaling = scale_cfg.get('enable', False)
+        if scaling and accumulate != 1 and recipe_lr is not None:
+            # what mmengine's own Runner / strategies give: the lr of
+            # GPUs x per-GPU batch, the accumulation left out
+            uncounted = recipe_lr * (total // accumulate) / recipe_batch
+            if abs(base_lr - uncounted) <= 1e-6 * uncounted:
+                runner.logger.warning(
+                    f'lr {base_lr:.4g} is the recipe\'s {recipe_lr_text} '
+                    f'scaled to {total // accumulate} images, not to the '
+                    f'total batch {total}: this runner '
+                    f'({type(runner).__name__}) leaves accumulative_counts '
+                    'out of auto_scale_lr. Train with tools/train.py '
+                    '(MixedAERunner, or MixedAEFSDPStrategy under '
+                    'FlexibleRunner), or '
+                    f'multiply optim_wrapper.optimizer.lr by {accumulate}.')
+        if total == recipe_batch:
+            return
+        if not scaling:
             runner.logger.warning(
                 f'total batch {total} differs from the recipe\'s '
                 f'{recipe_batch} and auto_scale_lr is disabled: the lr stays '
@@ -163,7 +183,7 @@ class BatchLRReportHook(Hook):
             runner.logger.warning(
                 f'total batch {total} differs from the recipe\'s '
                 f'{recipe_batch}: lr scaled linearly to {base_lr:.4g} '
-                f'(recipe: {recipe_lr} for {recipe_batch}); results may '
+                f'(recipe: {recipe_lr_text} for {recipe_batch}); results may '
                 'differ from the recipe\'s.')
 
     @staticmethod

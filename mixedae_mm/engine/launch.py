@@ -35,11 +35,12 @@ def repair_fsdp_strategy(cfg) -> None:
 
 def build_runner(cfg):
     """The runner the config asks for, as mmpretrain's ``tools/train.py``
-    picks it: mmengine's ``Runner`` unless ``runner_type`` names another
+    picks it: ``MixedAERunner`` (mmengine's ``Runner`` with ``auto_scale_lr``
+    counting gradient accumulation) unless ``runner_type`` names another
     (``'FlexibleRunner'`` for ``strategy=dict(type='FSDPStrategy', ...)``)."""
     if cfg.get('runner_type') is None:
-        from mmengine.runner import Runner
-        return Runner.from_cfg(cfg)
+        from .runner import MixedAERunner
+        return MixedAERunner.from_cfg(cfg)
     from mmpretrain.registry import RUNNERS
     return RUNNERS.build(cfg)
 

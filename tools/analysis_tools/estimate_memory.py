@@ -1,0 +1,140 @@
+"""Estimate the GPU memory a pretraining config needs per GPU.
+
+An estimate from counts, not a measurement:
+
+- model states: fp32 master weights (every parameter), fp32 gradients and
+  AdamW's two fp32 moments (trainable parameters): 4 + 4 + 8 bytes per
+  trainable parameter. With FSDP (``--fsdp-world-size W``, full sharding)
+  each GPU holds 1/W of them, plus the full weights of the one layer being
+  computed (not counted; a few tens of MB for ViT-H);
+- activations: the bytes autograd keeps for backward in one forward of the
+  config's model (unique saved storages, parameters excluded, as
+  ``benchmark_vs_mae.py`` measures them), measured on the CPU under bf16
+  autocast at two small batches and extrapolated along the line through
+  them to the per-GPU batch (activations grow linearly with the batch; the
+  constant part is mostly autocast's bf16 copies of the weights).
+
+Not counted: the CUDA context and kernels' workspaces (about 0.5-1 GiB),
+allocator fragmentation, temporaries that live within one op, the input
+batch. Leave 10-20% headroom; replace with a measured
+``torch.cuda.max_memory_allocated`` (benchmark_vs_mae.py on a GPU) when one
+is at hand.
+
+Examples::
+
+    python tools/analysis_tools/estimate_memory.py configs/mixedae_vitb_1600e.py
+    python tools/analysis_tools/estimate_memory.py configs/mixedae_vith-p14_1600e.py \\
+        --batch-size 128 --fsdp-world-size 32
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # benchmark_vs_mae
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from benchmark_vs_mae import Trainer  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+
+GiB = 1024**3
+#: bytes per trainable parameter: fp32 weight, fp32 gradient, AdamW exp_avg
+#: and exp_avg_sq
+BYTES_PER_TRAINABLE = dict(weights=4, gradients=4, optimizer=8)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--batch-size', type=int,
+                        help='images per GPU (default: the config\'s '
+                        'train_dataloader.batch_size)')
+    parser.add_argument('--fsdp-world-size', type=int, default=1,
+                        help='GPUs the model states are sharded over (FSDP '
+                        'full sharding); 1 = every GPU holds all (DDP)')
+    parser.add_argument('--sample-batch', type=int, default=4,
+                        help='activations are measured at this batch and at '
+                        'twice it (a multiple of the mixing group size)')
+    parser.add_argument('--amp', choices=('bf16', 'none'), default='bf16',
+                        help='autocast dtype of the measured forward')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def model_state_bytes(model: torch.nn.Module, world_size: int = 1) -> dict:
+    """Bytes per GPU of weights, gradients and AdamW moments (fp32)."""
+    if world_size < 1:
+        raise ValueError(f'--fsdp-world-size must be >= 1, got {world_size}')
+    params = list(model.parameters())
+    counts = dict(
+        weights=sum(p.numel() for p in params),
+        gradients=sum(p.numel() for p in params if p.requires_grad),
+        optimizer=sum(p.numel() for p in params if p.requires_grad))
+    return {k: counts[k] * BYTES_PER_TRAINABLE[k] / world_size
+            for k in counts}
+
+
+def activation_bytes(model, img_size, batch_sizes, amp='bf16') -> list:
+    """Bytes kept for backward by one forward of ``model.loss`` at each
+    batch size (random images, CPU)."""
+    trainer = Trainer(model, torch.device('cpu'), amp, compile_model=False)
+    torch.manual_seed(0)
+    return [trainer.saved_bytes(torch.randn(b, 3, *img_size))
+            for b in batch_sizes]
+
+
+def extrapolate(batch_sizes, measured, batch_size) -> float:
+    """The line through two (batch, bytes) points, at ``batch_size``."""
+    (b0, b1), (m0, m1) = batch_sizes, measured
+    per_image = (m1 - m0) / (b1 - b0)
+    return m0 + per_image * (batch_size - b0)
+
+
+def estimate(cfg, batch_size=None, fsdp_world_size=1, sample_batch=4,
+             amp='bf16') -> dict:
+    import mixedae_mm  # noqa: F401
+    cfg.model.backbone.pop('init_cfg', None)
+    model = MODELS.build(cfg.model)
+    batch_size = batch_size or cfg.train_dataloader.batch_size
+    size = model.backbone.img_size
+    states = model_state_bytes(model, fsdp_world_size)
+    samples = (sample_batch, 2 * sample_batch)
+    measured = activation_bytes(model, size, samples, amp)
+    activations = extrapolate(samples, measured, batch_size)
+    return dict(
+        batch_size=batch_size,
+        fsdp_world_size=fsdp_world_size,
+        parameters=sum(p.numel() for p in model.parameters()),
+        **{f'{k}_bytes': v for k, v in states.items()},
+        sample_batches=samples,
+        sample_activation_bytes=measured,
+        activation_bytes=activations,
+        total_bytes=sum(states.values()) + activations)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    result = estimate(cfg, args.batch_size, args.fsdp_world_size,
+                      args.sample_batch, args.amp)
+    shard = '' if args.fsdp_world_size == 1 else \
+        f', model states sharded over {args.fsdp_world_size} GPUs (FSDP)'
+    print(f'{args.config}: ESTIMATE per GPU, batch {result["batch_size"]}'
+          f'{shard}\n'
+          f'  parameters       {result["parameters"] / 1e6:10.1f} M\n'
+          f'  weights (fp32)   {result["weights_bytes"] / GiB:10.2f} GiB\n'
+          f'  gradients (fp32) {result["gradients_bytes"] / GiB:10.2f} GiB\n'
+          f'  AdamW moments    {result["optimizer_bytes"] / GiB:10.2f} GiB\n'
+          f'  activations      {result["activation_bytes"] / GiB:10.2f} GiB'
+          f' ({args.amp}, from batches {result["sample_batches"]})\n'
+          f'  total            {result["total_bytes"] / GiB:10.2f} GiB '
+          '+ CUDA context and fragmentation')
+    return result
+
+
+if __name__ == '__main__':
+    main()
