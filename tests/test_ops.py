@@ -134,6 +134,54 @@ def test_topk_mask_selects_exactly_k_and_matches_reference():
     assert torch.equal(from_indices, keep[..., 1:, 1:])
 
 
+def test_ordered_int32_keys_sort_like_the_floats():
+    torch.manual_seed(0)
+    special = torch.tensor([
+        -math.inf, -3e38, -1.5, -1e-40, -0.0, 0.0, 1e-40, 1e-30, 2.0, 3e38,
+        math.inf
+    ])
+    scores = torch.cat((special, torch.randn(500), torch.randn(500) * 1e-3))
+    keys = ops.ordered_int32_keys(scores)
+    assert keys.dtype == torch.int32
+    i, j = torch.randint(scores.numel(), (2, 20000))
+    assert torch.equal(keys[i] < keys[j], scores[i] < scores[j])
+    assert torch.equal(keys[i] == keys[j], scores[i] == scores[j])
+    assert keys[4] == keys[5]  # -0.0 and 0.0 are equal scores: tied keys
+    assert torch.equal(scores[:11], special)  # the input is left alone
+
+
+@pytest.mark.parametrize('k', [1, 7, 16])
+def test_topk_select_is_a_top_k_with_and_without_ties(k):
+    torch.manual_seed(0)
+    scores = torch.randn(3, 2, 16, 16)
+    scores[..., 5] = scores[..., 3]  # tied keys
+    scores[0, 0, 0] = 0.  # a row of ties only
+    for s in (scores, scores.transpose(-2, -1)):  # also a strided input
+        indices = ops.topk_select(s, k)
+        assert indices.shape == (3, 2, 16, k)
+        picked = torch.zeros_like(s, dtype=torch.bool).scatter_(
+            -1, indices, True)
+        assert (picked.sum(-1) == k).all()  # k distinct keys
+        lowest_kept = s.masked_fill(~picked, math.inf).amin(-1)
+        highest_dropped = s.masked_fill(picked, -math.inf).amax(-1)
+        assert (lowest_kept >= highest_dropped).all()
+        # without ties, the same keys as torch.topk on the floats
+        untied = (lowest_kept > highest_dropped)
+        expected = torch.zeros_like(picked).scatter_(
+            -1, s.topk(k, dim=-1).indices, True)
+        assert torch.equal(picked[untied], expected[untied])
+
+
+def test_additive_mask_is_the_keep_mask():
+    torch.manual_seed(0)
+    indices = ops.topk_select(torch.randn(2, 3, 16, 16), 4)
+    keep = ops.topk_keep_mask(indices, 17)
+    for index in (indices, indices.to(torch.uint8)):
+        mask = ops._additive_mask(index, 17, 1, torch.float32)
+        assert torch.equal(mask == 0, keep)
+        assert (mask[~keep] == -math.inf).all()
+
+
 def test_topk_mask_rejects_bad_k():
     with pytest.raises(ValueError, match='top-k'):
         ops.topk_attention_mask(torch.zeros(1, 5, 5), k=5)
@@ -256,6 +304,19 @@ def test_homologous_accuracy_perfect_and_chance():
     _, indices = ops.topk_attention_mask(
         torch.arange(17.).expand(3, 1, 17, 17), k=4)
     assert ops.homologous_accuracy(indices, owner).item() < 0.8
+
+
+def test_homologous_accuracy_counts_selected_keys_of_the_same_owner():
+    torch.manual_seed(0)
+    owner = ops.sample_partition(2, 16, 4)
+    indices = ops.topk_select(torch.randn(2, 3, 16, 16), 5)
+    same = [
+        float(owner[m, indices[m, h, i, j]] == owner[m, i])
+        for m in range(2) for h in range(3) for i in range(16)
+        for j in range(5)
+    ]
+    assert ops.homologous_accuracy(indices, owner).item() == pytest.approx(
+        sum(same) / len(same))
 
 
 @pytest.mark.parametrize('num_patches,group_size', [(196, 4), (64, 4),
