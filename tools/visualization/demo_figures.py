@@ -23,6 +23,8 @@ import os.path as osp
 import sys
 
 HERE = osp.dirname(osp.abspath(__file__))
+# as tools/train.py: ``import mixedae_mm`` works from a plain clone
+sys.path.insert(0, osp.dirname(osp.dirname(HERE)))
 sys.path.insert(0, HERE)
 sys.path.insert(0, osp.join(osp.dirname(HERE), 'analysis_tools'))
 from plot_log import find_scalars, plot  # noqa: E402
