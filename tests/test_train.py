@@ -39,8 +39,17 @@ def test_demo_training_reduces_the_loss(repo_root, demo_data, tmp_path):
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < first * 0.9, (first, last)
     assert set(hook.history) >= {'loss', 'loss_rec', 'loss_homo', 'homo_acc'}
-    # the summary table and the checkpoint path are printed
+    # the summary table, the last homologous layer's accuracy against
+    # chance and the checkpoint path are printed
     assert 'checkpoint:' in hook.summary
+    last_layer = hook.history['homo_acc_l5']  # demo: blocks 0-5 homologous
+    assert len(last_layer) == 40
+    assert hook.final_accuracy() == ('homo_acc_l5', 40,
+                                     sum(last_layer) / 40)
+    value = sum(last_layer) / 40
+    assert (f'last homologous layer (homo_acc_l5), mean of the last 40 '
+            f'iterations: {value:.4f} = {value / 0.25:.2f} x chance 0.25'
+            ) in hook.summary
     ckpt = osp.join(str(tmp_path), 'iter_40.pth')
     assert osp.exists(ckpt)
     state = torch.load(ckpt, map_location='cpu', weights_only=False)

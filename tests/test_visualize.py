@@ -209,15 +209,23 @@ def test_hook_writes_pictures_and_leaves_training_unchanged(demo_data,
                              'vis_image' / '*.png'))
 
 
-def test_plot_log_tool(repo_root, demo_data, tmp_path):
+@pytest.fixture(scope='module')
+def logged_run(demo_data, tmp_path_factory):
+    """Work dir of the demo config run for 3 iterations, logging each one
+    and checkpointing at the end (as tools/train.py leaves it)."""
     from conftest import short_demo_run
 
     def log_every_iteration(cfg):
         cfg.default_hooks.logger.interval = 1
 
-    work_dir = tmp_path / 'run'
+    work_dir = tmp_path_factory.mktemp('logged_run')
     short_demo_run(work_dir, demo_data, iters=3, batch_size=4, name='log',
                    edit=log_every_iteration).train()
+    return work_dir
+
+
+def test_plot_log_tool(repo_root, logged_run, tmp_path):
+    work_dir = logged_run
     out = tmp_path / 'curves.png'
     result = _run_tool(repo_root, 'tools/analysis_tools/plot_log.py',
                        str(work_dir), '--out', str(out))
@@ -271,3 +279,121 @@ def test_a_config_without_test_pipeline_is_a_clear_error():
     pipeline = [dict(type='LoadImageFromFile')]
     assert test_pipeline_of(Config(dict(test_dataloader=dict(
         dataset=dict(pipeline=pipeline))))) == pipeline
+
+
+def test_demo_figures_from_a_work_dir(repo_root, logged_run, tmp_path):
+    """The one command behind run_demo.sh's pictures and docs/images: the
+    last checkpoint, the dumped config, one group of different photos, three
+    PNGs, their paths printed next to the checkpoint's."""
+    out = tmp_path / 'figures'
+    result = _run_tool(repo_root, 'tools/visualization/demo_figures.py',
+                       str(logged_run), '--out', str(out))
+    lines = dict(line.split(': ', 1) for line in result.stdout.splitlines()
+                 if ': ' in line)
+    assert lines['checkpoint'].endswith('iter_3.pth')
+    from mixedae_mm.visualization import GAP, ROW_NAMES
+    expected = {
+        'reconstructions': ('demo_reconstruction.png',
+                            (4 + GAP + len(ROW_NAMES) * (128 + GAP),
+                             GAP + 4 * (128 + GAP), 3)),
+        'homologous attention': ('demo_homologous_attention.png',
+                                 (GAP + 6 * (128 + GAP),
+                                  GAP + 4 * (128 + GAP), 3)),
+        'curves': ('demo_curves.png', (3 * 260, 700, 3)),
+    }
+    for what, (name, shape) in expected.items():
+        assert lines[what] == str(out / name)
+        image = _png(out / name)
+        assert image.shape == shape, what
+        assert image.std() > 10, what
+    # the group is made of crops of four different photos
+    shown = lines[str(out / 'demo_reconstruction.png')].split(', ')
+    assert len({name.rsplit('_', 1)[0] for name in shown}) == 4
+    # the same pictures again: fixed images and seeds
+    again = _run_tool(repo_root, 'tools/visualization/demo_figures.py',
+                      str(logged_run), '--out', str(tmp_path / 'again'))
+    for name in ('demo_reconstruction.png', 'demo_homologous_attention.png'):
+        assert np.array_equal(_png(out / name),
+                              _png(tmp_path / 'again' / name))
+
+
+def test_run_demo_ends_with_the_pictures(repo_root):
+    with open(osp.join(repo_root, 'tools/run_demo.sh')) as f:
+        steps = [line.strip() for line in f
+                 if line.strip() and not line.startswith('#')]
+    assert 'tools/visualization/demo_figures.py work_dirs/demo' in steps[-1]
+    assert '--out work_dirs/demo/' in steps[-1]
+
+
+def test_demo_figures_names_what_is_missing(repo_root, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'demo_figures',
+        osp.join(repo_root, 'tools/visualization/demo_figures.py'))
+    demo_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_figures)
+    with pytest.raises(SystemExit, match='last_checkpoint: give the work '
+                       'dir of a run that saved a checkpoint'):
+        demo_figures.main([str(tmp_path), '--out', str(tmp_path / 'o')])
+    (tmp_path / 'last_checkpoint').write_text('elsewhere/iter_9.pth')
+    with pytest.raises(SystemExit, match='which does not exist'):
+        demo_figures.main([str(tmp_path), '--out', str(tmp_path / 'o')])
+    (tmp_path / 'iter_9.pth').write_bytes(b'')
+    with pytest.raises(SystemExit, match='give --config CONFIG'):
+        demo_figures.main([str(tmp_path), '--out', str(tmp_path / 'o')])
+
+
+def test_attention_picture_shows_the_backbones_topk_keys(repo_root):
+    """Every cell of the attention picture lights exactly the keys the
+    backbone's ``return_topk`` selected for that query (brightness = share
+    of heads), read back from the pixels and compared with an independent
+    seeded call of the backbone."""
+    from mixedae_mm import visualization as vis
+    from mixedae_mm.models.selfsup.mixedae import seeded_rng
+    from mixedae_mm.visualization import GAP
+    model = _demo_model(repo_root)
+    backbone, pre = model.backbone, model.data_preprocessor
+    generator = torch.Generator().manual_seed(0)
+    # bright textures, so that a dimmed pixel reads back its factor well
+    pixels = torch.randint(100, 256, (8, 3, 64, 64), generator=generator)
+    inputs = (pixels.float() - pre.mean) / pre.std
+    grids, precision = vis.homologous_attention_grids(model, inputs, seed=5)
+
+    model.eval()
+    with torch.no_grad(), seeded_rng(5, 'cpu'):
+        encoding = backbone(inputs, mask=True, return_topk=True)
+    owner = encoding.owner  # (M, N)
+    num_mixed, num_patches = owner.shape
+    heads = backbone.arch_settings['num_heads']
+    patch, side = backbone.patch_size, 8
+    assert len(grids) == num_mixed
+    rows, cols = torch.arange(num_patches) // side, torch.arange(
+        num_patches) % side
+    dist = (rows - 3.5)**2 + (cols - 3.5)**2
+    # the mixed image in pixels: patch j of mixed m is image m*G+owner's
+    patches = pixels.float().unfold(2, patch, patch).unfold(3, patch, patch)
+    for m in range(num_mixed):
+        for g in range(4):
+            query = int(torch.where(owner[m] == g, dist.float(),
+                                    torch.tensor(float('inf'))).argmin())
+            for layer, topk in enumerate(encoding.topk_indices):
+                picked = topk[m, :, query]  # (heads, K)
+                share = torch.tensor([(picked == j).any(-1).float().mean()
+                                      for j in range(num_patches)])
+                y0 = GAP + layer * (64 + GAP)
+                x0 = GAP + g * (64 + GAP)
+                cell = torch.from_numpy(
+                    grids[m][y0:y0 + 64, x0:x0 + 64].copy()).float()
+                for j in range(num_patches):
+                    r, c = divmod(j, side)
+                    source = patches[m * 4 + owner[m, j], :, r, c]  # C p p
+                    shown = cell[r * patch:(r + 1) * patch,
+                                 c * patch:(c + 1) * patch].permute(2, 0, 1)
+                    # interior pixels (the query's outline is coloured)
+                    factor = (shown[:, 1:-1, 1:-1] /
+                              source[:, 1:-1, 1:-1]).mean()
+                    read = ((factor - 0.2) / 0.8 * heads).round() / heads
+                    assert read == share[j], (m, g, layer, j)
+                homologous = (owner[m, picked] == g).float().mean()
+                torch.testing.assert_close(precision[m, layer, g],
+                                           homologous)
+

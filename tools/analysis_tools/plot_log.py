@@ -60,15 +60,20 @@ def read_scalars(path: str):
 
 def main(argv=None):
     args = parse_args(argv)
+    return plot(find_scalars(args.log), args.out, args.keys, args.group_size)
+
+
+def plot(path: str, out: str, keys=None, group_size: int = 4) -> str:
+    """Draw the curves of ``scalars.json`` at ``path`` into the PNG
+    ``out``; print and return ``out``."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     from mixedae_mm.ops import homologous_accuracy_chance
 
-    path = find_scalars(args.log)
     curves = read_scalars(path)
-    keys = args.keys or sorted(
+    keys = keys or sorted(
         k for k in curves
         if k.startswith(('loss', 'homo_acc')) or k == 'lr')
     missing = [k for k in keys if k not in curves]
@@ -95,8 +100,7 @@ def main(argv=None):
                     alpha=1 if bold or not key.startswith('homo_acc_l')
                     else 0.6)
         if title == 'homologous accuracy':
-            chance = homologous_accuracy_chance(args.group_size,
-                                                args.group_size)
+            chance = homologous_accuracy_chance(group_size, group_size)
             ax.axhline(chance, color='k', linestyle='--', linewidth=1,
                        label=f'chance 1/G = {chance:g}')
         ax.set_title(title)
@@ -104,9 +108,10 @@ def main(argv=None):
         ax.legend(fontsize=7, ncol=2)
     axes[-1, 0].set_xlabel('iteration')
     fig.tight_layout()
-    fig.savefig(args.out, dpi=100)
-    print(f'{args.out}: {", ".join(keys)} from {path}')
-    return args.out
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    print(f'{out}: {", ".join(keys)} from {path}')
+    return out
 
 
 if __name__ == '__main__':

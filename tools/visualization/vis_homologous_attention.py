@@ -15,7 +15,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from vis_reconstruction import (common_parser,  # noqa: E402
+from vis_reconstruction import (cell_scale, common_parser,  # noqa: E402
                                 load_model_and_images)
 
 
@@ -24,30 +24,41 @@ def parse_args(argv=None):
         argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def save_attention(model, pipeline, paths, out, seed=0, scale=0,
+                   name='attention_{}.png'):
+    """Write one grid per mixed image of ``paths`` (a multiple of the group
+    size) as ``out/name.format(mixed index)``; print and return the
+    paths."""
     import torch
     from PIL import Image
 
     from mixedae_mm import visualization as vis
 
-    model, pipeline, padded = load_model_and_images(args)
     group_size = model.backbone.group_size
     with torch.no_grad():
-        inputs = vis.load_inputs(padded, pipeline, model)
-    scale = args.scale or max(1, -(-128 // inputs.shape[-2]))
+        inputs = vis.load_inputs(paths, pipeline, model)
     grids, precision = vis.homologous_attention_grids(
-        model, inputs, seed=args.seed, scale=scale)
-    os.makedirs(args.out, exist_ok=True)
+        model, inputs, seed=seed, scale=scale or cell_scale(inputs))
+    os.makedirs(out, exist_ok=True)
     layers = model.backbone.homo_attn_layers
+    written = []
     for index, grid in enumerate(grids):
-        path = osp.join(args.out, f'attention_{index}.png')
+        path = osp.join(out, name.format(index))
         Image.fromarray(grid).save(path)
+        written.append(path)
         shares = ', '.join(f'l{layer} {p:.2f}' for layer, p in zip(
             layers, precision[index].mean(dim=1).tolist()))
         print(f'{path}: homologous share of the picks {shares} '
               f'(chance {1 / group_size:g})')
+    return written
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model, pipeline, padded = load_model_and_images(args)
+    return save_attention(model, pipeline, padded, args.out, seed=args.seed,
+                          scale=args.scale)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main() and 0)

@@ -30,18 +30,25 @@ def common_parser(doc: str, seed_help: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_model_and_images(args):
-    """``(model, test pipeline, image paths padded to whole groups)``;
-    prints a note when images are repeated to fill the last group."""
+def load_model(config, checkpoint, device='cpu'):
+    """``(model in eval mode, its config's test pipeline)``."""
     from mmengine.config import Config
     from mmpretrain.apis import get_model
 
     import mixedae_mm  # noqa: F401
     from mixedae_mm import visualization as vis
 
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
     pipeline = vis.test_pipeline_of(cfg)
-    model = get_model(cfg, pretrained=args.checkpoint, device=args.device)
+    return get_model(cfg, pretrained=checkpoint, device=device), pipeline
+
+
+def load_model_and_images(args):
+    """``(model, test pipeline, image paths padded to whole groups)``;
+    prints a note when images are repeated to fill the last group."""
+    from mixedae_mm import visualization as vis
+
+    model, pipeline = load_model(args.config, args.checkpoint, args.device)
     group_size = model.backbone.group_size
     paths = image_paths(args.images)
     padded = vis.pad_to_groups(paths, group_size)
@@ -80,32 +87,46 @@ def image_paths(inputs):
     return paths
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def save_reconstructions(model, pipeline, paths, out, seed=0, scale=0,
+                         pixel_stats='target', name='group_{}.png'):
+    """Write one grid per group of ``paths`` (a multiple of the group size)
+    as ``out/name.format(group index)``; print and return the paths."""
     import torch
     from PIL import Image
 
     from mixedae_mm import visualization as vis
 
-    model, pipeline, padded = load_model_and_images(args)
     if not hasattr(model, 'reconstruct'):
         raise SystemExit(f'error: {type(model).__name__} has no reconstruct; '
                          'give a MixedAE pretraining config')
     group_size = model.backbone.group_size
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     written = []
-    for first in range(0, len(padded), group_size):
-        group = padded[first:first + group_size]
+    for first in range(0, len(paths), group_size):
+        group = paths[first:first + group_size]
         with torch.no_grad():
             inputs = vis.load_inputs(group, pipeline, model)
-        scale = args.scale or max(1, -(-128 // inputs.shape[-2]))
-        grid, = vis.render(model, inputs, seed=args.seed, scale=scale,
-                           pixel_stats=args.pixel_stats)
-        path = osp.join(args.out, f'group_{first // group_size}.png')
+        grid, = vis.render(model, inputs, seed=seed,
+                           scale=scale or cell_scale(inputs),
+                           pixel_stats=pixel_stats)
+        path = osp.join(out, name.format(first // group_size))
         Image.fromarray(grid).save(path)
         written.append(path)
         print(f'{path}: ' + ', '.join(osp.basename(p) for p in group))
     return written
+
+
+def cell_scale(inputs) -> int:
+    """The upscaling that makes a cell at least 128 pixels high."""
+    return max(1, -(-128 // inputs.shape[-2]))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model, pipeline, padded = load_model_and_images(args)
+    return save_reconstructions(model, pipeline, padded, args.out,
+                                seed=args.seed, scale=args.scale,
+                                pixel_stats=args.pixel_stats)
 
 
 if __name__ == '__main__':
