@@ -15,6 +15,10 @@ import os.path as osp
 import sys
 from collections import defaultdict
 
+# Make ``import mixedae_mm`` work from a plain clone, as tools/train.py does.
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -13,6 +13,10 @@ import os
 import os.path as osp
 import sys
 
+# Make ``import mixedae_mm`` work from a plain clone, as tools/train.py does.
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
