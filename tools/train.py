@@ -72,14 +72,7 @@ def configure_amp(cfg: Config, amp_flag: bool) -> None:
     if not wants_amp:
         return
     if not torch.cuda.is_available():
-        if amp_flag:
-            raise SystemExit('--amp needs a CUDA GPU and this machine has '
-                             'none: run without --amp (fp32 on CPU).')
-        print('AmpOptimWrapper needs a GPU: running this config in fp32 on '
-              'the CPU')
-        cfg.optim_wrapper.type = 'OptimWrapper'
-        for key in ('dtype', 'loss_scale'):
-            cfg.optim_wrapper.pop(key, None)
+        run_fp32_without_gpu(cfg, amp_flag, 'AmpOptimWrapper')
         return
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     if torch.cuda.is_bf16_supported():
@@ -88,6 +81,18 @@ def configure_amp(cfg: Config, amp_flag: bool) -> None:
         cfg.optim_wrapper.dtype = 'float16'
     if cfg.optim_wrapper.dtype == 'float16':
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def run_fp32_without_gpu(cfg: Config, amp_flag: bool, what: str) -> None:
+    """On a CPU-only machine a config asking for mixed precision runs in
+    fp32 (to check a recipe before a cluster run); ``--amp`` is an error."""
+    if amp_flag:
+        raise SystemExit('--amp needs a CUDA GPU and this machine has '
+                         'none: run without --amp (fp32 on CPU).')
+    print(f'{what} needs a GPU: running this config in fp32 on the CPU')
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    for key in ('dtype', 'loss_scale'):
+        cfg.optim_wrapper.pop(key, None)
 
 
 FSDP_BF16 = dict(
@@ -108,15 +113,8 @@ def configure_fsdp_precision(cfg: Config, amp_flag: bool) -> None:
     if not wants:
         return
     if not torch.cuda.is_available():
-        if amp_flag:
-            raise SystemExit('--amp needs a CUDA GPU and this machine has '
-                             'none: run without --amp (fp32 on CPU).')
-        print('FSDP mixed precision needs a GPU: running this config in '
-              'fp32 on the CPU')
         wrapper.pop('mixed_precision', None)
-        cfg.optim_wrapper.type = 'OptimWrapper'
-        for key in ('dtype', 'loss_scale'):
-            cfg.optim_wrapper.pop(key, None)
+        run_fp32_without_gpu(cfg, amp_flag, 'FSDP mixed precision')
         return
     if wrapper.get('mixed_precision') is None:
         wrapper.mixed_precision = dict(FSDP_BF16)
