@@ -152,6 +152,7 @@ def _runner(tmp_path, runner_cls, batch_size, accumulate):
     cfg.work_dir = str(tmp_path)
     cfg.train_dataloader.batch_size = batch_size
     cfg.optim_wrapper.accumulative_counts = accumulate
+    cfg.optim_wrapper.optimizer.lr = 1e-3  # for 64 images, as below
     cfg.auto_scale_lr = dict(enable=True, base_batch_size=64)
     cfg.experiment_name = f'{runner_cls.__name__}_{batch_size}_{accumulate}'
     runner = runner_cls.from_cfg(cfg)

@@ -86,8 +86,8 @@ def test_metafiles_publish_no_weights_and_label_paper_numbers():
         assert entry['Weights'] is None, entry['Name']
         assert osp.isfile(osp.join(ROOT, entry['Config']))
         # pretraining recipes have no task of their own (as MAE's entries)
-        pretraining = osp.dirname(entry['Config']) in ('configs',
-                                                        'configs/demo')
+        pretraining = osp.dirname(entry['Config']) in (
+            'configs', 'configs/demo', 'configs/fsdp')
         assert (entry['Results'] is None) == pretraining, entry['Name']
         for result in entry['Results'] or []:
             if 'Metrics' in result:
