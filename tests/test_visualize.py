@@ -186,8 +186,11 @@ def test_hook_writes_pictures_and_leaves_training_unchanged(demo_data,
                                                             tmp_path):
     """The shipped demo config's hook (at interval 2 here) writes grids
     through the visualizer's local backend, and the losses of a run with it
-    equal those of a run without it, iteration by iteration."""
+    equal those of a run without it, iteration by iteration. Its images
+    are spread over the training set (not its first, folder-sorted ones)."""
     from conftest import short_demo_run
+
+    from mixedae_mm.engine import ReconstructionVisualizationHook
     losses = []
     for name, edit in (('with', _hook_cfg(2)), ('without', _without_hook)):
         runner = short_demo_run(tmp_path / name, demo_data, iters=4,
@@ -196,6 +199,14 @@ def test_hook_writes_pictures_and_leaves_training_unchanged(demo_data,
         runner.register_hook(recorder.hook)
         runner.train()
         losses.append(recorder.losses)
+        if name == 'with':
+            hook, = [h for h in runner.hooks
+                     if isinstance(h, ReconstructionVisualizationHook)]
+            dataset = runner.train_dataloader.dataset
+            size = len(dataset)
+            assert hook.image_paths == [
+                dataset.get_data_info(i * size // 4)['img_path']
+                for i in range(4)]
     assert len(losses[0]) == 4 and losses[0] == losses[1]
     pngs = sorted(glob.glob(str(
         tmp_path / 'with' / '*' / 'vis_data' / 'vis_image' / '*.png')))

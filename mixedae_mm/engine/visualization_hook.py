@@ -26,8 +26,8 @@ class ReconstructionVisualizationHook(Hook):
 
     Args:
         interval (int): Iterations between pictures.
-        num_images (int): Training images shown, rounded up to a multiple
-            of the group size.
+        num_images (int): Training images shown (evenly spaced over the
+            training set), rounded up to a multiple of the group size.
         seed (int): Seed of the partition (the same every time, so the
             pictures of one run differ only by training).
         pixel_stats (str): See :meth:`MixedAE.reconstruct`.
@@ -46,6 +46,7 @@ class ReconstructionVisualizationHook(Hook):
         self.seed = seed
         self.pixel_stats = pixel_stats
         self.scale = scale
+        self.image_paths: List[str] = []
         self._inputs: Optional[torch.Tensor] = None
 
     @staticmethod
@@ -62,12 +63,16 @@ class ReconstructionVisualizationHook(Hook):
                              f'{type(model).__name__}: remove the hook')
         pipeline = vis.test_pipeline_of(runner.cfg)
         dataset = runner.train_dataloader.dataset
+        # evenly spaced over the dataset rather than its first images, which
+        # in a folder-sorted set are often crops of one photo or one class
+        count = min(self.num_images, len(dataset))
         paths: List[str] = [
-            dataset.get_data_info(i)['img_path']
-            for i in range(min(self.num_images, len(dataset)))]
-        paths = vis.pad_to_groups(paths, model.backbone.group_size)
+            dataset.get_data_info(i * len(dataset) // count)['img_path']
+            for i in range(count)]
+        self.image_paths = vis.pad_to_groups(paths, model.backbone.group_size)
         with torch.no_grad():
-            self._inputs = vis.load_inputs(paths, pipeline, model)
+            self._inputs = vis.load_inputs(self.image_paths, pipeline,
+                                           model)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None) -> None:
