@@ -129,6 +129,16 @@ def render(model, inputs: Tensor, seed: int = 0, scale: int = 1,
                                 channels_are_rgb(model), scale)
 
 
+def spread_image_paths(dataset, count: int) -> List[str]:
+    """Paths of ``min(count, len(dataset))`` images evenly spaced over
+    ``dataset`` (an mmengine dataset with ``img_path`` infos): its first
+    images, in a folder-sorted set, are often crops of one photo or one
+    class."""
+    count = min(count, len(dataset))
+    return [dataset.get_data_info(i * len(dataset) // count)['img_path']
+            for i in range(count)]
+
+
 def pad_to_groups(paths: Sequence[str], group_size: int) -> List[str]:
     """``paths`` repeated cyclically up to a multiple of ``group_size``."""
     paths = list(paths)

@@ -62,13 +62,8 @@ class ReconstructionVisualizationHook(Hook):
                              f'with reconstruct (MixedAE), got '
                              f'{type(model).__name__}: remove the hook')
         pipeline = vis.test_pipeline_of(runner.cfg)
-        dataset = runner.train_dataloader.dataset
-        # evenly spaced over the dataset rather than its first images, which
-        # in a folder-sorted set are often crops of one photo or one class
-        count = min(self.num_images, len(dataset))
-        paths: List[str] = [
-            dataset.get_data_info(i * len(dataset) // count)['img_path']
-            for i in range(count)]
+        paths = vis.spread_image_paths(runner.train_dataloader.dataset,
+                                       self.num_images)
         self.image_paths = vis.pad_to_groups(paths, model.backbone.group_size)
         with torch.no_grad():
             self._inputs = vis.load_inputs(self.image_paths, pipeline,

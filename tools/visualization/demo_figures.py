@@ -5,7 +5,7 @@
 
 Takes the checkpoint named by ``WORK_DIR/last_checkpoint``, the config the
 run dumped into ``WORK_DIR`` (or ``--config``) and a fixed set of training
-images (one group of G, evenly spaced over the sorted training set, so
+images (one group of G, evenly spaced over the training set, so
 different photos), and writes with fixed seeds:
 
 - ``DIR/demo_reconstruction.png`` (``vis_reconstruction.py``),
@@ -73,16 +73,17 @@ def dumped_config(work_dir: str) -> str:
 
 
 def demo_images(cfg, count: int):
-    """``count`` training images evenly spaced over the sorted training set
-    of ``cfg`` (crops of different photos in the demo set)."""
+    """``count`` training images of ``cfg`` evenly spaced over its training
+    set (crops of different photos in the demo set), as the training hook
+    picks them."""
     from mmpretrain.registry import DATASETS
+
+    from mixedae_mm.visualization import spread_image_paths
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
-    paths = sorted(dataset.get_data_info(i)['img_path']
-                   for i in range(len(dataset)))
-    if len(paths) < count:
-        raise SystemExit(f'error: {len(paths)} training images; the pictures '
-                         f'need {count} (one group)')
-    return [paths[i * len(paths) // count] for i in range(count)]
+    if len(dataset) < count:
+        raise SystemExit(f'error: {len(dataset)} training images; the '
+                         f'pictures need {count} (one group)')
+    return spread_image_paths(dataset, count)
 
 
 def main(argv=None):
