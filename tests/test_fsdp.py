@@ -145,3 +145,29 @@ def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, repo_root):
     assert result.returncode != 0
     assert "state_dict_cfg='full'" in result.stderr
     assert 'per-rank FSDP shards' in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU fallback')
+def test_fsdp_recipe_runs_fp32_on_a_cpu_and_refuses_amp(repo_root, capsys):
+    """README Troubleshooting: on a machine without GPU the shipped FSDP
+    recipe drops FSDP mixed precision and says so; --amp is an error."""
+    from test_nonfinite import train_tool
+    tool = train_tool(repo_root)
+    path = osp.join(repo_root, 'configs/fsdp/mixedae_vitl_1600e_fsdp.py')
+    cfg = Config.fromfile(path)
+    tool.configure_amp(cfg, amp_flag=False)
+    assert ('FSDP mixed precision needs a GPU: running this config in fp32 '
+            'on the CPU') in capsys.readouterr().out
+    assert 'mixed_precision' not in cfg.strategy.model_wrapper
+    assert cfg.optim_wrapper.type == 'OptimWrapper'
+    with pytest.raises(SystemExit, match='--amp needs a CUDA GPU'):
+        tool.configure_amp(Config.fromfile(path), amp_flag=True)
+
+
+def test_local_state_dict_is_refused_at_start_up():
+    """README Troubleshooting: sharded ('local') FSDP checkpoints are
+    refused when the strategy is built, naming the setting to change."""
+    from mixedae_mm.engine import MixedAEFSDPStrategy
+    with pytest.raises(ValueError, match="state_dict_cfg='local'.*only full "
+                       "checkpoints are supported"):
+        MixedAEFSDPStrategy(state_dict_cfg='local')
