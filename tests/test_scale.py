@@ -293,3 +293,32 @@ def test_estimate_memory_counts_states_and_scales_activations():
     assert result['activation_bytes'] == pytest.approx(predicted, rel=1e-6)
     assert result['total_bytes'] == pytest.approx(
         sum(states.values()) / 2 + predicted, rel=1e-6)
+
+
+@pytest.mark.parametrize('gpus,per_gpu,accumulate,lr', [
+    (32, 128, 1, 2.4e-3),   # README "Scale": 4 x 8 GPUs x 128 = 4096
+    (32, 512, 1, 9.6e-3),   # 4 x 8 GPUs x 512 = 16384
+    (8, 256, 2, 2.4e-3),    # 8 GPUs x 256 x 2 accumulated = 4096
+])
+def test_readme_lr_examples_on_the_vith_recipe(gpus, per_gpu, accumulate,
+                                               lr):
+    """The lr the README's Scale section states for the shipped ViT-H/14
+    recipe, as MixedAERunner.scale_lr sets it (only the runner state that
+    scale_lr reads is set: building ViT-H is not needed)."""
+    from types import SimpleNamespace
+
+    import torch
+    from mmengine.optim import OptimWrapper
+
+    from mixedae_mm.engine import MixedAERunner
+    cfg = Config.fromfile(VITH)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))],
+                                  lr=cfg.optim_wrapper.optimizer.lr)
+    wrapper = OptimWrapper(optimizer, accumulative_counts=accumulate)
+    runner = MixedAERunner.__new__(MixedAERunner)
+    runner._world_size = gpus
+    runner._train_dataloader = dict(batch_size=per_gpu)
+    runner.param_schedulers = None
+    runner.logger = SimpleNamespace(info=lambda msg: None)
+    MixedAERunner.scale_lr(runner, wrapper, cfg.auto_scale_lr)
+    assert optimizer.param_groups[0]['lr'] == pytest.approx(lr)
