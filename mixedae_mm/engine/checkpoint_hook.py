@@ -107,8 +107,9 @@ class DurableCheckpointHook(CheckpointHook):
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
         if is_sharded(runner.model):
-            # FSDP: every rank writes (its shard with state_dict_cfg='local');
-            # last_checkpoint names the new one only once all have finished
+            # FSDP: every rank takes part in the save (gathering the full
+            # state to rank 0); last_checkpoint names the new file only once
+            # all have finished
             barrier()
         if not is_main_process():
             return
