@@ -214,26 +214,42 @@ def topk_select(patch_scores: Tensor, k: int) -> Tensor:
         patch_scores: ``(..., N, N)`` query-key scores between patches.
         k: keys kept per query.
 
-    fp32 scores are ranked through order-preserving int32 keys: the same
-    order as the floats (``-0.0`` and ``0.0`` tie, as they compare equal),
-    but ``torch.topk`` on integers skips the NaN handling of its float
-    comparator: about 40% less time on the CPU, building the keys included
-    (this selection is most of homologous attention's extra cost there).
+    Returns:
+        ``(..., N, k)`` long key positions, in no particular order (see
+        :func:`topk_select_with_scores`).
+    """
+    return topk_select_with_scores(patch_scores, k)[1]
+
+
+def topk_select_with_scores(patch_scores: Tensor,
+                            k: int) -> Tuple[Tensor, Tensor]:
+    """:func:`topk_select` that also returns the selected scores.
+
+    fp32 scores are ranked through order-preserving int32 keys
+    (:func:`ordered_int32_keys`): the same order as the floats (``-0.0`` and
+    ``0.0`` tie, as they compare equal), but ``torch.topk`` on integers
+    skips the NaN handling of its float comparator: about 40% less time on
+    the CPU, building the keys included. The selected keys map back to the
+    exact fp32 scores (``-0.0`` comes back as ``0.0``).
 
     Ties: exactly tied scores are broken by ``torch.topk`` (which of the
     tied keys it returns is an implementation detail, but fixed for a given
-    input on a given device). The fast and the reference attention both call
-    this function on the same fp32 scores, so they select the same keys.
+    input on a given device). The fast and the reference attention both
+    select through this function from the same fp32 scores
+    (:func:`attention_scores_fp32`), so they select the same keys.
 
     Returns:
-        ``(..., N, k)`` long key positions, in no particular order.
+        scores ``(..., N, k)`` (dtype of ``patch_scores``) and long key
+        positions ``(..., N, k)``, in no particular order.
     """
     if not 0 < k <= patch_scores.shape[-1]:
         raise ValueError(f'top-k must be in [1, {patch_scores.shape[-1]}], '
                          f'got {k}')
-    if patch_scores.dtype == torch.float32:
-        patch_scores = ordered_int32_keys(patch_scores)
-    return patch_scores.topk(k, dim=-1, sorted=False).indices
+    if patch_scores.dtype != torch.float32:
+        return patch_scores.topk(k, dim=-1, sorted=False)
+    keys, indices = ordered_int32_keys(patch_scores).topk(
+        k, dim=-1, sorted=False)
+    return _flip_negative_magnitudes(keys).view(torch.float32), indices
 
 
 def ordered_int32_keys(scores: Tensor) -> Tensor:
@@ -245,18 +261,39 @@ def ordered_int32_keys(scores: Tensor) -> Tensor:
     ``0.0`` so that the two zeros, equal as floats, stay tied. NaNs end up
     beyond +-inf, by their sign bit.
     """
-    bits = (scores + 0.0).view(torch.int32)
+    return _flip_negative_magnitudes((scores + 0.0).view(torch.int32))
+
+
+def _flip_negative_magnitudes(bits: Tensor) -> Tensor:
+    """Flip the 31 low bits of negative int32s, in place; its own inverse."""
     return bits.bitwise_xor_((bits >> 31).bitwise_and_(0x7fffffff))
+
+
+def attention_scores_fp32(q: Tensor, k: Tensor) -> Tensor:
+    """``q @ k^T`` in fp32, without gradient, even under autocast.
+
+    bf16 keeps 8 significant bits, so keys whose fp32 scores differ would
+    tie (or swap) and the top-k selection would depend on the autocast
+    dtype. The softmax scale is left out: a positive factor does not change
+    a ranking.
+
+    Args:
+        q, k: ``(M, h, L, d)``.
+
+    Returns:
+        ``(M, h, L, L)`` fp32.
+    """
+    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+        # k is a strided view of the qkv projection: made contiguous first,
+        # its transpose is a layout the batched matmul reads as is, where
+        # transposing the view would cost a slow transposing copy
+        return q.float() @ k.float().contiguous().transpose(-2, -1)
 
 
 def select_topk_keys(q: Tensor, k: Tensor, top_k: int,
                      num_prefix_tokens: int = 1) -> Tensor:
-    """Each patch query's ``top_k`` patch keys, chosen without gradient.
-
-    The scores are computed in fp32 even under autocast: bf16 keeps 8
-    significant bits, so keys whose fp32 scores differ would tie (or swap)
-    and the selection would depend on the autocast dtype. The softmax scale
-    is left out: a positive factor does not change a ranking.
+    """Each patch query's ``top_k`` patch keys, chosen without gradient from
+    :func:`attention_scores_fp32`.
 
     Args:
         q, k: ``(M, h, L, d)``, prefix (cls) tokens first.
@@ -266,13 +303,7 @@ def select_topk_keys(q: Tensor, k: Tensor, top_k: int,
         excluded).
     """
     p = num_prefix_tokens
-    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
-        # k is a strided view of the qkv projection: made contiguous first,
-        # its transpose is a layout the batched matmul reads as is, where
-        # transposing the view would cost a slow transposing copy
-        patch_keys = k[..., p:, :].float().contiguous()
-        scores = q[..., p:, :].float() @ patch_keys.transpose(-2, -1)
-        return topk_select(scores, top_k)
+    return topk_select(attention_scores_fp32(q, k)[..., p:, p:], top_k)
 
 
 def topk_keep_mask(topk_indices: Tensor, seq_len: int,
@@ -351,58 +382,81 @@ def _compact_index_dtype(num_keys: int) -> torch.dtype:
     return torch.int32
 
 
-def _additive_mask(topk_indices: Tensor, seq_len: int, num_prefix_tokens: int,
-                   dtype: torch.dtype) -> Tensor:
-    """:func:`topk_keep_mask` as an additive mask (0 kept, -inf not),
-    written in one pass rather than converted from the boolean one."""
-    p = num_prefix_tokens
-    shape = (*topk_indices.shape[:-2], seq_len, seq_len)
-    mask = torch.full(shape, float('-inf'), dtype=dtype,
-                      device=topk_indices.device)
-    mask[..., :p, :] = 0
-    mask[..., p:, :p] = 0
-    # a (stride-0) zero tensor as the source: scatter_ with a scalar value
-    # takes a slower CPU kernel (twice the time for this mask)
-    index = topk_indices.long()
-    mask[..., p:, p:].scatter_(-1, index, mask.new_zeros(()).expand(
-        index.shape))
-    return mask
+def _dense_probabilities(prefix_probs: Tensor, patch_probs: Tensor,
+                         topk_indices: Tensor) -> Tensor:
+    """The ``(M, h, L, L)`` attention probabilities of homologous attention
+    from the kept ones.
+
+    Args:
+        prefix_probs: ``(M, h, P, L)``, rows of the prefix queries.
+        patch_probs: ``(M, h, N, P + K)``, each patch query's probabilities
+            on the prefix keys, then on its selected patch keys.
+        topk_indices: ``(M, h, N, K)`` the selected patch keys.
+    """
+    p = prefix_probs.shape[-2]
+    seq_len = prefix_probs.shape[-1]
+    probs = patch_probs.new_zeros(*patch_probs.shape[:-2], seq_len, seq_len)
+    probs[..., :p, :] = prefix_probs
+    probs[..., p:, :p] = patch_probs[..., :p]
+    probs[..., p:, p:].scatter_(-1, topk_indices.long(), patch_probs[..., p:])
+    return probs
 
 
-class _TopKFlashAttentionCPU(torch.autograd.Function):
-    """torch's fused CPU attention kernel with the top-k mask.
+class _SparseTopKAttention(torch.autograd.Function):
+    """Homologous attention that reuses the selection's fp32 scores and
+    keeps only the probabilities of the selected keys for backward.
 
-    ``F.scaled_dot_product_attention`` with a boolean mask would convert it
-    to an ``(M, h, L, L)`` additive mask in the activation dtype and keep
-    that for backward: as large as the probabilities it avoids. Here only
-    q, k, v, the output, the log-sum-exp and the selection (one byte per
-    selected key when ``N <= 256``) are kept; the mask is rebuilt in
-    backward.
+    Forward: one fp32 ``q @ k^T`` gives both the top-k selection and the
+    logits; the softmax runs over the ``P + K`` kept logits of each patch
+    query (``(M, h, N, P + K)``, a quarter of the ``(L, L)`` scores), which
+    are scattered into a dense matrix for one ``probs @ v``. Backward
+    rebuilds that matrix from the kept probabilities and runs the softmax
+    backward with four batched matmuls. Saved: q, k, v, the kept
+    probabilities (fp32) and the selection (one byte per key when
+    ``L <= 256``) -- no ``(L, L)`` tensor.
+
+    Measured on a 2-core CPU (ViT-B layer at batch 8, forward + backward):
+    about 20% faster than torch's fused CPU attention kernel with the
+    selection as an additive mask, which computes the scores a second time
+    and walks the masked 75% of every row (``docs/benchmark.md``).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, topk_indices, num_prefix_tokens):
+    def forward(ctx, q, k, v, top_k, num_prefix_tokens):
+        p = num_prefix_tokens
         scale = q.shape[-1]**-0.5
-        mask = _additive_mask(topk_indices, q.shape[-2], num_prefix_tokens,
-                              q.dtype)
-        out, logsumexp = \
-            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q, k, v, attn_mask=mask, scale=scale)
+        scores = attention_scores_fp32(q, k)
+        with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+            selected, topk_indices = topk_select_with_scores(
+                scores[..., p:, p:], top_k)
+            patch_probs = torch.cat((scores[..., p:, :p], selected),
+                                    -1).mul_(scale).softmax(-1)
+            prefix_probs = scores[..., :p, :].mul_(scale).softmax(-1)
+            probs = _dense_probabilities(prefix_probs, patch_probs,
+                                         topk_indices)
+            out = probs.to(v.dtype) @ v
         compact = topk_indices.to(_compact_index_dtype(k.shape[-2]))
-        ctx.save_for_backward(q, k, v, out, logsumexp, compact)
-        ctx.num_prefix_tokens = num_prefix_tokens
+        ctx.save_for_backward(q, k, v, prefix_probs, patch_probs, compact)
         ctx.scale = scale
-        return out
+        ctx.mark_non_differentiable(topk_indices)
+        return out, topk_indices
 
     @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, out, logsumexp, compact = ctx.saved_tensors
-        mask = _additive_mask(compact, q.shape[-2], ctx.num_prefix_tokens,
-                              q.dtype)
-        grad_q, grad_k, grad_v = \
-            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-                grad_out.contiguous(), q, k, v, out, logsumexp, 0.0, False,
-                attn_mask=mask, scale=ctx.scale)
+    def backward(ctx, grad_out, _):
+        q, k, v, prefix_probs, patch_probs, compact = ctx.saved_tensors
+        dtype = q.dtype
+        probs = _dense_probabilities(prefix_probs, patch_probs, compact)
+        grad_out = grad_out.to(dtype)
+        grad_v = probs.to(dtype).transpose(-2, -1) @ grad_out
+        # softmax backward, dS = P * dP - P * rowsum(P * dP) (zero wherever
+        # P is, so unselected keys get no gradient), in place: a fresh
+        # (L, L) buffer costs page faults on the CPU
+        grad_scores = (grad_out @ v.transpose(-2, -1)).float().mul_(probs)
+        row_dot = grad_scores.sum(-1, keepdim=True)
+        grad_scores = grad_scores.addcmul_(probs, row_dot, value=-1).mul_(
+            ctx.scale).to(dtype)
+        grad_q = grad_scores @ k
+        grad_k = grad_scores.transpose(-2, -1) @ q
         return grad_q, grad_k, grad_v, None, None
 
 
@@ -415,12 +469,20 @@ def topk_attention(q: Tensor,
     """Scaled dot-product attention restricted to each patch query's top-k
     patch keys (plus the prefix keys); softmax over the kept keys only.
 
-    The selection (:func:`select_topk_keys`, fp32, no gradient) becomes the
-    mask of a fused attention kernel, so no ``(L, L)`` probability tensor is
-    kept for backward. On the CPU without dropout that is torch's flash
-    kernel called directly (see ``_TopKFlashAttentionCPU``); elsewhere
-    ``F.scaled_dot_product_attention`` with a boolean mask. Equals
-    :func:`topk_attention_reference`.
+    The selection is made without gradient from fp32 scores
+    (:func:`attention_scores_fp32`, :func:`topk_select`). No ``(L, L)``
+    probability tensor is kept for backward:
+
+    - on the CPU (no dropout), ``_SparseTopKAttention`` reuses the
+      selection's scores and keeps the probabilities of the selected keys
+      only;
+    - elsewhere (and with attention dropout), the selection is the boolean
+      mask of ``F.scaled_dot_product_attention``, a fused kernel on GPUs.
+      (A single fused kernel, selection included, is the GPU path to write
+      next; it is not measured here.)
+
+    Equals :func:`topk_attention_reference` (tests compare outputs and
+    gradients).
 
     Args:
         q, k, v: ``(M, h, L, d)``.
@@ -428,20 +490,15 @@ def topk_attention(q: Tensor,
     Returns:
         :class:`TopKAttention`.
     """
+    if q.device.type == 'cpu' and dropout_p == 0:
+        out, topk_indices = _SparseTopKAttention.apply(q, k, v, top_k,
+                                                       num_prefix_tokens)
+        return TopKAttention(out, topk_indices)
     topk_indices = select_topk_keys(q, k, top_k, num_prefix_tokens)
-    if q.device.type == 'cpu' and dropout_p == 0 and _cpu_flash_available():
-        out = _TopKFlashAttentionCPU.apply(q, k, v, topk_indices,
-                                           num_prefix_tokens)
-    else:
-        keep = topk_keep_mask(topk_indices, q.shape[-2], num_prefix_tokens)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=keep, dropout_p=dropout_p)
+    keep = topk_keep_mask(topk_indices, q.shape[-2], num_prefix_tokens)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=keep, dropout_p=dropout_p)
     return TopKAttention(out, topk_indices)
-
-
-def _cpu_flash_available() -> bool:
-    return hasattr(torch.ops.aten,
-                   '_scaled_dot_product_flash_attention_for_cpu_backward')
 
 
 def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:

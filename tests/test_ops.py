@@ -172,14 +172,29 @@ def test_topk_select_is_a_top_k_with_and_without_ties(k):
         assert torch.equal(picked[untied], expected[untied])
 
 
-def test_additive_mask_is_the_keep_mask():
+def test_topk_select_with_scores_returns_the_selected_fp32_scores():
     torch.manual_seed(0)
-    indices = ops.topk_select(torch.randn(2, 3, 16, 16), 4)
-    keep = ops.topk_keep_mask(indices, 17)
+    scores = torch.randn(2, 3, 16, 16)
+    scores[0, 0, 0, :6] = torch.tensor(
+        [-0.0, 0.0, -math.inf, math.inf, -1e-40, 3e38])
+    selected, indices = ops.topk_select_with_scores(scores, 7)
+    assert torch.equal(indices, ops.topk_select(scores, 7))
+    # bit for bit, except that -0.0 comes back as 0.0 (an equal score)
+    assert torch.equal(selected, scores.gather(-1, indices) + 0.0)
+    assert selected.dtype == torch.float32
+
+
+def test_sparse_probabilities_are_the_masked_softmax():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 3, 17, 17)
+    keep, indices = ops.topk_attention_mask(scores, k=4)
+    expected = scores.masked_fill(~keep, -math.inf).softmax(-1)
+    selected = scores[..., 1:, 1:].gather(-1, indices)
+    patch_probs = torch.cat((scores[..., 1:, :1], selected), -1).softmax(-1)
+    prefix_probs = scores[..., :1, :].softmax(-1)
     for index in (indices, indices.to(torch.uint8)):
-        mask = ops._additive_mask(index, 17, 1, torch.float32)
-        assert torch.equal(mask == 0, keep)
-        assert (mask[~keep] == -math.inf).all()
+        probs = ops._dense_probabilities(prefix_probs, patch_probs, index)
+        torch.testing.assert_close(probs, expected)
 
 
 def test_topk_mask_rejects_bad_k():
