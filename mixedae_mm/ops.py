@@ -382,8 +382,10 @@ def _compact_index_dtype(num_keys: int) -> torch.dtype:
     return torch.int32
 
 
-def _dense_probabilities(prefix_probs: Tensor, patch_probs: Tensor,
-                         topk_indices: Tensor) -> Tensor:
+def _dense_probabilities(prefix_probs: Tensor,
+                         patch_probs: Tensor,
+                         topk_indices: Tensor,
+                         buffer: Optional[Tensor] = None) -> Tensor:
     """The ``(M, h, L, L)`` attention probabilities of homologous attention
     from the kept ones.
 
@@ -392,10 +394,16 @@ def _dense_probabilities(prefix_probs: Tensor, patch_probs: Tensor,
         patch_probs: ``(M, h, N, P + K)``, each patch query's probabilities
             on the prefix keys, then on its selected patch keys.
         topk_indices: ``(M, h, N, K)`` the selected patch keys.
+        buffer: an ``(M, h, L, L)`` tensor of ``patch_probs``'s dtype to
+            overwrite (saves allocating, and page-faulting in, a new one).
     """
     p = prefix_probs.shape[-2]
     seq_len = prefix_probs.shape[-1]
-    probs = patch_probs.new_zeros(*patch_probs.shape[:-2], seq_len, seq_len)
+    if buffer is None:
+        probs = patch_probs.new_zeros(*patch_probs.shape[:-2], seq_len,
+                                      seq_len)
+    else:
+        probs = buffer.zero_()
     probs[..., :p, :] = prefix_probs
     probs[..., p:, :p] = patch_probs[..., :p]
     probs[..., p:, p:].scatter_(-1, topk_indices.long(), patch_probs[..., p:])
@@ -433,7 +441,7 @@ class _SparseTopKAttention(torch.autograd.Function):
                                     -1).mul_(scale).softmax(-1)
             prefix_probs = scores[..., :p, :].mul_(scale).softmax(-1)
             probs = _dense_probabilities(prefix_probs, patch_probs,
-                                         topk_indices)
+                                         topk_indices, buffer=scores)
             out = probs.to(v.dtype) @ v
         compact = topk_indices.to(_compact_index_dtype(k.shape[-2]))
         ctx.save_for_backward(q, k, v, prefix_probs, patch_probs, compact)
@@ -453,10 +461,10 @@ class _SparseTopKAttention(torch.autograd.Function):
         # (L, L) buffer costs page faults on the CPU
         grad_scores = (grad_out @ v.transpose(-2, -1)).float().mul_(probs)
         row_dot = grad_scores.sum(-1, keepdim=True)
-        grad_scores = grad_scores.addcmul_(probs, row_dot, value=-1).mul_(
-            ctx.scale).to(dtype)
-        grad_q = grad_scores @ k
-        grad_k = grad_scores.transpose(-2, -1) @ q
+        grad_scores = grad_scores.addcmul_(probs, row_dot, value=-1).to(dtype)
+        # the softmax scale goes on the (L, d) results, not the (L, L) input
+        grad_q = (grad_scores @ k).mul_(ctx.scale)
+        grad_k = (grad_scores.transpose(-2, -1) @ q).mul_(ctx.scale)
         return grad_q, grad_k, grad_v, None, None
 
 
