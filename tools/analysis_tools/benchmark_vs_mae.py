@@ -17,7 +17,11 @@ Measured, after ``--warmup`` steps of each model:
 - FLOPs of a step (``torch.utils.flop_counter``; CPU attention counted by
   ``flop_counting.py``) and, on a GPU, MFU against the device's peak;
 - a cost split of MixedAE's step (and MAE's) from module hooks, in a
-  separate, untimed step.
+  separate, untimed step;
+- the minor page faults of every timed step (Unix).
+
+On a CPU with glibc the allocator's mmap and trim thresholds are pinned
+first (``--malloc pinned``, the default there): see :func:`pin_glibc_malloc`.
 
 Examples::
 
@@ -30,6 +34,8 @@ See docs/benchmark.md for the fields of ``--json`` and measured numbers.
 """
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import platform
 import statistics
@@ -37,6 +43,11 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 from pathlib import Path
 
 import torch
@@ -64,6 +75,35 @@ PEAK_TFLOPS = {
 }
 SPLIT_PARTS = ('patch_embed+mixing', 'encoder_attention', 'encoder_mlp',
                'losses', 'decoder', 'optimizer', 'other')
+
+
+def pin_glibc_malloc() -> bool:
+    """Stop glibc's malloc from adapting its mmap and trim thresholds.
+
+    By default glibc raises both thresholds to the largest block freed so
+    far, and returns the top of the heap to the OS whenever enough of it is
+    free. Which of two models stepping in turn then grows the heap again
+    (and page-faults its memory back in) depends on the allocation history,
+    not on the model: in one interleaved ViT-B run each MixedAE step took
+    13,000-20,000 minor page faults and each MAE step none; with the order
+    swapped both took them, unevenly. Pinned -- blocks up to 32 MiB (glibc's
+    maximum) from the heap, no trimming -- neither step faults after warm-up
+    (``step_page_faults`` in the results shows it). PyTorch's CPU tuning
+    guide recommends jemalloc or tcmalloc for the same reason.
+
+    Returns whether it was applied (glibc found and both settings taken).
+    """
+    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)
+                and libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def minor_page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt \
+        if resource else 0
 
 
 def build_pair(arch: str, img_size: int, patch_size: int, decoder_dim: int,
@@ -318,6 +358,11 @@ def parse_args(argv=None):
                         help='device peak for MFU (default: table by name)')
     parser.add_argument('--threads', type=int,
                         help='torch.set_num_threads on the CPU')
+    parser.add_argument('--malloc', choices=('pinned', 'default'),
+                        default='pinned',
+                        help="CPU: pin glibc malloc's mmap/trim thresholds "
+                        'so that page faults do not depend on which model '
+                        'stepped before (default), or leave them adaptive')
     parser.add_argument('--json', metavar='OUT', help='write results here')
     return parser.parse_args(argv)
 
@@ -328,6 +373,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
+    malloc_pinned = (args.malloc == 'pinned' and device.type == 'cpu'
+                     and pin_glibc_malloc())
     trainers = {
         name: Trainer(model, device, args.amp, args.compile)
         for name, model in zip(('MixedAE', 'MAE'),
@@ -353,12 +400,15 @@ def main(argv=None) -> dict:
             results[name]['flops_per_step'] = trainer.flops(images)
 
     times = {name: [] for name in trainers}
+    faults = {name: [] for name in trainers}
     for _ in range(args.steps):  # interleaved: the same machine state
         for name, trainer in trainers.items():
             trainer.sync()
+            faults_before = minor_page_faults()
             start = time.perf_counter()
             trainer.step(images)
             times[name].append(time.perf_counter() - start)
+            faults[name].append(minor_page_faults() - faults_before)
 
     peak = peak_tflops(device, args.amp, args.peak_tflops)
     for name, trainer in trainers.items():
@@ -370,7 +420,8 @@ def main(argv=None) -> dict:
                 step_median_s=median,
                 step_min_s=min(times[name]),
                 step_max_s=max(times[name]),
-                images_per_s=args.batch_size / median)
+                images_per_s=args.batch_size / median,
+                step_page_faults=faults[name])
             if peak and 'flops_per_step' in result:
                 result['mfu'] = result['flops_per_step'] / median / (
                     peak * 1e12)
@@ -394,7 +445,7 @@ def main(argv=None) -> dict:
                          if device.type == 'cuda' else platform.processor()
                          or platform.machine()),
             threads=torch.get_num_threads(), torch=torch.__version__,
-            peak_tflops=peak),
+            peak_tflops=peak, malloc_pinned=malloc_pinned),
         results=results,
         ratio_mixedae_over_mae=ratios)
     print_report(report)
@@ -412,14 +463,16 @@ def print_report(report):
           f" device={cfg['device']} ({cfg['device_name']}, "
           f"{cfg['threads']} threads) amp={cfg['amp']} "
           f"compile={cfg['compile']} with_cp={cfg['with_cp']} "
-          f"torch={cfg['torch']}")
+          f"torch={cfg['torch']} malloc_pinned={cfg['malloc_pinned']}")
     for name, res in results.items():
         line = [f'{name:<8}']
         if 'step_median_s' in res:
             line.append(f"step {1000 * res['step_median_s']:.0f} ms "
                         f"[{1000 * res['step_min_s']:.0f}, "
                         f"{1000 * res['step_max_s']:.0f}] "
-                        f"{res['images_per_s']:.1f} img/s")
+                        f"{res['images_per_s']:.1f} img/s, "
+                        f"{statistics.median(res['step_page_faults']):.0f} "
+                        'page faults')
         line.append(f"kept for backward "
                     f"{res['saved_for_backward_bytes'] / 2**20:.0f} MiB")
         if 'cuda_peak_allocated_bytes' in res:
