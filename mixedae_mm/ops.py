@@ -222,7 +222,8 @@ def topk_select(patch_scores: Tensor, k: int) -> Tensor:
 
 
 def topk_select_with_scores(patch_scores: Tensor,
-                            k: int) -> Tuple[Tensor, Tensor]:
+                            k: int,
+                            overwrite: bool = False) -> Tuple[Tensor, Tensor]:
     """:func:`topk_select` that also returns the selected scores.
 
     fp32 scores are ranked through order-preserving int32 keys
@@ -238,6 +239,10 @@ def topk_select_with_scores(patch_scores: Tensor,
     select through this function from the same fp32 scores
     (:func:`attention_scores_fp32`), so they select the same keys.
 
+    Args:
+        overwrite: build the int32 keys in ``patch_scores``'s own memory
+            (which then holds them, not the scores) instead of a copy.
+
     Returns:
         scores ``(..., N, k)`` (dtype of ``patch_scores``) and long key
         positions ``(..., N, k)``, in no particular order.
@@ -247,8 +252,10 @@ def topk_select_with_scores(patch_scores: Tensor,
                          f'got {k}')
     if patch_scores.dtype != torch.float32:
         return patch_scores.topk(k, dim=-1, sorted=False)
-    keys, indices = ordered_int32_keys(patch_scores).topk(
-        k, dim=-1, sorted=False)
+    keys = (_flip_negative_magnitudes(
+        patch_scores.add_(0.0).view(torch.int32))
+            if overwrite else ordered_int32_keys(patch_scores))
+    keys, indices = keys.topk(k, dim=-1, sorted=False)
     return _flip_negative_magnitudes(keys).view(torch.float32), indices
 
 
@@ -431,18 +438,21 @@ class _SparseTopKAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, top_k, num_prefix_tokens):
+        # (no grad in here; autocast, where on, makes probs @ v run in its
+        # dtype, as it does for F.scaled_dot_product_attention)
         p = num_prefix_tokens
         scale = q.shape[-1]**-0.5
         scores = attention_scores_fp32(q, k)
-        with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
-            selected, topk_indices = topk_select_with_scores(
-                scores[..., p:, p:], top_k)
-            patch_probs = torch.cat((scores[..., p:, :p], selected),
-                                    -1).mul_(scale).softmax(-1)
-            prefix_probs = scores[..., :p, :].mul_(scale).softmax(-1)
-            probs = _dense_probabilities(prefix_probs, patch_probs,
-                                         topk_indices, buffer=scores)
-            out = probs.to(v.dtype) @ v
+        prefix_probs = scores[..., :p, :].mul(scale).softmax(-1)
+        prefix_logits = scores[..., p:, :p].mul(scale)
+        # the patch block becomes the selection's int32 keys in place
+        selected, topk_indices = topk_select_with_scores(
+            scores[..., p:, p:], top_k, overwrite=True)
+        patch_probs = torch.cat((prefix_logits, selected.mul_(scale)),
+                                -1).softmax(-1)
+        probs = _dense_probabilities(prefix_probs, patch_probs, topk_indices,
+                                     buffer=scores)
+        out = probs.to(v.dtype) @ v
         compact = topk_indices.to(_compact_index_dtype(k.shape[-2]))
         ctx.save_for_backward(q, k, v, prefix_probs, patch_probs, compact)
         ctx.scale = scale

@@ -182,6 +182,13 @@ def test_topk_select_with_scores_returns_the_selected_fp32_scores():
     # bit for bit, except that -0.0 comes back as 0.0 (an equal score)
     assert torch.equal(selected, scores.gather(-1, indices) + 0.0)
     assert selected.dtype == torch.float32
+    # the same from keys built in the scores' own memory (a strided view)
+    padded = torch.zeros(2, 3, 17, 17)
+    padded[..., 1:, 1:] = scores
+    in_place = ops.topk_select_with_scores(padded[..., 1:, 1:], 7,
+                                           overwrite=True)
+    assert torch.equal(in_place[0], selected)
+    assert torch.equal(in_place[1], indices)
 
 
 def test_sparse_probabilities_are_the_masked_softmax():
