@@ -1,6 +1,10 @@
 """tools/analysis_tools/benchmark_vs_mae.py end to end, on a tiny size."""
 import importlib.util
 import json
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,15 +27,19 @@ def test_benchmark_writes_the_documented_json(bench_tool, tmp_path, extra):
     bench_tool.main([
         '--arch', 'demo-tiny', '--img-size', '32', '--patch-size', '8',
         '--decoder', '32', '1', '2', '--batch-size', '8', '--steps', '2',
-        '--warmup', '1', '--device', 'cpu', '--json', str(out)
+        '--warmup', '1', '--device', 'cpu', '--json', str(out),
+        '--malloc', 'default'  # pinning would outlive the test (see below)
     ] + extra)
     report = json.loads(out.read_text())
     assert report['config']['batch_size'] == 8
     assert {'torch', 'device', 'device_name', 'threads', 'amp',
-            'with_cp', 'compile'} <= set(report['config'])
+            'with_cp', 'compile', 'malloc_pinned'} <= set(report['config'])
+    assert report['config']['malloc_pinned'] is False
     for name in ('MixedAE', 'MAE'):
         result = report['results'][name]
         assert len(result['step_s']) == 2
+        assert len(result['step_page_faults']) == 2
+        assert all(faults >= 0 for faults in result['step_page_faults'])
         assert result['step_min_s'] <= result['step_median_s'] <= \
             result['step_max_s']
         assert result['images_per_s'] > 0
@@ -53,8 +61,28 @@ def test_benchmark_mfu_uses_the_peak_override(bench_tool, tmp_path):
         '--arch', 'demo-tiny', '--img-size', '32', '--patch-size', '8',
         '--decoder', '32', '1', '2', '--batch-size', '4', '--steps', '1',
         '--warmup', '0', '--no-split', '--peak-tflops', '1',
-        '--json', str(out)
+        '--json', str(out), '--malloc', 'default'
     ])
     for result in report['results'].values():
         expected = result['flops_per_step'] / result['step_median_s'] / 1e12
         assert result['mfu'] == pytest.approx(expected)
+
+
+@pytest.mark.skipif(platform.system() != 'Linux'
+                    or platform.libc_ver()[0] != 'glibc',
+                    reason='pins glibc malloc')
+def test_benchmark_pins_glibc_malloc_by_default_on_the_cpu(tmp_path):
+    """In its own process, as the pinned thresholds last for the process's
+    life. (What pinning changes shows at ViT-B size, not on this tiny model:
+    docs/benchmark.md.)"""
+    out = tmp_path / 'bench.json'
+    subprocess.run([
+        sys.executable, str(TOOLS / 'benchmark_vs_mae.py'), '--arch',
+        'demo-tiny', '--img-size', '32', '--patch-size', '8', '--decoder',
+        '32', '1', '2', '--batch-size', '8', '--steps', '3', '--warmup', '2',
+        '--device', 'cpu', '--no-split', '--no-flops', '--json', str(out)
+    ], check=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    report = json.loads(out.read_text())
+    assert report['config']['malloc_pinned'] is True
+    for result in report['results'].values():
+        assert len(result['step_page_faults']) == 3
