@@ -431,7 +431,7 @@ class _SparseTopKAttention(torch.autograd.Function):
     ``L <= 256``) -- no ``(L, L)`` tensor.
 
     Measured on a 2-core CPU (ViT-B layer at batch 8, forward + backward):
-    about 20% faster than torch's fused CPU attention kernel with the
+    about a sixth less time than torch's fused CPU attention kernel with the
     selection as an additive mask, which computes the scores a second time
     and walks the masked 75% of every row (``docs/benchmark.md``).
     """
@@ -467,7 +467,7 @@ class _SparseTopKAttention(torch.autograd.Function):
         grad_out = grad_out.to(dtype)
         grad_v = probs.to(dtype).transpose(-2, -1) @ grad_out
         # softmax backward, dS = P * dP - P * rowsum(P * dP) (zero wherever
-        # P is, so unselected keys get no gradient), in place: a fresh
+        # P is zero: unselected keys get no gradient), in place: a fresh
         # (L, L) buffer costs page faults on the CPU
         grad_scores = (grad_out @ v.transpose(-2, -1)).float().mul_(probs)
         row_dot = grad_scores.sum(-1, keepdim=True)
@@ -488,16 +488,17 @@ def topk_attention(q: Tensor,
     patch keys (plus the prefix keys); softmax over the kept keys only.
 
     The selection is made without gradient from fp32 scores
-    (:func:`attention_scores_fp32`, :func:`topk_select`). No ``(L, L)``
-    probability tensor is kept for backward:
+    (:func:`attention_scores_fp32`, :func:`topk_select`). Then:
 
     - on the CPU (no dropout), ``_SparseTopKAttention`` reuses the
-      selection's scores and keeps the probabilities of the selected keys
-      only;
+      selection's scores and keeps only the probabilities of the selected
+      keys for backward, no ``(L, L)`` tensor;
     - elsewhere (and with attention dropout), the selection is the boolean
-      mask of ``F.scaled_dot_product_attention``, a fused kernel on GPUs.
-      (A single fused kernel, selection included, is the GPU path to write
-      next; it is not measured here.)
+      mask of ``F.scaled_dot_product_attention``, a fused kernel on GPUs
+      (whose memory-efficient CUDA kernel keeps the mask, as an additive
+      ``(L, L)`` bias, for backward). A single kernel that selects and
+      attends in one pass is the GPU path to write next; the GPU path is not
+      measured here.
 
     Equals :func:`topk_attention_reference` (tests compare outputs and
     gradients).
