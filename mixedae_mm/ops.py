@@ -218,7 +218,7 @@ def topk_select(patch_scores: Tensor, k: int) -> Tensor:
         ``(..., N, k)`` long key positions, in no particular order (see
         :func:`topk_select_with_scores`).
     """
-    return topk_select_with_scores(patch_scores, k)[1]
+    return _ranked_topk(patch_scores, k)[1]
 
 
 def topk_select_with_scores(patch_scores: Tensor,
@@ -247,20 +247,28 @@ def topk_select_with_scores(patch_scores: Tensor,
         scores ``(..., N, k)`` (dtype of ``patch_scores``) and long key
         positions ``(..., N, k)``, in no particular order.
     """
+    selected, indices = _ranked_topk(patch_scores, k, overwrite)
+    if selected.dtype == torch.int32:  # keys of fp32 scores: map back
+        selected = _flip_negative_magnitudes(selected).view(torch.float32)
+    return selected, indices
+
+
+def _ranked_topk(patch_scores: Tensor,
+                 k: int,
+                 overwrite: bool = False) -> Tuple[Tensor, Tensor]:
+    """``topk`` of fp32 scores through their int32 keys (the keys are
+    returned as the values), of other dtypes as they are."""
     if not 0 < k <= patch_scores.shape[-1]:
         raise ValueError(f'top-k must be in [1, {patch_scores.shape[-1]}], '
                          f'got {k}')
-    if patch_scores.dtype != torch.float32:
-        return patch_scores.topk(k, dim=-1, sorted=False)
-    keys = (_flip_negative_magnitudes(
-        patch_scores.add_(0.0).view(torch.int32))
-            if overwrite else ordered_int32_keys(patch_scores))
-    keys, indices = keys.topk(k, dim=-1, sorted=False)
-    return _flip_negative_magnitudes(keys).view(torch.float32), indices
+    if patch_scores.dtype == torch.float32:
+        patch_scores = ordered_int32_keys(patch_scores, in_place=overwrite)
+    return patch_scores.topk(k, dim=-1, sorted=False)
 
 
-def ordered_int32_keys(scores: Tensor) -> Tensor:
-    """int32 keys that sort like the fp32 ``scores`` (same shape, new tensor).
+def ordered_int32_keys(scores: Tensor, in_place: bool = False) -> Tensor:
+    """int32 keys that sort like the fp32 ``scores`` (same shape; a new
+    tensor, or ``scores``'s own memory with ``in_place``).
 
     IEEE floats of one sign compare like their bit patterns read as signed
     integers; for negative floats that order is reversed, so their 31
@@ -268,7 +276,8 @@ def ordered_int32_keys(scores: Tensor) -> Tensor:
     ``0.0`` so that the two zeros, equal as floats, stay tied. NaNs end up
     beyond +-inf, by their sign bit.
     """
-    return _flip_negative_magnitudes((scores + 0.0).view(torch.int32))
+    bits = scores.add_(0.0) if in_place else scores + 0.0
+    return _flip_negative_magnitudes(bits.view(torch.int32))
 
 
 def _flip_negative_magnitudes(bits: Tensor) -> Tensor:
