@@ -11,8 +11,6 @@ alike; the rest (embeddings, norms, heads) stays in the root unit.
 :class:`MixedAEFSDPStrategy` is mmengine's ``FSDPStrategy`` with resuming
 repaired for this torch.
 """
-import torch
-import torch.distributed as dist
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine._strategy import FSDPStrategy
 from mmengine.registry import STRATEGIES
@@ -43,15 +41,6 @@ def is_sharded(model: nn.Module) -> bool:
     shard of the parameters and gradients, and saving a checkpoint is a
     collective call on every rank."""
     return isinstance(model, FullyShardedDataParallel)
-
-
-def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
-    """``value`` summed over all ranks (the tensor stays on its device: no
-    host sync)."""
-    if dist.is_available() and dist.is_initialized():
-        value = value.clone()
-        dist.all_reduce(value)
-    return value
 
 
 @STRATEGIES.register_module()

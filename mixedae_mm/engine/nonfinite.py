@@ -22,6 +22,8 @@ import os.path as osp
 from typing import Dict, List, Optional
 
 import torch
+from mmengine.device import get_device
+from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmpretrain.registry import HOOKS
@@ -49,13 +51,12 @@ def total_grad_norm(optim_wrapper: OptimWrapper) -> Optional[torch.Tensor]:
 def sharded_grad_norm(optim_wrapper: OptimWrapper) -> torch.Tensor:
     """The 2-norm of the whole model's gradients when each rank holds a
     shard of them (FSDP), the same on every rank; a collective call."""
-    from mmengine.device import get_device
-
-    from .fsdp import sum_over_ranks
     local = total_grad_norm(optim_wrapper)
     if local is None:  # this rank's shard has no gradient
         local = torch.zeros((), device=get_device())
-    return sum_over_ranks(local.float().square()).sqrt()
+    squares = local.float().square()
+    all_reduce(squares)  # in place; stays on its device (no host sync)
+    return squares.sqrt()
 
 
 def nonfinite_tensors(tree, prefix: str = '') -> List[str]:
@@ -267,11 +268,8 @@ class NonFiniteGuardHook(Hook):
         if self._sharded:
             # every rank saves (its shard, or nothing beside rank 0): all
             # must refuse together
-            from mmengine.device import get_device
-
-            from .fsdp import sum_over_ranks
-            refused = sum_over_ranks(
-                torch.tensor(float(len(bad)), device=get_device()))
+            refused = torch.tensor(float(len(bad)), device=get_device())
+            all_reduce(refused)
             if refused.item() and not bad:
                 bad = ['(on another rank)']
         if bad:
