@@ -119,6 +119,12 @@ def channels_are_rgb(model) -> bool:
                         False))
 
 
+def cell_scale(inputs: Tensor) -> int:
+    """The integer upscaling that makes a picture cell of ``inputs``
+    ``(B, C, H, W)`` at least 128 pixels high."""
+    return max(1, -(-128 // inputs.shape[-2]))
+
+
 def render(model, inputs: Tensor, seed: int = 0, scale: int = 1,
            pixel_stats: str = 'target') -> List[np.ndarray]:
     """:meth:`MixedAE.reconstruct` of ``inputs`` as grids (see

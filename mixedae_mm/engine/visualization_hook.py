@@ -88,7 +88,7 @@ class ReconstructionVisualizationHook(Hook):
         if runner.rank != 0:
             return
         from mixedae_mm import visualization as vis
-        scale = self.scale or max(1, -(-128 // self._inputs.shape[-2]))
+        scale = self.scale or vis.cell_scale(self._inputs)
         grids = vis.render(self._model(runner), self._inputs, seed=self.seed,
                            scale=scale, pixel_stats=self.pixel_stats)
         for index, grid in enumerate(grids):

@@ -15,7 +15,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from vis_reconstruction import (cell_scale, common_parser,  # noqa: E402
+from vis_reconstruction import (common_parser,  # noqa: E402
                                 load_model_and_images)
 
 
@@ -38,7 +38,7 @@ def save_attention(model, pipeline, paths, out, seed=0, scale=0,
     with torch.no_grad():
         inputs = vis.load_inputs(paths, pipeline, model)
     grids, precision = vis.homologous_attention_grids(
-        model, inputs, seed=seed, scale=scale or cell_scale(inputs))
+        model, inputs, seed=seed, scale=scale or vis.cell_scale(inputs))
     os.makedirs(out, exist_ok=True)
     layers = model.backbone.homo_attn_layers
     written = []

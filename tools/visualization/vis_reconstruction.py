@@ -111,18 +111,13 @@ def save_reconstructions(model, pipeline, paths, out, seed=0, scale=0,
         with torch.no_grad():
             inputs = vis.load_inputs(group, pipeline, model)
         grid, = vis.render(model, inputs, seed=seed,
-                           scale=scale or cell_scale(inputs),
+                           scale=scale or vis.cell_scale(inputs),
                            pixel_stats=pixel_stats)
         path = osp.join(out, name.format(first // group_size))
         Image.fromarray(grid).save(path)
         written.append(path)
         print(f'{path}: ' + ', '.join(osp.basename(p) for p in group))
     return written
-
-
-def cell_scale(inputs) -> int:
-    """The upscaling that makes a cell at least 128 pixels high."""
-    return max(1, -(-128 // inputs.shape[-2]))
 
 
 def main(argv=None):
