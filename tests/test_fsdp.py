@@ -171,3 +171,32 @@ def test_local_state_dict_is_refused_at_start_up():
     with pytest.raises(ValueError, match="state_dict_cfg='local'.*only full "
                        "checkpoints are supported"):
         MixedAEFSDPStrategy(state_dict_cfg='local')
+
+
+@pytest.mark.parametrize('bf16', [True, False])
+def test_fsdp_precision_on_a_gpu_when_the_strategy_names_no_wrapper(
+        repo_root, monkeypatch, bf16):
+    """--amp on a GPU with FSDP asked for by a bare strategy (no
+    ``model_wrapper``, as a user's own config may have it): bf16 FSDP mixed
+    precision, or its fp16 equivalent with AMP's dynamic loss scale where
+    the GPU has no bf16. (The GPU is simulated: only the config changes.)"""
+    from test_nonfinite import train_tool
+    tool = train_tool(repo_root)
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance()  # created while the real CUDA state shows
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
+    cfg = Config.fromfile(
+        osp.join(repo_root, 'configs/demo/mixedae_vit-tiny-p8_demo.py'))
+    cfg.merge_from_dict(dict(runner_type='FlexibleRunner',
+                             strategy=dict(type='MixedAEFSDPStrategy')))
+    tool.configure_amp(cfg, amp_flag=True)
+    precision = cfg.strategy.model_wrapper['mixed_precision']
+    if bf16:
+        assert precision == tool.FSDP_BF16
+        assert cfg.optim_wrapper.type == 'OptimWrapper'
+    else:
+        assert set(precision.values()) == {'float16'}
+        assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+        assert cfg.optim_wrapper.dtype == 'float16'
+        assert cfg.optim_wrapper.loss_scale == 'dynamic'

@@ -115,3 +115,24 @@ def test_batch_lr_report_warns_when_scaling_is_disabled(caplog):
     assert "total batch 128 differs from the recipe's 1024" in text
     assert 'auto_scale_lr is disabled' in text
     assert 'auto_scale_lr.enable=True' in text
+
+
+@pytest.mark.parametrize('bf16', [True, False])
+def test_train_tool_keeps_bf16_or_falls_back_to_fp16_on_a_gpu(
+        monkeypatch, bf16):
+    """tools/train.py on a (simulated) GPU with the shipped ViT-B recipe:
+    its bf16 AMP as written, or fp16 with a dynamic loss scale where the GPU
+    has no bf16."""
+    from test_nonfinite import train_tool
+    tool = train_tool(ROOT)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/mixedae_vitb_1600e.py'))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)
+    tool.configure_amp(cfg, amp_flag=False)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    if bf16:
+        assert cfg.optim_wrapper.dtype == 'bfloat16'
+        assert 'loss_scale' not in cfg.optim_wrapper
+    else:
+        assert cfg.optim_wrapper.dtype == 'float16'
+        assert cfg.optim_wrapper.loss_scale == 'dynamic'

@@ -74,13 +74,19 @@ def configure_amp(cfg: Config, amp_flag: bool) -> None:
     if not torch.cuda.is_available():
         run_fp32_without_gpu(cfg, amp_flag, 'AmpOptimWrapper')
         return
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    if torch.cuda.is_bf16_supported():
-        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+    if (not torch.cuda.is_bf16_supported()
+            or cfg.optim_wrapper.get('dtype') == 'float16'):
+        use_fp16_autocast(cfg)
     else:
-        cfg.optim_wrapper.dtype = 'float16'
-    if cfg.optim_wrapper.dtype == 'float16':
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+
+
+def use_fp16_autocast(cfg: Config) -> None:
+    """fp16 autocast with a dynamic loss scale (GPUs without bf16)."""
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.dtype = 'float16'
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
 def run_fp32_without_gpu(cfg: Config, amp_flag: bool, what: str) -> None:
@@ -107,7 +113,10 @@ def configure_fsdp_precision(cfg: Config, amp_flag: bool) -> None:
     bf16 the fp16 equivalent, with the sharded dynamic loss scaler of
     ``AmpOptimWrapper``."""
     import torch
-    wrapper = cfg.strategy.setdefault('model_wrapper', {})
+    # ConfigDict.setdefault returns the plain dict it was given, not the
+    # stored copy: take the stored one
+    cfg.strategy.setdefault('model_wrapper', {})
+    wrapper = cfg.strategy.model_wrapper
     wants = amp_flag or wrapper.get('mixed_precision') is not None or (
         cfg.optim_wrapper.get('type') == 'AmpOptimWrapper')
     if not wants:
@@ -122,9 +131,7 @@ def configure_fsdp_precision(cfg: Config, amp_flag: bool) -> None:
         wrapper.mixed_precision = {
             k: ('float16' if v == 'bfloat16' else v)
             for k, v in wrapper.mixed_precision.items()}
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.dtype = 'float16'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        use_fp16_autocast(cfg)
 
 
 def merge_args(cfg: Config, args) -> Config:
