@@ -6,7 +6,7 @@ from .fsdp import MixedAEFSDPStrategy
 from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
-from .runner import MixedAERunner, images_per_update
+from .runner import MixedAERunner
 from .schedule import ConfigScheduleHook
 from .visualization_hook import ReconstructionVisualizationHook
 
@@ -17,5 +17,5 @@ __all__ = [
     'ReconstructionVisualizationHook',
     'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',
-    'images_per_update', 'warn_if_checkpoints_not_loadable'
+    'warn_if_checkpoints_not_loadable'
 ]

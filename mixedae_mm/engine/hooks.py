@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 
-from .runner import accumulative_counts, images_per_update
+from .runner import accumulative_counts
 
 
 @HOOKS.register_module()
@@ -180,7 +180,8 @@ class BatchLRReportHook(Hook):
         per_gpu = runner.cfg.train_dataloader.batch_size
         world = runner.world_size
         accumulate = accumulative_counts(runner.cfg.get('optim_wrapper'))
-        total = images_per_update(runner.cfg, world)
+        per_step = world * per_gpu  # one forward/backward on every GPU
+        total = per_step * accumulate
         base_lr = self.base_lr(runner)
         recipe_lr = runner.cfg.get('optim_wrapper', {}).get(
             'optimizer', {}).get('lr')
@@ -200,11 +201,11 @@ class BatchLRReportHook(Hook):
         if scaling and accumulate != 1 and recipe_lr is not None:
             # what mmengine's own Runner / strategies give: the lr of
             # GPUs x per-GPU batch, the accumulation left out
-            uncounted = recipe_lr * (total // accumulate) / recipe_batch
+            uncounted = recipe_lr * per_step / recipe_batch
             if abs(base_lr - uncounted) <= 1e-6 * uncounted:
                 runner.logger.warning(
                     f'lr {base_lr:.4g} is the recipe\'s {recipe_lr_text} '
-                    f'scaled to {total // accumulate} images, not to the '
+                    f'scaled to {per_step} images, not to the '
                     f'total batch {total}: this runner '
                     f'({type(runner).__name__}) leaves accumulative_counts '
                     'out of auto_scale_lr. Train with tools/train.py '

@@ -14,14 +14,6 @@ def accumulative_counts(optim_wrapper) -> int:
     return (optim_wrapper or {}).get('accumulative_counts', 1)
 
 
-def images_per_update(cfg, world_size: int) -> int:
-    """The batch an optimizer update averages over: GPUs x per-GPU batch
-    (``train_dataloader.batch_size``) x ``optim_wrapper.
-    accumulative_counts``."""
-    return (world_size * cfg.train_dataloader.batch_size *
-            accumulative_counts(cfg.get('optim_wrapper')))
-
-
 @RUNNERS.register_module()
 class MixedAERunner(Runner):
     """``Runner`` whose ``auto_scale_lr`` counts gradient accumulation.
