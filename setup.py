@@ -54,6 +54,8 @@ setup(
     if osp.exists(osp.join(HERE, 'README.md')) else '',
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests')),
+    # the C source of the CPU attention kernels, compiled on first use
+    package_data={'mixedae_mm': ['csrc/*.c']},
     python_requires='>=3.8',
     install_requires=parse_requirements('requirements/runtime.txt'),
     extras_require={

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mixedae_mm import cpu_kernels
+
 
 def check_mixing_shapes(batch_size: int, num_patches: int,
                         group_size: int) -> None:
@@ -208,7 +210,8 @@ class TopKAttention(NamedTuple):
 
 
 def topk_select(patch_scores: Tensor, k: int) -> Tensor:
-    """The selection rule of homologous attention, shared by every path.
+    """The selection rule of homologous attention, shared by every path:
+    the ``k`` highest scores, exact ties going to the lower key position.
 
     Args:
         patch_scores: ``(..., N, N)`` query-key scores between patches.
@@ -228,16 +231,12 @@ def topk_select_with_scores(patch_scores: Tensor,
 
     fp32 scores are ranked through order-preserving int32 keys
     (:func:`ordered_int32_keys`): the same order as the floats (``-0.0`` and
-    ``0.0`` tie, as they compare equal), but ``torch.topk`` on integers
-    skips the NaN handling of its float comparator: about 40% less time on
-    the CPU, building the keys included. The selected keys map back to the
-    exact fp32 scores (``-0.0`` comes back as ``0.0``).
-
-    Ties: exactly tied scores are broken by ``torch.topk`` (which of the
-    tied keys it returns is an implementation detail, but fixed for a given
-    input on a given device). The fast and the reference attention both
-    select through this function from the same fp32 scores
-    (:func:`attention_scores_fp32`), so they select the same keys.
+    ``0.0`` tie, as they compare equal). Each key is widened to int64 with
+    the reversed key position in its low bits, so no two are equal and
+    ``torch.topk`` (whose choice among tied values is an implementation
+    detail) takes tied scores at the lower position, on every device and in
+    the C kernel alike (``csrc/topk_softmax.c``). The selected keys map back
+    to the exact fp32 scores (``-0.0`` comes back as ``0.0``).
 
     Args:
         overwrite: build the int32 keys in ``patch_scores``'s own memory
@@ -248,22 +247,28 @@ def topk_select_with_scores(patch_scores: Tensor,
         positions ``(..., N, k)``, in no particular order.
     """
     selected, indices = _ranked_topk(patch_scores, k, overwrite)
-    if selected.dtype == torch.int32:  # keys of fp32 scores: map back
-        selected = _flip_negative_magnitudes(selected).view(torch.float32)
-    return selected, indices
+    selected = _flip_negative_magnitudes(selected).view(torch.float32)
+    return selected.to(patch_scores.dtype), indices
 
 
 def _ranked_topk(patch_scores: Tensor,
                  k: int,
                  overwrite: bool = False) -> Tuple[Tensor, Tensor]:
-    """``topk`` of fp32 scores through their int32 keys (the keys are
-    returned as the values), of other dtypes as they are."""
-    if not 0 < k <= patch_scores.shape[-1]:
-        raise ValueError(f'top-k must be in [1, {patch_scores.shape[-1]}], '
-                         f'got {k}')
-    if patch_scores.dtype == torch.float32:
-        patch_scores = ordered_int32_keys(patch_scores, in_place=overwrite)
-    return patch_scores.topk(k, dim=-1, sorted=False)
+    """``topk`` by the int32 keys of the fp32 scores, ties to the lower
+    position; returns the selected keys (int32) and positions."""
+    num_keys = patch_scores.shape[-1]
+    if not 0 < k <= num_keys:
+        raise ValueError(f'top-k must be in [1, {num_keys}], got {k}')
+    if patch_scores.dtype != torch.float32:
+        patch_scores, overwrite = patch_scores.float(), True
+    keys = ordered_int32_keys(patch_scores, in_place=overwrite)
+    position_bits = max(1, (num_keys - 1).bit_length())
+    reversed_positions = torch.arange(
+        num_keys - 1, -1, -1, device=keys.device)
+    unique_keys = (keys.long() << position_bits).bitwise_or_(
+        reversed_positions)
+    selected, indices = unique_keys.topk(k, dim=-1, sorted=False)
+    return (selected >> position_bits).int(), indices
 
 
 def ordered_int32_keys(scores: Tensor, in_place: bool = False) -> Tensor:
@@ -426,61 +431,96 @@ def _dense_probabilities(prefix_probs: Tensor,
     return probs
 
 
+def _topk_softmax(scores: Tensor, num_prefix_tokens: int, top_k: int,
+                  scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Homologous attention's softmax from ``(M, h, L, L)`` fp32 unscaled
+    scores, written over them as the dense probabilities.
+
+    Returns:
+        prefix_probs ``(M, h, P, L)``; patch_probs ``(M, h, N, P + K)``, each
+        patch query's probabilities on the prefix keys, then on its selected
+        keys; topk_indices ``(M, h, N, K)`` long.
+    """
+    p = num_prefix_tokens
+    if cpu_kernels.available():
+        patch_probs, topk_indices = cpu_kernels.topk_softmax_forward(
+            scores, p, top_k, scale)
+        return scores[..., :p, :].clone(), patch_probs, topk_indices
+    # the same as a chain of PyTorch ops (no C compiler)
+    prefix_probs = scores[..., :p, :].mul(scale).softmax(-1)
+    prefix_logits = scores[..., p:, :p].mul(scale)
+    # the patch block becomes the selection's int32 keys in place
+    selected, topk_indices = topk_select_with_scores(
+        scores[..., p:, p:], top_k, overwrite=True)
+    patch_probs = torch.cat((prefix_logits, selected.mul_(scale)),
+                            -1).softmax(-1)
+    _dense_probabilities(prefix_probs, patch_probs, topk_indices,
+                         buffer=scores)
+    return prefix_probs, patch_probs, topk_indices
+
+
+def _topk_softmax_backward(grad_probs: Tensor, prefix_probs: Tensor,
+                           patch_probs: Tensor,
+                           topk_indices: Tensor) -> Tensor:
+    """Turns ``grad_probs`` (fp32) into the gradient of the scaled logits,
+    in place; returns the dense probabilities, rebuilt from the kept ones."""
+    if cpu_kernels.available():
+        return cpu_kernels.topk_softmax_backward(grad_probs, prefix_probs,
+                                                 patch_probs,
+                                                 topk_indices.long())
+    probs = _dense_probabilities(prefix_probs, patch_probs, topk_indices)
+    # dS = P * dP - P * rowsum(P * dP), zero wherever P is zero (unselected
+    # keys get no gradient), in place: a fresh (L, L) buffer costs page
+    # faults on the CPU
+    grad_probs.mul_(probs)
+    row_dot = grad_probs.sum(-1, keepdim=True)
+    grad_probs.addcmul_(probs, row_dot, value=-1)
+    return probs
+
+
 class _SparseTopKAttention(torch.autograd.Function):
     """Homologous attention that reuses the selection's fp32 scores and
     keeps only the probabilities of the selected keys for backward.
 
     Forward: one fp32 ``q @ k^T`` gives both the top-k selection and the
     logits; the softmax runs over the ``P + K`` kept logits of each patch
-    query (``(M, h, N, P + K)``, a quarter of the ``(L, L)`` scores), which
-    are scattered into a dense matrix for one ``probs @ v``. Backward
-    rebuilds that matrix from the kept probabilities and runs the softmax
-    backward with four batched matmuls. Saved: q, k, v, the kept
-    probabilities (fp32) and the selection (one byte per key when
-    ``L <= 256``) -- no ``(L, L)`` tensor.
+    query and is written, as a dense matrix, over the scores for one
+    ``probs @ v``. Backward rebuilds that matrix from the kept probabilities
+    and runs the softmax backward with four batched matmuls. Saved: q, k, v,
+    the kept probabilities (fp32, ``(M, h, N, P + K)``) and the selection
+    (one byte per key when ``L <= 256``) -- no ``(L, L)`` tensor.
 
-    Measured on a 2-core CPU (ViT-B layer at batch 8, forward + backward):
-    about a sixth less time than torch's fused CPU attention kernel with the
-    selection as an additive mask, which computes the scores a second time
-    and walks the masked 75% of every row (``docs/benchmark.md``).
+    The selection and both softmax passes are one C kernel per direction
+    (:mod:`mixedae_mm.cpu_kernels`) where it builds, PyTorch ops otherwise.
+    Measured on a 2-core CPU, a ViT-B layer at batch 8 (``docs/benchmark.md``).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, top_k, num_prefix_tokens):
         # (no grad in here; autocast, where on, makes probs @ v run in its
         # dtype, as it does for F.scaled_dot_product_attention)
-        p = num_prefix_tokens
         scale = q.shape[-1]**-0.5
-        scores = attention_scores_fp32(q, k)
-        prefix_probs = scores[..., :p, :].mul(scale).softmax(-1)
-        prefix_logits = scores[..., p:, :p].mul(scale)
-        # the patch block becomes the selection's int32 keys in place
-        selected, topk_indices = topk_select_with_scores(
-            scores[..., p:, p:], top_k, overwrite=True)
-        patch_probs = torch.cat((prefix_logits, selected.mul_(scale)),
-                                -1).softmax(-1)
-        probs = _dense_probabilities(prefix_probs, patch_probs, topk_indices,
-                                     buffer=scores)
+        probs = attention_scores_fp32(q, k)
+        prefix_probs, patch_probs, topk_indices = _topk_softmax(
+            probs, num_prefix_tokens, top_k, scale)
         out = probs.to(v.dtype) @ v
         compact = topk_indices.to(_compact_index_dtype(k.shape[-2]))
         ctx.save_for_backward(q, k, v, prefix_probs, patch_probs, compact)
         ctx.scale = scale
         ctx.mark_non_differentiable(topk_indices)
+        ctx.set_materialize_grads(False)  # no zeros for the indices' grad
         return out, topk_indices
 
     @staticmethod
     def backward(ctx, grad_out, _):
         q, k, v, prefix_probs, patch_probs, compact = ctx.saved_tensors
         dtype = q.dtype
-        probs = _dense_probabilities(prefix_probs, patch_probs, compact)
         grad_out = grad_out.to(dtype)
+        grad_scores = (grad_out @ v.transpose(-2, -1)).float()
+        probs = _topk_softmax_backward(grad_scores, prefix_probs, patch_probs,
+                                       compact)
         grad_v = probs.to(dtype).transpose(-2, -1) @ grad_out
-        # softmax backward, dS = P * dP - P * rowsum(P * dP) (zero wherever
-        # P is zero: unselected keys get no gradient), in place: a fresh
-        # (L, L) buffer costs page faults on the CPU
-        grad_scores = (grad_out @ v.transpose(-2, -1)).float().mul_(probs)
-        row_dot = grad_scores.sum(-1, keepdim=True)
-        grad_scores = grad_scores.addcmul_(probs, row_dot, value=-1).to(dtype)
+        grad_scores = grad_scores.to(dtype)
         # the softmax scale goes on the (L, d) results, not the (L, L) input
         grad_q = (grad_scores @ k).mul_(ctx.scale)
         grad_k = (grad_scores.transpose(-2, -1) @ q).mul_(ctx.scale)

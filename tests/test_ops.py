@@ -5,7 +5,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixedae_mm import ops
+from mixedae_mm import cpu_kernels, ops
+
+
+@pytest.fixture(params=['c_kernel', 'torch_ops'])
+def sparse_softmax_path(request, monkeypatch):
+    """Runs a test on both implementations of the fast path's softmax: the
+    C kernel (skipped where it cannot be built) and the PyTorch ops."""
+    if request.param == 'c_kernel':
+        if not cpu_kernels.available():
+            pytest.skip(f'C kernel: {cpu_kernels.unavailable_reason()}')
+    else:
+        monkeypatch.setattr(cpu_kernels, 'available', lambda: False)
+    return request.param
+
+
+def _same_selection(a, b):
+    """Selections are sets: the order of the K keys is unspecified."""
+    return torch.equal(a.sort(-1).values, b.sort(-1).values)
 
 
 def _tagged_tokens(batch, num_patches):
@@ -209,7 +226,7 @@ def test_topk_mask_rejects_bad_k():
         ops.topk_attention_mask(torch.zeros(1, 5, 5), k=5)
 
 
-def test_topk_attention_equals_masked_softmax_reference():
+def test_topk_attention_equals_masked_softmax_reference(sparse_softmax_path):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, 9, 4) for _ in range(3))
     result = ops.topk_attention(q, k, v, top_k=2)
@@ -224,7 +241,7 @@ def test_topk_attention_equals_masked_softmax_reference():
     torch.testing.assert_close(result.out, expected)
 
 
-def test_topk_attention_with_all_keys_is_global_attention():
+def test_topk_attention_with_all_keys_is_global_attention(sparse_softmax_path):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 9, 4) for _ in range(3))
     result = ops.topk_attention(q, k, v, top_k=8)
@@ -244,7 +261,8 @@ def _qkv_with_tied_keys(seed=0, heads=3, length=17, dims=8):
 
 
 @pytest.mark.parametrize('top_k', [1, 4, 16])
-def test_fast_topk_attention_equals_reference_with_ties(top_k):
+def test_fast_topk_attention_equals_reference_with_ties(
+        top_k, sparse_softmax_path):
     q, k, v = _qkv_with_tied_keys()
     scores = q[..., 1:, :] @ k[..., 1:, :].transpose(-2, -1)
     assert (scores[..., 2] == scores[..., 4]).all()  # ties are present
@@ -253,7 +271,7 @@ def test_fast_topk_attention_equals_reference_with_ties(top_k):
     fast_grads = torch.autograd.grad(fast.out, (q, k, v), grad_out)
     ref = ops.topk_attention_reference(q, k, v, top_k)
     ref_grads = torch.autograd.grad(ref.out, (q, k, v), grad_out)
-    assert torch.equal(fast.topk_indices, ref.topk_indices)
+    assert _same_selection(fast.topk_indices, ref.topk_indices)
     torch.testing.assert_close(fast.out, ref.out, atol=1e-5, rtol=1e-5)
     for got, expected in zip(fast_grads, ref_grads):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -262,7 +280,58 @@ def test_fast_topk_attention_equals_reference_with_ties(top_k):
         ops.homologous_accuracy(ref.topk_indices, owner)
 
 
-def test_fast_topk_attention_keeps_no_probabilities_for_backward():
+def test_tied_scores_go_to_the_lower_key_position(sparse_softmax_path):
+    """The tie rule is part of the selection, so that every path (torch.topk
+    on any device, the C kernel) picks the same keys."""
+    scores = torch.zeros(1, 1, 9, 9)
+    scores[..., 1:, 7] = 1.0  # one clear winner, then eight tied keys
+    assert torch.equal(
+        ops.topk_select(scores[..., 1:, 1:], 3).sort(-1).values,
+        torch.tensor([0, 1, 6]).expand(1, 1, 8, 3))
+    q = torch.zeros(1, 1, 9, 4)
+    k = torch.zeros(1, 1, 9, 4)
+    q[..., 0] = 1.0
+    k[..., 7, 0] = 1.0  # the same scores, from q and k
+    v = torch.randn(1, 1, 9, 4)
+    fast = ops.topk_attention(q, k, v, 3)
+    assert torch.equal(fast.topk_indices.sort(-1).values,
+                       torch.tensor([0, 1, 6]).expand(1, 1, 8, 3))
+
+
+def test_fast_topk_attention_at_vit_b_size(sparse_softmax_path):
+    """ViT-B's shape (197 tokens, 64 dims, K = 49) in fp32, with a query
+    whose scores are NaN: that row's output is NaN on every path."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 197, 64) for _ in range(3))
+    q[1, 2, 40, 5] = math.nan
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    grad_out = torch.randn_like(v)
+    fast = ops.topk_attention(q, k, v, 49)
+    ref = ops.topk_attention_reference(q, k, v, 49)
+    assert fast.out[1, 2, 40].isnan().all()
+    assert ref.out[1, 2, 40].isnan().all()
+    finite = torch.ones(2, 3, 197, dtype=torch.bool)
+    finite[1, 2, 40] = False
+    # every other row: the same keys, outputs and gradients
+    patch_rows = finite[..., 1:]
+    assert _same_selection(fast.topk_indices[patch_rows],
+                           ref.topk_indices[patch_rows])
+    torch.testing.assert_close(fast.out[finite], ref.out[finite],
+                               atol=1e-5, rtol=1e-5)
+    for t in (q, k, v):  # the NaN row leaves no gradient out of reach
+        t.grad = None
+    clean = torch.ones_like(grad_out)
+    clean[1, 2, 40] = 0
+    fast_grads = torch.autograd.grad(fast.out, (q, k, v), grad_out * clean)
+    ref_grads = torch.autograd.grad(ref.out, (q, k, v), grad_out * clean)
+    for got, expected in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(got[1, :2], expected[1, :2],
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[0], expected[0], atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_fast_topk_attention_keeps_no_probabilities_for_backward(sparse_softmax_path):
     """The reference keeps (M, h, L, L) tensors for backward; the fast path
     keeps none (only q, k, v, output, log-sum-exp and a compact
     selection)."""
@@ -299,14 +368,14 @@ def test_topk_selection_under_bf16_autocast_equals_fp32():
     assert not torch.equal(bf16_choice, fp32.sort(-1).values)
 
 
-def test_fast_topk_attention_runs_under_bf16_autocast():
+def test_fast_topk_attention_runs_under_bf16_autocast(sparse_softmax_path):
     q, k, v = (t.detach().bfloat16().requires_grad_()
                for t in _qkv_with_tied_keys())
     with torch.autocast('cpu', dtype=torch.bfloat16):
         fast = ops.topk_attention(q, k, v, 4)
         ref = ops.topk_attention_reference(q, k, v, 4)
     assert fast.out.dtype == torch.bfloat16
-    assert torch.equal(fast.topk_indices, ref.topk_indices)
+    assert _same_selection(fast.topk_indices, ref.topk_indices)
     torch.testing.assert_close(fast.out.float(), ref.out.float(),
                                atol=2e-2, rtol=2e-2)
     fast.out.float().sum().backward()
