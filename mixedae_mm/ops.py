@@ -541,7 +541,8 @@ def topk_attention(q: Tensor,
 
     - on the CPU (no dropout), ``_SparseTopKAttention`` reuses the
       selection's scores and keeps only the probabilities of the selected
-      keys for backward, no ``(L, L)`` tensor;
+      keys for backward, no ``(L, L)`` tensor; selection and softmax are a
+      C kernel (:mod:`mixedae_mm.cpu_kernels`) where one can be built;
     - elsewhere (and with attention dropout), the selection is the boolean
       mask of ``F.scaled_dot_product_attention``, a fused kernel on GPUs
       (whose memory-efficient CUDA kernel keeps the mask, as an additive

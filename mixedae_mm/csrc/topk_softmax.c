@@ -111,9 +111,10 @@ static inline int32_t count_at_least(const float *values, int64_t n,
 }
 
 /* A float t with exactly K of values[0..n) >= t, found by interpolating the
- * count between a bracket [lo, hi] (about five counting passes on attention
- * scores, where bisecting the bits takes about fourteen). Returns 0 when
- * there is none, i.e. when values tie across the K-th place. */
+ * count between a bracket [lo, hi]: about six counting passes on a row of
+ * Gaussian scores, twelve on a heavy-tailed one (cubed Gaussians), where
+ * bisecting the bits of the keys takes about fourteen. Returns 0 when there
+ * is none, i.e. when values tie across the K-th place. */
 static int exact_k_threshold(const float *values, int64_t n, int64_t K,
                              float lo, float hi, float *threshold) {
   int32_t count_lo = (int32_t)n, count_hi = count_at_least(values, n, hi);
