@@ -331,6 +331,28 @@ def test_fast_topk_attention_at_vit_b_size(sparse_softmax_path):
                                    rtol=1e-5)
 
 
+@pytest.mark.parametrize('num_prefix_tokens,top_k', [(0, 4), (2, 4),
+                                                      (1, 16)])
+def test_fast_topk_attention_with_other_prefixes_and_all_keys(
+        num_prefix_tokens, top_k, sparse_softmax_path):
+    """No prefix token, two, and K = N (every key: global attention)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16 + num_prefix_tokens, 8,
+                           requires_grad=True) for _ in range(3))
+    grad_out = torch.randn_like(v)
+    fast = ops.topk_attention(q, k, v, top_k, num_prefix_tokens)
+    ref = ops.topk_attention_reference(q, k, v, top_k, num_prefix_tokens)
+    assert _same_selection(fast.topk_indices, ref.topk_indices)
+    torch.testing.assert_close(fast.out, ref.out, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(
+            torch.autograd.grad(fast.out, (q, k, v), grad_out),
+            torch.autograd.grad(ref.out, (q, k, v), grad_out)):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    if top_k == 16:
+        torch.testing.assert_close(fast.out,
+                                   F.scaled_dot_product_attention(q, k, v))
+
+
 def test_fast_topk_attention_keeps_no_probabilities_for_backward(sparse_softmax_path):
     """The reference keeps (M, h, L, L) tensors for backward; the fast path
     keeps none (only q, k, v, output, log-sum-exp and a compact

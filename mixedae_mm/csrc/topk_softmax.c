@@ -118,6 +118,10 @@ static inline int32_t count_at_least(const float *values, int64_t n,
 static int exact_k_threshold(const float *values, int64_t n, int64_t K,
                              float lo, float hi, float *threshold) {
   int32_t count_lo = (int32_t)n, count_hi = count_at_least(values, n, hi);
+  if (count_lo == K) { /* every key */
+    *threshold = lo;
+    return 1;
+  }
   if (count_hi == K) {
     *threshold = hi;
     return 1;
