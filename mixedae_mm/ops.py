@@ -261,11 +261,12 @@ def _ranked_topk(patch_scores: Tensor,
         raise ValueError(f'top-k must be in [1, {num_keys}], got {k}')
     if patch_scores.dtype != torch.float32:
         patch_scores, overwrite = patch_scores.float(), True
-    keys = ordered_int32_keys(patch_scores, in_place=overwrite)
     position_bits = max(1, (num_keys - 1).bit_length())
     reversed_positions = torch.arange(
-        num_keys - 1, -1, -1, device=keys.device)
-    unique_keys = (keys.long() << position_bits).bitwise_or_(
+        num_keys - 1, -1, -1, device=patch_scores.device)
+    # shifted and tagged in place: one int64 copy of the scores at a time
+    unique_keys = ordered_int32_keys(patch_scores, in_place=overwrite).long()
+    unique_keys.bitwise_left_shift_(position_bits).bitwise_or_(
         reversed_positions)
     selected, indices = unique_keys.topk(k, dim=-1, sorted=False)
     return (selected >> position_bits).int(), indices
