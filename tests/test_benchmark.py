@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mixedae_mm import cpu_kernels
+
 TOOLS = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'
 
 
@@ -35,6 +37,8 @@ def test_benchmark_writes_the_documented_json(bench_tool, tmp_path, extra):
     assert {'torch', 'device', 'device_name', 'threads', 'amp',
             'with_cp', 'compile', 'malloc_pinned'} <= set(report['config'])
     assert report['config']['malloc_pinned'] is False
+    assert report['config']['cpu_attention_kernel'] is \
+        cpu_kernels.available()
     for name in ('MixedAE', 'MAE'):
         result = report['results'][name]
         assert len(result['step_s']) == 2

@@ -60,7 +60,7 @@ import mixedae_mm  # noqa: E402,F401
 from flop_counting import flop_counter  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
-from mixedae_mm import ops  # noqa: E402
+from mixedae_mm import cpu_kernels, ops  # noqa: E402
 
 #: dense peak TFLOP/s by device name substring, per compute dtype (tensor
 #: cores for bf16/fp16, TF32 off for fp32); ``--peak-tflops`` overrides
@@ -445,7 +445,11 @@ def main(argv=None) -> dict:
                          if device.type == 'cuda' else platform.processor()
                          or platform.machine()),
             threads=torch.get_num_threads(), torch=torch.__version__,
-            peak_tflops=peak, malloc_pinned=malloc_pinned),
+            peak_tflops=peak, malloc_pinned=malloc_pinned,
+            # whether homologous attention ran its C kernel (CPU) or the
+            # PyTorch ops; None off the CPU
+            cpu_attention_kernel=(cpu_kernels.available()
+                                  if device.type == 'cpu' else None)),
         results=results,
         ratio_mixedae_over_mae=ratios)
     print_report(report)
@@ -463,7 +467,8 @@ def print_report(report):
           f" device={cfg['device']} ({cfg['device_name']}, "
           f"{cfg['threads']} threads) amp={cfg['amp']} "
           f"compile={cfg['compile']} with_cp={cfg['with_cp']} "
-          f"torch={cfg['torch']} malloc_pinned={cfg['malloc_pinned']}")
+          f"torch={cfg['torch']} malloc_pinned={cfg['malloc_pinned']} "
+          f"cpu_attention_kernel={cfg['cpu_attention_kernel']}")
     for name, res in results.items():
         line = [f'{name:<8}']
         if 'step_median_s' in res:
