@@ -20,6 +20,7 @@ opaque calls instead of breaking the graph at a ``ctypes`` call.
 """
 import ctypes
 import hashlib
+import math
 import os
 import os.path as osp
 import shutil
@@ -36,6 +37,7 @@ SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc',
 FLAGS = ('-O3', '-march=native', '-fopenmp', '-shared', '-fPIC', '-std=c99')
 DISABLE_ENV = 'MIXEDAE_CPU_KERNELS'
 CACHE_ENV = 'MIXEDAE_KERNEL_CACHE'
+COMPILE_TIMEOUT_S = 300
 
 _library: Optional[ctypes.CDLL] = None
 _unavailable_reason: Optional[str] = None
@@ -53,15 +55,23 @@ def _cpu_features() -> str:
     return ''
 
 
+def _run(command: list) -> subprocess.CompletedProcess:
+    # a compiler that hangs must not hang training: it is given up on
+    return subprocess.run(command, capture_output=True, text=True,
+                          errors='replace', timeout=COMPILE_TIMEOUT_S)
+
+
 def _compiler_version(compiler: str) -> str:
-    return subprocess.run([compiler, '--version'],
-                          capture_output=True,
-                          text=True,
-                          check=True).stdout
+    result = _run([compiler, '--version'])
+    if result.returncode != 0:
+        raise RuntimeError(f'{compiler} --version failed: '
+                           f'{result.stderr[-500:]}')
+    return result.stdout
 
 
-def _build(compiler: str) -> str:
-    """Compile the kernels unless a matching build is cached; its path."""
+def _build(compiler: str, rebuild: bool = False) -> str:
+    """Compile the kernels unless a matching build is cached (or
+    ``rebuild``); its path."""
     with open(SOURCE, 'rb') as f:
         source = f.read()
     digest = hashlib.sha1(source)
@@ -72,17 +82,14 @@ def _build(compiler: str) -> str:
         CACHE_ENV, osp.join(osp.expanduser('~'), '.cache', 'mixedae_mm',
                             'kernels'))
     target = osp.join(cache, f'topk_softmax-{digest.hexdigest()[:16]}.so')
-    if osp.exists(target):
+    if osp.exists(target) and not rebuild:
         return target
     os.makedirs(cache, exist_ok=True)
     # built beside the target and renamed onto it: ranks that start
     # together may all build, but none loads a half-written file
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         built = osp.join(tmp, 'topk_softmax.so')
-        result = subprocess.run(
-            [compiler, *FLAGS, SOURCE, '-o', built, '-lm'],
-            capture_output=True,
-            text=True)
+        result = _run([compiler, *FLAGS, SOURCE, '-o', built, '-lm'])
         if result.returncode != 0:
             raise RuntimeError(f'{compiler} failed:\n{result.stderr[-2000:]}')
         os.replace(built, target)
@@ -100,8 +107,11 @@ def _load() -> Optional[ctypes.CDLL]:
     try:
         if shutil.which(compiler) is None:
             raise RuntimeError(f'no C compiler {compiler!r} on PATH')
-        library = ctypes.CDLL(_build(compiler))
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+        try:
+            library = ctypes.CDLL(_build(compiler))
+        except OSError:  # a damaged cached build: built again, once
+            library = ctypes.CDLL(_build(compiler, rebuild=True))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         _unavailable_reason = str(error)
         warnings.warn(
             'mixedae_mm: the C kernels of homologous attention could not be '
@@ -116,6 +126,8 @@ def _load() -> Optional[ctypes.CDLL]:
     library.mixedae_topk_softmax_backward.argtypes = [
         vp, vp, i64, i64, i64, i64, vp, vp, vp, ctypes.c_int
     ]
+    library.mixedae_topk_softmax_forward.restype = ctypes.c_int
+    library.mixedae_topk_softmax_backward.restype = ctypes.c_int
     _library = library
     return _library
 
@@ -131,12 +143,32 @@ def unavailable_reason() -> Optional[str]:
     return _unavailable_reason
 
 
-def _check(name: str, tensor: Tensor, dtype: torch.dtype) -> None:
+def _check(name: str, tensor: Tensor, dtype: torch.dtype,
+           shape: Tuple[int, ...]) -> None:
     if (tensor.device.type != 'cpu' or tensor.dtype != dtype
             or not tensor.is_contiguous()):
         raise ValueError(f'{name} must be a contiguous {dtype} CPU tensor, '
                          f'got {tensor.dtype} on {tensor.device} '
                          f'(contiguous: {tensor.is_contiguous()})')
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f'{name} must have shape {tuple(shape)}, got '
+                         f'{tuple(tensor.shape)}')
+
+
+def _check_scores(name: str, scores: Tensor, num_prefix_tokens: int) -> None:
+    if scores.dim() < 2 or scores.shape[-1] != scores.shape[-2]:
+        raise ValueError(f'{name} must be (..., L, L) square matrices, got '
+                         f'{tuple(scores.shape)}')
+    if not 0 <= num_prefix_tokens < scores.shape[-1]:
+        raise ValueError(f'num_prefix_tokens must be in [0, '
+                         f'{scores.shape[-1]}), got {num_prefix_tokens}')
+    _check(name, scores, torch.float32, scores.shape)
+
+
+def _raise_if_failed(status: int) -> None:
+    if status != 0:
+        raise MemoryError('the attention kernel could not allocate its '
+                          'scratch memory')
 
 
 @torch.library.custom_op('mixedae_mm::topk_softmax_forward',
@@ -159,26 +191,27 @@ def topk_softmax_forward(scores: Tensor, num_prefix_tokens: int, top_k: int,
         ``(..., N, top_k)`` long, the selected patch positions (0-based,
         ascending).
     """
-    _check('scores', scores, torch.float32)
+    _check_scores('scores', scores, num_prefix_tokens)
     seq_len = scores.shape[-1]
     p = num_prefix_tokens
     num_patches = seq_len - p
     if not 0 < top_k <= num_patches:
         raise ValueError(f'top-k must be in [1, {num_patches}], got {top_k}')
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f'scale must be finite and > 0, got {scale}')
     batch = scores.shape[:-2]
     kept = scores.new_empty(*batch, num_patches, p + top_k)
     index = torch.empty(*batch, num_patches, top_k, dtype=torch.long)
-    _load().mixedae_topk_softmax_forward(scores.data_ptr(),
-                                         scores.numel() // seq_len**2,
-                                         seq_len, p, top_k, scale,
-                                         kept.data_ptr(), index.data_ptr(),
-                                         torch.get_num_threads())
+    _raise_if_failed(_load().mixedae_topk_softmax_forward(
+        scores.data_ptr(), scores.numel() // seq_len**2, seq_len, p, top_k,
+        scale, kept.data_ptr(), index.data_ptr(), torch.get_num_threads()))
     return kept, index
 
 
 @topk_softmax_forward.register_fake
 def _(scores, num_prefix_tokens, top_k, scale):
-    batch, num_patches = scores.shape[:-2], scores.shape[-1] - num_prefix_tokens
+    batch = scores.shape[:-2]
+    num_patches = scores.shape[-1] - num_prefix_tokens
     return (scores.new_empty(*batch, num_patches, num_prefix_tokens + top_k),
             scores.new_empty(*batch, num_patches, top_k, dtype=torch.long))
 
@@ -198,20 +231,28 @@ def topk_softmax_backward(grad: Tensor, prefix_probs: Tensor, kept: Tensor,
     Returns:
         ``(..., L, L)`` fp32, the dense probabilities, rebuilt.
     """
-    for name, tensor, dtype in (('grad', grad, torch.float32),
-                                ('prefix_probs', prefix_probs, torch.float32),
-                                ('kept', kept, torch.float32),
-                                ('index', index, torch.long)):
-        _check(name, tensor, dtype)
-    seq_len = grad.shape[-1]
+    if prefix_probs.dim() < 2:
+        raise ValueError('prefix_probs must be (..., P, L), got '
+                         f'{tuple(prefix_probs.shape)}')
     p = prefix_probs.shape[-2]
+    _check_scores('grad', grad, p)
+    batch, seq_len = tuple(grad.shape[:-2]), grad.shape[-1]
+    top_k = index.shape[-1] if index.dim() else 0
+    if not 0 < top_k <= seq_len - p:
+        raise ValueError(f'index must select 1 to {seq_len - p} keys per '
+                         f'query, got {top_k}')
+    _check('prefix_probs', prefix_probs, torch.float32, batch + (p, seq_len))
+    _check('kept', kept, torch.float32, batch + (seq_len - p, p + top_k))
+    _check('index', index, torch.long, batch + (seq_len - p, top_k))
+    low, high = torch.aminmax(index) if index.numel() else (0, 0)
+    if not 0 <= low <= high < seq_len - p:
+        raise ValueError(f'index must hold patch positions in [0, '
+                         f'{seq_len - p})')
     probs = torch.empty_like(grad)
-    _load().mixedae_topk_softmax_backward(grad.data_ptr(), probs.data_ptr(),
-                                          grad.numel() // seq_len**2,
-                                          seq_len, p, index.shape[-1],
-                                          prefix_probs.data_ptr(),
-                                          kept.data_ptr(), index.data_ptr(),
-                                          torch.get_num_threads())
+    _raise_if_failed(_load().mixedae_topk_softmax_backward(
+        grad.data_ptr(), probs.data_ptr(), grad.numel() // seq_len**2,
+        seq_len, p, top_k, prefix_probs.data_ptr(), kept.data_ptr(),
+        index.data_ptr(), torch.get_num_threads()))
     return probs
 
 

@@ -247,7 +247,8 @@ def topk_select_with_scores(patch_scores: Tensor,
         positions ``(..., N, k)``, in no particular order.
     """
     selected, indices = _ranked_topk(patch_scores, k, overwrite)
-    selected = _flip_negative_magnitudes(selected).view(torch.float32)
+    if selected.dtype == torch.int32:  # keys of fp32 scores: mapped back
+        selected = _flip_negative_magnitudes(selected).view(torch.float32)
     return selected.to(patch_scores.dtype), indices
 
 
@@ -255,11 +256,16 @@ def _ranked_topk(patch_scores: Tensor,
                  k: int,
                  overwrite: bool = False) -> Tuple[Tensor, Tensor]:
     """``topk`` by the int32 keys of the fp32 scores, ties to the lower
-    position; returns the selected keys (int32) and positions."""
+    position; returns the selected keys (int32; fp64 scores: the scores
+    themselves) and positions."""
     num_keys = patch_scores.shape[-1]
     if not 0 < k <= num_keys:
         raise ValueError(f'top-k must be in [1, {num_keys}], got {k}')
-    if patch_scores.dtype != torch.float32:
+    if patch_scores.dtype == torch.float64:  # not rounded to fp32: a
+        # stable sort keeps tied scores in position order
+        ranked = patch_scores.sort(dim=-1, descending=True, stable=True)
+        return ranked.values[..., :k], ranked.indices[..., :k]
+    if patch_scores.dtype != torch.float32:  # bf16, fp16: exact in fp32
         patch_scores, overwrite = patch_scores.float(), True
     position_bits = max(1, (num_keys - 1).bit_length())
     reversed_positions = torch.arange(

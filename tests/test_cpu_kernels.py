@@ -73,6 +73,10 @@ def test_the_build_is_cached_per_source_and_cpu(tmp_path):
     assert 'kernel: True' in _probe(tmp_path).stdout
     assert built[0].stat().st_mtime_ns == stamp
     assert list((tmp_path / 'cache').glob('topk_softmax-*.so')) == built
+    # a damaged cached build (a copy cut short) is built again, once
+    built[0].write_bytes(b'not a shared library')
+    assert 'kernel: True' in _probe(tmp_path).stdout
+    assert built[0].read_bytes()[:4] == b'\x7fELF'
 
 
 @pytest.mark.skipif(not cpu_kernels.available(),
@@ -85,3 +89,33 @@ def test_the_kernel_rejects_inputs_it_cannot_read():
         cpu_kernels.topk_softmax_forward(scores.double(), 1, 4, 0.5)
     with pytest.raises(ValueError, match='top-k'):
         cpu_kernels.topk_softmax_forward(scores, 1, 17, 0.5)
+
+
+@pytest.mark.skipif(not cpu_kernels.available(),
+                    reason='no C compiler with OpenMP here')
+def test_the_kernel_rejects_shapes_that_do_not_fit():
+    """The ops are public (torch.ops.mixedae_mm.*): a shape the kernel would
+    read or write out of bounds is a clear error instead."""
+    with pytest.raises(ValueError, match='square'):
+        cpu_kernels.topk_softmax_forward(torch.randn(1, 4000, 4), 1, 2, 0.5)
+    with pytest.raises(ValueError, match='square'):
+        cpu_kernels.topk_softmax_forward(torch.randn(1, 2, 4), 1, 1, 0.5)
+    with pytest.raises(ValueError, match='num_prefix_tokens'):
+        cpu_kernels.topk_softmax_forward(torch.randn(1, 5, 5), -1, 2, 0.5)
+    with pytest.raises(ValueError, match='scale'):
+        cpu_kernels.topk_softmax_forward(torch.randn(1, 5, 5), 1, 2, 0.0)
+    scores = torch.randn(2, 9, 9)
+    kept, index = cpu_kernels.topk_softmax_forward(scores, 1, 3, 0.5)
+    prefix = scores[:, :1].clone()
+    grad = torch.randn(2, 9, 9)
+    cpu_kernels.topk_softmax_backward(grad.clone(), prefix, kept, index)
+    with pytest.raises(ValueError, match='kept must have shape'):
+        cpu_kernels.topk_softmax_backward(grad.clone(), prefix, kept[:1],
+                                          index)
+    with pytest.raises(ValueError, match='prefix_probs must have shape'):
+        cpu_kernels.topk_softmax_backward(grad.clone(),
+                                          prefix[..., :4].clone(), kept,
+                                          index)
+    with pytest.raises(ValueError, match='index must hold patch positions'):
+        cpu_kernels.topk_softmax_backward(grad.clone(), prefix, kept,
+                                          index + 8)

@@ -353,7 +353,50 @@ def test_fast_topk_attention_with_other_prefixes_and_all_keys(
                                    F.scaled_dot_product_attention(q, k, v))
 
 
-def test_fast_topk_attention_keeps_no_probabilities_for_backward(sparse_softmax_path):
+def test_non_finite_scores_as_in_the_reference(sparse_softmax_path):
+    """-inf and sign-bit NaN rank lowest, +inf and NaN highest; a row's
+    softmax is NaN exactly where the masked softmax's is, and a kept -inf
+    gets probability 0."""
+    torch.manual_seed(0)
+    neg_nan = -torch.tensor(math.nan)
+    assert neg_nan.view(torch.int32) < 0  # the sign bit is set
+    scores = torch.randn(2, 3, 9, 9)
+    scores[0, 0, :, 4] = -math.inf  # a key column no query should select
+    scores[0, 1, :, 6] = neg_nan  # the same, x86's default NaN (and the
+    # cls query, which attends to every key: a NaN row)
+    scores[0, 2, 3, 0] = -math.inf  # a patch query's cls logit
+    scores[1, 0, 5, 2] = math.inf  # selected first: a NaN softmax row
+    scores[1, 1, 2, 7] = math.nan  # the same
+    scores[1, 2, 4, 1:] = -math.inf  # every patch key -inf: all on cls
+    scores[1, 2, 6, 3] = -math.inf  # and K = 3 of 8: one -inf kept
+    scores[1, 2, 6, 4:6] = -math.inf
+    scores[1, 2, 0, 3] = -math.inf  # the cls query's row: a zero
+    top_k, scale = 3, 0.5
+    keep, selection = ops.topk_attention_mask(scores, top_k)
+    expected = (scores * scale).masked_fill(~keep, -math.inf).softmax(-1)
+    probs = scores.clone()
+    _, _, topk_indices = ops._topk_softmax(probs, 1, top_k, scale)
+    assert _same_selection(topk_indices, selection)
+    nan_rows = expected.isnan().any(-1)
+    assert nan_rows.sum() == 3 and probs.isnan().any(-1).equal(nan_rows)
+    torch.testing.assert_close(probs[~nan_rows], expected[~nan_rows])
+    assert (probs[0, 0, :, 4] == 0).all() and (probs[0, 1, 1:, 6] == 0).all()
+    assert probs[1, 2, 4, 0] == 1
+    assert probs[0, 2, 3, 0] == 0 and probs[1, 2, 0, 3] == 0
+
+
+def test_topk_select_ranks_fp64_without_rounding():
+    scores = torch.tensor([[1.0, 1.0 + 1e-12, 0.5, 1.0 + 1e-12]],
+                          dtype=torch.float64)
+    # 1 + 1e-12 rounds to 1.0 in fp32; the tie goes to the lower position
+    assert ops.topk_select(scores, 1).tolist() == [[1]]
+    assert sorted(ops.topk_select(scores, 2)[0].tolist()) == [1, 3]
+    selected, _ = ops.topk_select_with_scores(scores, 1)
+    assert selected.dtype == torch.float64 and selected.item() == 1 + 1e-12
+
+
+def test_fast_topk_attention_keeps_no_probabilities_for_backward(
+        sparse_softmax_path):
     """The reference keeps (M, h, L, L) tensors for backward; the fast path
     keeps none (only q, k, v, output, log-sum-exp and a compact
     selection)."""

@@ -14,6 +14,7 @@
  * L1 throughout.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@ static inline float key_to_float(uint32_t key) {
 
 #define KEY_OF_POS_INF 0xff800000u
 #define KEY_OF_NEG_INF 0x007fffffu
+#define MAX_INTERPOLATIONS 16
 
 /* exp(x) for x <= 0: Cody-Waite reduction to r in [-ln2/2, ln2/2], a
  * degree-6 polynomial for e^r (the Cephes expf coefficients) and 2^n through
@@ -114,7 +116,9 @@ static inline int32_t count_at_least(const float *values, int64_t n,
  * count between a bracket [lo, hi]: about six counting passes on a row of
  * Gaussian scores, twelve on a heavy-tailed one (cubed Gaussians), where
  * bisecting the bits of the keys takes about fourteen. Returns 0 when there
- * is none, i.e. when values tie across the K-th place. */
+ * is none (values tie across the K-th place), or after MAX_INTERPOLATIONS
+ * passes (an outlier beside a tight cluster), leaving the row to the exact
+ * search on the keys. */
 static int exact_k_threshold(const float *values, int64_t n, int64_t K,
                              float lo, float hi, float *threshold) {
   int32_t count_lo = (int32_t)n, count_hi = count_at_least(values, n, hi);
@@ -127,7 +131,7 @@ static int exact_k_threshold(const float *values, int64_t n, int64_t K,
     return 1;
   }
   if (count_hi > K) return 0;
-  for (int step = 0; step < 64; ++step) {
+  for (int step = 0; step < MAX_INTERPOLATIONS; ++step) {
     /* where the count would reach K if it fell linearly, kept off the
      * bracket's ends so that it shrinks by at least 1/16 per step */
     float fraction = (float)(count_lo - K) / (float)(count_lo - count_hi);
@@ -155,7 +159,12 @@ static int exact_k_threshold(const float *values, int64_t n, int64_t K,
  * dense probabilities in place; the kept probabilities (prefix keys first,
  * then the selected patch keys in ascending position) to kept[0..P+K) and
  * the selected patch positions to index[0..K). keys, positions: scratch of
- * N + 1 entries. */
+ * N + 1 entries.
+ *
+ * Non-finite scores behave as in ops.topk_attention_reference: -inf and
+ * NaN with the sign bit rank lowest, +inf and NaN highest (the key order);
+ * the softmax is NaN wherever torch.softmax's is (a kept NaN, or an
+ * infinite largest kept logit); a kept -inf gets probability 0. */
 static void topk_softmax_row(float *row, int64_t L, int64_t P, int64_t K,
                              float scale, uint32_t *keys, int32_t *positions,
                              float *kept, int64_t *index) {
@@ -170,29 +179,17 @@ static void topk_softmax_row(float *row, int64_t L, int64_t P, int64_t K,
     key_max = key > key_max ? key : key_max;
     key_min = key < key_min ? key : key_min;
   }
-  /* NaN keys lie beyond those of +-inf; infinite extremes are no bracket */
-  int bad = key_max >= KEY_OF_POS_INF || key_min <= KEY_OF_NEG_INF;
-  const float patch_max = key_to_float(key_max);
-  const float patch_min = key_to_float(key_min);
-  float m = patch_max;
-  for (int64_t j = 0; j < P; ++j) {
-    bad |= !isfinite(row[j]);
-    m = row[j] > m ? row[j] : m;
-  }
-  if (bad) {
-    for (int64_t j = 0; j < P + K; ++j) kept[j] = NAN;
-    for (int64_t j = 0; j < K; ++j) index[j] = j;
-    for (int64_t j = 0; j < L; ++j) row[j] = NAN;
-    return;
-  }
+  /* infinite or NaN keys lie at or beyond those of +-inf: no float bracket */
+  const int finite = key_max < KEY_OF_POS_INF && key_min > KEY_OF_NEG_INF;
   float threshold;
   int32_t count = 0;
-  if (exact_k_threshold(patch, N, K, patch_min, patch_max, &threshold)) {
+  if (finite && exact_k_threshold(patch, N, K, key_to_float(key_min),
+                                  key_to_float(key_max), &threshold)) {
     for (int64_t j = 0; j < N; ++j) { /* branch-free compaction */
       positions[count] = (int32_t)j;
       count += patch[j] >= threshold;
     }
-  } else { /* ties across the K-th place: the lowest positions among them */
+  } else { /* exact search on the keys; ties to the lowest positions */
     const uint32_t key_threshold = kth_largest_key(keys, N, K);
     int32_t above = 0;
     for (int64_t j = 0; j < N; ++j) above += keys[j] > key_threshold;
@@ -206,13 +203,23 @@ static void topk_softmax_row(float *row, int64_t L, int64_t P, int64_t K,
   }
   for (int64_t j = 0; j < P; ++j) kept[j] = row[j];
   for (int64_t c = 0; c < K; ++c) kept[P + c] = patch[positions[c]];
-  float sum = 0.0f;
+  float m = kept[0];
+  int has_nan = 0;
   for (int64_t c = 0; c < P + K; ++c) {
-    kept[c] = exp_nonpositive((kept[c] - m) * scale);
-    sum += kept[c];
+    has_nan |= kept[c] != kept[c];
+    m = kept[c] > m ? kept[c] : m;
   }
-  const float inv = 1.0f / sum;
-  for (int64_t c = 0; c < P + K; ++c) kept[c] *= inv;
+  if (has_nan || isinf(m)) {
+    for (int64_t c = 0; c < P + K; ++c) kept[c] = NAN;
+  } else {
+    float sum = 0.0f;
+    for (int64_t c = 0; c < P + K; ++c) {
+      kept[c] = exp_nonpositive((kept[c] - m) * scale);
+      sum += kept[c];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t c = 0; c < P + K; ++c) kept[c] *= inv;
+  }
   memset(row, 0, sizeof(float) * L);
   for (int64_t j = 0; j < P; ++j) row[j] = kept[j];
   for (int64_t c = 0; c < K; ++c) {
@@ -222,16 +229,21 @@ static void topk_softmax_row(float *row, int64_t L, int64_t P, int64_t K,
 }
 
 /* Forward. scores: (B, L, L) fp32, unscaled q.k, overwritten with the
- * probabilities. kept: (B, N, P + K). index: (B, N, K). */
-void mixedae_topk_softmax_forward(float *scores, int64_t B, int64_t L,
-                                  int64_t P, int64_t K, float scale,
-                                  float *kept, int64_t *index,
-                                  int num_threads) {
+ * probabilities. kept: (B, N, P + K). index: (B, N, K). Returns 0, or -1
+ * when its scratch memory cannot be allocated (nothing written then). */
+int mixedae_topk_softmax_forward(float *scores, int64_t B, int64_t L,
+                                 int64_t P, int64_t K, float scale,
+                                 float *kept, int64_t *index,
+                                 int num_threads) {
   const int64_t N = L - P;
+  /* keys and positions of each thread's current row */
+  uint32_t *scratch =
+      (uint32_t *)malloc(sizeof(uint32_t) * 2 * (N + 1) * num_threads);
+  if (scratch == NULL) return -1;
 #pragma omp parallel num_threads(num_threads)
   {
-    uint32_t *keys = (uint32_t *)malloc(sizeof(uint32_t) * (N + 1));
-    int32_t *positions = (int32_t *)malloc(sizeof(int32_t) * (N + 1));
+    uint32_t *keys = scratch + 2 * (N + 1) * omp_get_thread_num();
+    int32_t *positions = (int32_t *)(keys + N + 1);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < B * L; ++r) {
       const int64_t b = r / L, i = r % L;
@@ -240,28 +252,30 @@ void mixedae_topk_softmax_forward(float *scores, int64_t B, int64_t L,
         softmax_row(row, L, scale);
       } else {
         const int64_t q = b * N + (i - P);
-        topk_softmax_row(row, L, P, K, scale, keys, positions, kept + q * (P + K),
-                         index + q * K);
+        topk_softmax_row(row, L, P, K, scale, keys, positions,
+                         kept + q * (P + K), index + q * K);
       }
     }
-    free(keys);
-    free(positions);
   }
+  free(scratch);
+  return 0;
 }
 
 /* Backward of the softmax. grad: (B, L, L) fp32, dL/dprobs on entry,
  * dL/dlogits (unscaled by the softmax scale) on return. probs: (B, L, L)
  * fp32, written with the dense probabilities. prefix_probs: (B, P, L);
- * kept, index: from the forward. */
-void mixedae_topk_softmax_backward(float *grad, float *probs, int64_t B,
-                                   int64_t L, int64_t P, int64_t K,
-                                   const float *prefix_probs,
-                                   const float *kept, const int64_t *index,
-                                   int num_threads) {
+ * kept, index: from the forward. Returns 0, or -1 as the forward. */
+int mixedae_topk_softmax_backward(float *grad, float *probs, int64_t B,
+                                  int64_t L, int64_t P, int64_t K,
+                                  const float *prefix_probs,
+                                  const float *kept, const int64_t *index,
+                                  int num_threads) {
   const int64_t N = L - P;
+  float *scratch = (float *)malloc(sizeof(float) * (P + K) * num_threads);
+  if (scratch == NULL) return -1;
 #pragma omp parallel num_threads(num_threads)
   {
-    float *kept_grad = (float *)malloc(sizeof(float) * (P + K));
+    float *kept_grad = scratch + (P + K) * omp_get_thread_num();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < B * L; ++r) {
       const int64_t b = r / L, i = r % L;
@@ -295,6 +309,7 @@ void mixedae_topk_softmax_backward(float *grad, float *probs, int64_t B,
         }
       }
     }
-    free(kept_grad);
   }
+  free(scratch);
+  return 0;
 }
