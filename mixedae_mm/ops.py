@@ -22,7 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixedae_mm import cpu_kernels
+if __package__:  # inside mixedae_mm; a copy of this file on its own (it
+    # needs only torch) runs homologous attention as PyTorch ops
+    from . import cpu_kernels
+else:
+    cpu_kernels = None
 
 
 def check_mixing_shapes(batch_size: int, num_patches: int,
@@ -438,6 +442,10 @@ def _dense_probabilities(prefix_probs: Tensor,
     return probs
 
 
+def _use_cpu_kernels() -> bool:
+    return cpu_kernels is not None and cpu_kernels.available()
+
+
 def _topk_softmax(scores: Tensor, num_prefix_tokens: int, top_k: int,
                   scale: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Homologous attention's softmax from ``(M, h, L, L)`` fp32 unscaled
@@ -449,7 +457,7 @@ def _topk_softmax(scores: Tensor, num_prefix_tokens: int, top_k: int,
         keys; topk_indices ``(M, h, N, K)`` long.
     """
     p = num_prefix_tokens
-    if cpu_kernels.available():
+    if _use_cpu_kernels():
         patch_probs, topk_indices = cpu_kernels.topk_softmax_forward(
             scores, p, top_k, scale)
         return scores[..., :p, :].clone(), patch_probs, topk_indices
@@ -471,7 +479,7 @@ def _topk_softmax_backward(grad_probs: Tensor, prefix_probs: Tensor,
                            topk_indices: Tensor) -> Tensor:
     """Turns ``grad_probs`` (fp32) into the gradient of the scaled logits,
     in place; returns the dense probabilities, rebuilt from the kept ones."""
-    if cpu_kernels.available():
+    if _use_cpu_kernels():
         return cpu_kernels.topk_softmax_backward(grad_probs, prefix_probs,
                                                  patch_probs,
                                                  topk_indices.long())
