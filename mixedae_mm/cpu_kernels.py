@@ -11,8 +11,10 @@ else ``cc``; well under a second) for this CPU (``-march=native``), into
 name hashed from the source, the flags, the compiler and the CPU's features,
 so that a home directory shared by different machines never loads a library
 built for another CPU. The library is loaded with ``ctypes`` (no PyTorch
-headers: they need C++20 and a minute to compile) and links the OpenMP
-runtime PyTorch already loaded, so it shares PyTorch's threads.
+headers: they need C++20 and a minute to compile) and links
+``libgomp.so.1``, which resolves to the OpenMP runtime PyTorch's Linux
+wheels load, so it shares PyTorch's threads (a torch built against
+another OpenMP would get a second runtime beside its own).
 
 The two entry points are registered as PyTorch custom operators
 (``torch.ops.mixedae_mm.*``) so that ``torch.compile`` treats them as
