@@ -312,6 +312,31 @@ def cost_split(trainer, images) -> dict:
     return {part: split[part] for part in SPLIT_PARTS}
 
 
+def op_profiles(trainers: dict, images, steps: int) -> dict:
+    """Self time of each op, ms per step, over ``steps`` profiled steps of
+    each model, interleaved as the timed steps are: ``{model: {'cpu': {op:
+    ms}}}``, plus ``'device'`` on CUDA."""
+    profiles = {name: defaultdict(lambda: defaultdict(float))
+                for name in trainers}
+    for _ in range(steps):
+        for name, trainer in trainers.items():
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if trainer.device.type == 'cuda':
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            with torch.profiler.profile(activities=activities) as prof:
+                trainer.step(images)
+            for event in prof.key_averages():
+                # microseconds -> milliseconds per step
+                profiles[name]['cpu'][event.key] += \
+                    event.self_cpu_time_total * 1e-3 / steps
+                if trainer.device.type == 'cuda':
+                    profiles[name]['device'][event.key] += \
+                        event.self_device_time_total * 1e-3 / steps
+    return {name: {kind: {op: ms for op, ms in ops.items() if ms > 0}
+                   for kind, ops in profile.items()}
+            for name, profile in profiles.items()}
+
+
 def peak_tflops(device, amp, override):
     if override:
         return override
@@ -363,6 +388,11 @@ def parse_args(argv=None):
                         help="CPU: pin glibc malloc's mmap/trim thresholds "
                         'so that page faults do not depend on which model '
                         'stepped before (default), or leave them adaptive')
+    parser.add_argument('--profile-ops', type=int, default=0, metavar='N',
+                        help='after the timed steps, profile N more steps '
+                        'of each model, interleaved (torch.profiler): self '
+                        'time per op, the totals and their ratio, the ops '
+                        'that differ most')
     parser.add_argument('--json', metavar='OUT', help='write results here')
     return parser.parse_args(argv)
 
@@ -428,11 +458,21 @@ def main(argv=None) -> dict:
         if not args.no_split and not args.compile:
             result['split_s'] = cost_split(trainer, images)
 
+    if args.profile_ops:
+        for name, profile in op_profiles(trainers, images,
+                                         args.profile_ops).items():
+            results[name]['op_profile_ms'] = profile
+
     ratios = {}
     for key in ('step_median_s', 'step_min_s', 'saved_for_backward_bytes',
                 'cuda_peak_allocated_bytes', 'flops_per_step'):
         if key in results['MAE']:
             ratios[key] = results['MixedAE'][key] / results['MAE'][key]
+    if args.profile_ops:
+        for kind in results['MAE']['op_profile_ms']:
+            ratios[f'op_profile_{kind}_total'] = (
+                sum(results['MixedAE']['op_profile_ms'][kind].values()) /
+                sum(results['MAE']['op_profile_ms'][kind].values()))
     if times['MAE']:
         # each MixedAE step against the MAE step right after it: robust to
         # slow phases of a shared machine, which hit both steps of a pair
@@ -491,11 +531,28 @@ def print_report(report):
         if 'split_s' in res:
             print('         split (ms): ' + ', '.join(
                 f'{k} {1000 * v:.0f}' for k, v in res['split_s'].items()))
+    if 'op_profile_ms' in results['MAE']:
+        print_op_differences(results)
     print('MixedAE / MAE:')
     ratios = report['ratio_mixedae_over_mae']
     for key, label in RATIO_LABELS.items():
         if key in ratios:
             print(f'  {label:<44} x{ratios[key]:.3f}')
+
+
+def print_op_differences(results, rows: int = 12):
+    """The ops whose self time differs most between the models."""
+    for kind in results['MAE']['op_profile_ms']:
+        ours = results['MixedAE']['op_profile_ms'][kind]
+        theirs = results['MAE']['op_profile_ms'][kind]
+        print(f'self {kind} time per step (ms), profiled: MixedAE '
+              f'{sum(ours.values()):.0f}, MAE {sum(theirs.values()):.0f}; '
+              'largest differences:')
+        for op in sorted(set(ours) | set(theirs),
+                         key=lambda op: -abs(
+                             ours.get(op, 0) - theirs.get(op, 0)))[:rows]:
+            a, b = ours.get(op, 0.), theirs.get(op, 0.)
+            print(f'  {op[:52]:<52} {a:9.1f} {b:9.1f} {a - b:+8.1f}')
 
 
 #: printed names of ``ratio_mixedae_over_mae``'s keys, steadiest time first
@@ -506,6 +563,8 @@ RATIO_LABELS = {
     'saved_for_backward_bytes': 'memory kept for backward',
     'cuda_peak_allocated_bytes': 'CUDA peak allocated',
     'flops_per_step': 'FLOPs per step',
+    'op_profile_cpu_total': 'self CPU time of all ops (profiled)',
+    'op_profile_device_total': 'self device time of all ops (profiled)',
 }
 
 
