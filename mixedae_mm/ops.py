@@ -240,7 +240,9 @@ def topk_select_with_scores(patch_scores: Tensor,
     ``torch.topk`` (whose choice among tied values is an implementation
     detail) takes tied scores at the lower position, on every device and in
     the C kernel alike (``csrc/topk_softmax.c``). The selected keys map back
-    to the exact fp32 scores (``-0.0`` comes back as ``0.0``).
+    to the exact fp32 scores (``-0.0`` comes back as ``0.0``). bf16 and fp16
+    scores are ranked as their exact fp32 values; fp64 scores by a stable
+    sort (the same rule, without rounding them to fp32).
 
     Args:
         overwrite: build the int32 keys in ``patch_scores``'s own memory
