@@ -30,7 +30,8 @@ print('kernel:', cpu_kernels.available())
 
 def _probe(tmp_path, **env):
     full_env = dict(os.environ, PYTHONPATH=REPO,
-                    MIXEDAE_KERNEL_CACHE=str(tmp_path / 'cache'), **env)
+                    MIXEDAE_KERNEL_CACHE=str(tmp_path / 'cache'))
+    full_env.update(env)
     return subprocess.run([sys.executable, '-c', PROBE], env=full_env,
                           capture_output=True, text=True, cwd=REPO)
 
@@ -46,6 +47,19 @@ def test_without_a_compiler_the_cpu_falls_back_with_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     assert 'kernel: False' in result.stdout
     assert 'could not be built' not in result.stderr
+
+
+def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path):
+    """README Troubleshooting: a cache folder that cannot be created (here
+    under a regular file, which even root cannot write into) is reported,
+    and MIXEDAE_KERNEL_CACHE is the way to move it."""
+    blocker = tmp_path / 'not_a_folder'
+    blocker.write_text('')
+    result = _probe(tmp_path, MIXEDAE_KERNEL_CACHE=str(blocker / 'cache'))
+    assert result.returncode == 0, result.stderr
+    assert 'kernel: False' in result.stdout
+    assert 'could not be built' in result.stderr
+    assert 'not_a_folder' in result.stderr
 
 
 def test_a_compiler_error_is_reported_and_falls_back(tmp_path):

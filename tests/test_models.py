@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
 import mixedae_mm  # noqa: F401
-from mixedae_mm import ops
+from mixedae_mm import cpu_kernels, ops
 from mixedae_mm.models import MixedAE, MixedAEViT, MixedEncoding
 from mmpretrain.registry import MODELS
 
@@ -236,6 +236,33 @@ def test_ablation_is_one_line_on_the_shipped_configs(repo_root, config,
         _, mask, _ = backbone(torch.randn(8, 3, size, size), mask=True)
         assert mask.mean(1).tolist() == [0.75] * 8
         assert not torch.equal(mask[0], mask[1])
+
+
+@pytest.mark.skipif(not cpu_kernels.available(),
+                    reason='no C compiler with OpenMP here')
+def test_the_shipped_recipe_runs_the_c_kernel_on_the_cpu(repo_root,
+                                                         monkeypatch):
+    """README headline: on the CPU, every homologous layer of the ViT-B
+    recipe selects and softmaxes through the C kernel, forward and
+    backward."""
+    calls = {'forward': 0, 'backward': 0}
+    for direction in calls:
+        op = getattr(cpu_kernels, f'topk_softmax_{direction}')
+
+        def counted(*args, _op=op, _direction=direction):
+            calls[_direction] += 1
+            return _op(*args)
+
+        monkeypatch.setattr(cpu_kernels, f'topk_softmax_{direction}',
+                            counted)
+    model = build_shipped(repo_root, 'vitb_1600e')
+    size = model.backbone.img_size[0]
+    images = torch.randint(0, 255, (8, 3, size, size), dtype=torch.uint8)
+    optim = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-4))
+    model.train_step(dict(inputs=images, data_samples=None), optim)
+    layers = len(model.backbone.homo_attn_layers)
+    assert layers == model.backbone.num_layers
+    assert calls == {'forward': layers, 'backward': layers}
 
 
 @pytest.mark.parametrize('options,message', [
