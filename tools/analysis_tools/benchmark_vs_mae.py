@@ -332,8 +332,8 @@ def op_profiles(trainers: dict, images, steps: int) -> dict:
                 if trainer.device.type == 'cuda':
                     profiles[name]['device'][event.key] += \
                         event.self_device_time_total * 1e-3 / steps
-    return {name: {kind: {op: ms for op, ms in ops.items() if ms > 0}
-                   for kind, ops in profile.items()}
+    return {name: {kind: {op: ms for op, ms in per_op.items() if ms > 0}
+                   for kind, per_op in profile.items()}
             for name, profile in profiles.items()}
 
 
