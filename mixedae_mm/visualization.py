@@ -5,6 +5,7 @@ Shared by ``tools/visualization/vis_reconstruction.py`` and
 way the model's config says, run :meth:`MixedAE.reconstruct` and lay the
 result out as one RGB grid per mixed group.
 """
+import copy
 from typing import List, Sequence
 
 import numpy as np
@@ -35,12 +36,16 @@ def test_pipeline_of(cfg) -> list:
     return list(pipeline)
 
 
-def load_inputs(paths: Sequence[str], pipeline: list, model) -> Tensor:
-    """``(B, C, H, W)`` model inputs: files through ``pipeline`` and the
-    model's data preprocessor."""
+def load_inputs(images: Sequence, pipeline: list, model) -> Tensor:
+    """``(B, C, H, W)`` model inputs: ``images`` through ``pipeline`` and
+    the model's data preprocessor. An image is a file path, or the data
+    info of an in-memory dataset (a dict with an ``img`` array, as
+    mmpretrain's ``FashionMNIST`` gives)."""
     from mmpretrain.registry import TRANSFORMS
     transform = Compose([TRANSFORMS.build(t) for t in pipeline])
-    batch = default_collate([transform(dict(img_path=p)) for p in paths])
+    batch = default_collate([
+        transform(dict(img_path=image) if isinstance(image, str) else
+                  copy.deepcopy(image)) for image in images])
     return model.data_preprocessor(batch, False)['inputs']
 
 
@@ -135,14 +140,17 @@ def render(model, inputs: Tensor, seed: int = 0, scale: int = 1,
                                 channels_are_rgb(model), scale)
 
 
-def spread_image_paths(dataset, count: int) -> List[str]:
-    """Paths of ``min(count, len(dataset))`` images evenly spaced over
-    ``dataset`` (an mmengine dataset with ``img_path`` infos): its first
-    images, in a folder-sorted set, are often crops of one photo or one
-    class."""
+def spread_image_paths(dataset, count: int) -> list:
+    """``min(count, len(dataset))`` images evenly spaced over ``dataset``
+    (its first images, in a folder-sorted set, are often crops of one photo
+    or one class): their ``img_path``, or for a dataset held in memory
+    (``img`` arrays, no files) their data info, which :func:`load_inputs`
+    takes alike."""
     count = min(count, len(dataset))
-    return [dataset.get_data_info(i * len(dataset) // count)['img_path']
-            for i in range(count)]
+    infos = [dataset.get_data_info(i * len(dataset) // count)
+             for i in range(count)]
+    return [info['img_path'] if 'img_path' in info else info
+            for info in infos]
 
 
 def pad_to_groups(paths: Sequence[str], group_size: int) -> List[str]:

@@ -24,7 +24,7 @@ FSDP_OPTIONS = [
 ]
 
 
-def _fsdp_demo_run(repo_root, data, work_dir, iters, port, *args):
+def _fsdp_demo_run(repo_root, data, work_dir, iters, *args):
     options = FSDP_OPTIONS + [
         f'train_dataloader.dataset.data_root={data}',
         'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
@@ -34,7 +34,9 @@ def _fsdp_demo_run(repo_root, data, work_dir, iters, port, *args):
         # ReconstructionVisualizationHook: pictures need the full weights
         'custom_hooks.4.interval=2',
     ]
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT=str(port))
+    # no PORT: dist_train.sh runs torchrun --standalone on a free port
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env.pop('PORT', None)
     result = subprocess.run(
         ['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir',
          str(work_dir), *args, '--cfg-options', *options],
@@ -44,18 +46,11 @@ def _fsdp_demo_run(repo_root, data, work_dir, iters, port, *args):
     return result.stdout + result.stderr
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_fsdp_demo_trains_resumes_and_transfers(repo_root, demo_data,
                                                 tmp_path):
     work = tmp_path / 'work'
-    out = _fsdp_demo_run(repo_root, demo_data, work, 2, _free_port())
+    out = _fsdp_demo_run(repo_root, demo_data, work, 2)
     assert 'MixedAEFSDPStrategy' in out
     assert (work / 'iter_2.pth').is_file()
     assert list(work.glob('*/vis_data/vis_image/reconstruction_group0_2.png'))
@@ -65,7 +60,7 @@ def test_fsdp_demo_trains_resumes_and_transfers(repo_root, demo_data,
                    for k in first['state_dict'])
     assert first['state_dict']['backbone.pos_embed'].shape == (1, 65, 192)
 
-    out = _fsdp_demo_run(repo_root, demo_data, work, 3, _free_port(),
+    out = _fsdp_demo_run(repo_root, demo_data, work, 3,
                          '--resume')
     assert 'resumed epoch: 0, iter: 2' in out
     assert re.search(r'Iter\(train\) \[3/3\]', out)

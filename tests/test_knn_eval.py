@@ -83,7 +83,7 @@ def test_two_processes_gather_the_same_features(repo_root,
     reports, dumps = [], []
     for launch in ([sys.executable],
                    [sys.executable, '-m', 'torch.distributed.run',
-                    '--nproc_per_node', '2', '--master_port', '29531']):
+                    '--nproc_per_node', '2', '--standalone']):
         extra = ['--launcher', 'pytorch'] if len(launch) > 1 else []
         dumps.append(tmp_path / f'features{len(dumps)}.pth')
         extra += ['--save-features', str(dumps[-1])]

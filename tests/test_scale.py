@@ -233,6 +233,18 @@ def test_dist_train_passes_the_node_settings_to_torchrun(tmp_path):
     assert args[-1].startswith(f'PYTHONPATH={ROOT}')
 
 
+def test_dist_train_on_one_node_lets_torchrun_pick_a_free_port(tmp_path):
+    """No NNODES/PORT: ``--standalone``, never a fixed port that a second
+    job on the same machine (or a test running beside it) would race for."""
+    import os
+    args = _run_with_fake(
+        tmp_path, 'torchrun', 'tools/dist_train.sh',
+        ['configs/mixedae_vitb_1600e.py', '2'],
+        {k: '' for k in ('NNODES', 'PORT') if k in os.environ})
+    assert args[:2] == ['--standalone', '--nproc_per_node=2']
+    assert not any(a.startswith('--master_port') for a in args)
+
+
 def test_slurm_train_asks_for_several_nodes(tmp_path):
     """GPUS=32 GPUS_PER_NODE=8: 32 tasks, 8 per node (Slurm gives 4 nodes),
     8 GPUs each, every task runs train.py with the slurm launcher."""

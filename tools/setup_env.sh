@@ -91,6 +91,21 @@ fi
   -r "$ROOT/requirements/tests.txt" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
   "mmcv==$MMCV_VERSION" "$SETUPTOOLS_SPEC"
 
+# ---------------------------------------------------------------- Fashion-MNIST
+# The small-scale study and its tests read Debian's dataset-fashion-mnist
+# (the four IDX .gz files in /usr/share/datasets/fashion-mnist).
+FMNIST=/usr/share/datasets/fashion-mnist
+if [ -f "$FMNIST/t10k-labels-idx1-ubyte.gz" ]; then
+  log "Fashion-MNIST present in $FMNIST"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  log "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || {
+    apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+else
+  log "Fashion-MNIST missing: install the Debian package dataset-fashion-mnist" \
+      "(sudo apt-get install dataset-fashion-mnist); the study and its tests need it"
+fi
+
 # ---------------------------------------------------------------- this package
 if ! have_py <<PYEOF
 import os, mixedae_mm

@@ -11,8 +11,8 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mixedae_mm.datasets import check_image_loading  # noqa: E402
-from mixedae_mm.engine.launch import \
-    setup_distributed_without_gpu  # noqa: E402
+from mixedae_mm.engine.launch import (  # noqa: E402
+    process_group_torn_down_at_exit, setup_distributed_without_gpu)
 
 
 def parse_args(argv=None):
@@ -53,9 +53,10 @@ def main(argv=None):
                          'pretraining config; evaluate with a transfer config')
     cfg.load_from = args.checkpoint
     check_image_loading(cfg)
-    setup_distributed_without_gpu(cfg)
-    runner = Runner.from_cfg(cfg)
-    return runner.test()
+    with process_group_torn_down_at_exit():
+        setup_distributed_without_gpu(cfg)
+        runner = Runner.from_cfg(cfg)
+        return runner.test()
 
 
 if __name__ == '__main__':

@@ -15,8 +15,8 @@ from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
 from mixedae_mm.engine import (NonFiniteTrainingError,  # noqa: E402
                                warn_if_checkpoints_not_loadable)
 from mixedae_mm.engine.launch import (  # noqa: E402
-    build_runner, repair_fsdp_strategy, setup_distributed_without_gpu,
-    uses_fsdp)
+    build_runner, process_group_torn_down_at_exit, repair_fsdp_strategy,
+    setup_distributed_without_gpu, uses_fsdp)
 
 
 def parse_args(argv=None):
@@ -167,15 +167,16 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
-    setup_distributed_without_gpu(cfg)
-    runner = build_runner(cfg)
-    warn_if_checkpoints_not_loadable(runner)
-    try:
-        runner.train()
-    except (NonFiniteTrainingError, UnreadableImageError) as err:
-        # the message says what happened and what to change; a traceback
-        # (for a worker's error, two) would only bury it
-        sys.exit(f'train.py: error: {last_line(str(err))}')
+    with process_group_torn_down_at_exit():
+        setup_distributed_without_gpu(cfg)
+        runner = build_runner(cfg)
+        warn_if_checkpoints_not_loadable(runner)
+        try:
+            runner.train()
+        except (NonFiniteTrainingError, UnreadableImageError) as err:
+            # the message says what happened and what to change; a
+            # traceback (for a worker's error, two) would only bury it
+            sys.exit(f'train.py: error: {last_line(str(err))}')
     return runner
 
 

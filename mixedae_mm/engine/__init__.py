@@ -4,6 +4,7 @@ from .checkpoint_hook import (DurableCheckpointHook,
 from .fileio import AtomicLocalBackend
 from .fsdp import MixedAEFSDPStrategy
 from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
+from .knn_hook import OnlineKNNHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
 from .runner import MixedAERunner
@@ -13,7 +14,7 @@ from .visualization_hook import ReconstructionVisualizationHook
 __all__ = [
     'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
     'DurableCheckpointHook', 'MixedAEFSDPStrategy', 'MixedAERunner',
-    'NonFiniteGuardHook', 'NonFiniteTrainingError',
+    'NonFiniteGuardHook', 'NonFiniteTrainingError', 'OnlineKNNHook',
     'ReconstructionVisualizationHook',
     'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',

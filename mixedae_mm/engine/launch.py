@@ -1,6 +1,37 @@
-"""Launcher helpers shared by ``tools/train.py`` and ``tools/test.py``."""
+"""Launcher helpers shared by ``tools/train.py``, ``tools/test.py`` and the
+analysis tools."""
+import contextlib
+
 import torch
 import torch.distributed as dist
+
+
+def _group_is_up() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def process_group_torn_down_at_exit():
+    """Destroy the default process group when the block ends, whoever
+    created it (the tool, or mmengine's Runner, which never destroys it).
+
+    A gloo or NCCL group left alive at interpreter exit still owns C++
+    threads; their destructors run during shutdown and abort the process at
+    random ("terminate called without an active exception", SIGABRT), and
+    torchrun then kills the other ranks. On success the ranks first meet at a
+    barrier, so none tears the group down while another still needs it. On an
+    exception there is no barrier (the other ranks may never arrive); the
+    group is destroyed and the exception propagates.
+    """
+    try:
+        yield
+    except BaseException:
+        if _group_is_up():
+            dist.destroy_process_group()
+        raise
+    if _group_is_up():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def uses_strategy(cfg) -> bool:

@@ -46,7 +46,7 @@ class ReconstructionVisualizationHook(Hook):
         self.seed = seed
         self.pixel_stats = pixel_stats
         self.scale = scale
-        self.image_paths: List[str] = []
+        self.image_paths: list = []
         self._inputs: Optional[torch.Tensor] = None
 
     @staticmethod

@@ -1,3 +1,6 @@
-from .knn import knn_accuracy, weighted_knn_scores
+from .knn import (extract_features, knn_accuracy, pool_tokens,
+                  weighted_knn_scores)
 
-__all__ = ['knn_accuracy', 'weighted_knn_scores']
+__all__ = [
+    'extract_features', 'knn_accuracy', 'pool_tokens', 'weighted_knn_scores'
+]

@@ -56,3 +56,34 @@ def knn_accuracy(scores: Tensor, labels: Tensor,
     hits = ranked == labels.to(scores.device)[:, None]
     return {f'top{k}': 100. * hits[:, :k].any(1).float().mean().item()
             for k in topk}
+
+
+def pool_tokens(tokens: Tensor, feature: str) -> Tensor:
+    """(B, 1 + L, D) tokens of the last block -> (B, D): the cls token
+    (``'cls'``) or the mean of the patch tokens (``'mean'``)."""
+    if tokens.dim() != 3:
+        raise ValueError(f'expected (batch, tokens, dims) features, got '
+                         f'{tuple(tokens.shape)}: kNN needs a ViT whose last '
+                         'output keeps the cls token (out_type raw)')
+    if feature not in ('cls', 'mean'):
+        raise ValueError(f"feature must be 'cls' or 'mean', got {feature!r}")
+    return tokens[:, 0] if feature == 'cls' else tokens[:, 1:].mean(1)
+
+
+@torch.no_grad()
+def extract_features(model, loader, feature: str, progress=None):
+    """``(features (n, D), labels (n,))`` of every batch of ``loader``
+    (mmpretrain data: ``inputs`` and ``data_samples`` with ``gt_label``),
+    through the model's data preprocessor and ``extract_feat``. Call it
+    with the model in eval mode. ``progress``, if given, is updated once a
+    batch (an mmengine ``ProgressBar``)."""
+    feats, labels = [], []
+    for data in loader:
+        inputs = model.data_preprocessor(data, False)['inputs']
+        feats.append(pool_tokens(model.extract_feat(inputs)[-1], feature))
+        labels.append(torch.stack(
+            [sample.gt_label[0] for sample in data['data_samples']]).to(
+                feats[-1].device))
+        if progress is not None:
+            progress.update()
+    return torch.cat(feats), torch.cat(labels)

@@ -64,34 +64,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def pool(tokens, feature):
-    """(B, 1 + L, D) tokens of the last block -> (B, D)."""
-    if tokens.dim() != 3:
-        raise ValueError(f'expected (batch, tokens, dims) features, got '
-                         f'{tuple(tokens.shape)}: this tool needs a ViT '
-                         'whose last output keeps the cls token')
-    return tokens[:, 0] if feature == 'cls' else tokens[:, 1:].mean(1)
-
-
-@torch.no_grad()
-def extract(model, loader, feature, show_progress):
-    from mmengine.utils import ProgressBar
-    progress = ProgressBar(len(loader), file=sys.stderr) \
-        if show_progress else None
-    feats, labels = [], []
-    for data in loader:
-        inputs = model.data_preprocessor(data, False)['inputs']
-        feats.append(pool(model.extract_feat(inputs)[-1], feature))
-        labels.append(torch.stack(
-            [sample.gt_label[0] for sample in data['data_samples']]).to(
-                feats[-1].device))
-        if progress:
-            progress.update()
-    if progress:
-        print(file=sys.stderr)
-    return torch.cat(feats), torch.cat(labels)
-
-
 def gather_in_dataset_order(local: torch.Tensor, size: int) -> torch.Tensor:
     """Every rank's ``(n, ...)`` share -> the ``(size, ...)`` whole.
 
@@ -111,13 +83,22 @@ def gather_in_dataset_order(local: torch.Tensor, size: int) -> torch.Tensor:
 
 def main(argv=None):
     args = parse_args(argv)
+    from mixedae_mm.engine.launch import process_group_torn_down_at_exit
+    with process_group_torn_down_at_exit():
+        return evaluate(args)
+
+
+def evaluate(args):
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
     from mmpretrain import get_model
 
     import mixedae_mm  # noqa: F401
-    from mixedae_mm.evaluation import knn_accuracy, weighted_knn_scores
+    from mmengine.utils import ProgressBar
+
+    from mixedae_mm.evaluation import (extract_features, knn_accuracy,
+                                       weighted_knn_scores)
 
     rank = 0
     if args.launcher == 'pytorch':
@@ -152,7 +133,13 @@ def main(argv=None):
                 collate_fn=dict(type='default_collate')))
     splits = {}
     for split, loader in loaders.items():
-        feats, labels = extract(model, loader, args.feature, rank == 0)
+        progress = (ProgressBar(len(loader), file=sys.stderr)
+                    if rank == 0 else None)
+        model.eval()
+        feats, labels = extract_features(model, loader, args.feature,
+                                         progress)
+        if progress is not None:
+            print(file=sys.stderr)
         size = len(loader.dataset)
         splits[split] = (gather_in_dataset_order(feats, size).cpu(),
                          gather_in_dataset_order(labels, size).cpu())

@@ -1,0 +1,321 @@
+"""The small-scale study: every arm's encoder evaluated the same way, and
+the table and plot of the results (``tools/analysis_tools/ablation_study.py``
+runs it; ``docs/results.md`` reports it)."""
+import json
+import math
+import os.path as osp
+import statistics
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .knn import knn_accuracy, weighted_knn_scores
+from .probes import encode, fine_tune, linear_probe
+
+#: arm -> its pretraining config (``None``: no pretraining, the encoder of
+#: the MixedAE config at its random initialisation)
+ARMS = {
+    'scratch': None,
+    'mae_mmpretrain': 'configs/study/mmpretrain-mae_vit-study-p4_fmnist.py',
+    'mae': 'configs/study/mae-ours_vit-study-p4_fmnist.py',
+    'naive_mixing': 'configs/study/naive-mixing_vit-study-p4_fmnist.py',
+    'homo_attn_only': 'configs/study/homo-attn-only_vit-study-p4_fmnist.py',
+    'mixedae': 'configs/study/mixedae_vit-study-p4_fmnist.py',
+}
+#: the encoder ``scratch`` fine-tunes from its random initialisation
+SCRATCH_CONFIG = ARMS['mixedae']
+#: seeds per arm of the full table (issue budget: 3 for the two arms the
+#: paper's claim compares, 2 for scratch, 1 for the others)
+DEFAULT_SEEDS = dict(scratch=2, mae_mmpretrain=1, mae=3, naive_mixing=1,
+                     homo_attn_only=1, mixedae=3)
+#: the order the runs are made in: the protocol check (scratch, MAE,
+#: MixedAE) first, so a partial table already answers it
+RUN_ORDER = [('scratch', 0), ('mae', 0), ('mixedae', 0), ('mae', 1),
+             ('mixedae', 1), ('scratch', 1), ('naive_mixing', 0),
+             ('homo_attn_only', 0), ('mae_mmpretrain', 0), ('mae', 2),
+             ('mixedae', 2)]
+METRICS = ('finetune_top1', 'linear_top1', 'knn_top1', 'knn_mean_top1',
+           'homo_acc_mean', 'homo_acc_last')
+METRIC_TITLES = dict(
+    finetune_top1='fine-tune top-1', linear_top1='linear top-1',
+    knn_top1='kNN top-1 (cls)', knn_mean_top1='kNN top-1 (mean)',
+    homo_acc_mean='homologous acc. (mean of layers)',
+    homo_acc_last='homologous acc. (last layer)')
+
+
+def planned_runs(arms: Optional[Sequence[str]] = None,
+                 seeds: Optional[Sequence[int]] = None) -> List[tuple]:
+    """``[(arm, seed), ...]`` in the order they are made: the default plan
+    (``DEFAULT_SEEDS`` in ``RUN_ORDER``), or every given arm with every
+    given seed."""
+    if arms is None and seeds is None:
+        return list(RUN_ORDER)
+    arms = list(arms or ARMS)
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown:
+        raise ValueError(f'unknown arm {unknown[0]!r}: choose from '
+                         f'{", ".join(ARMS)}')
+    if seeds is None:
+        return [(arm, seed) for arm, seed in RUN_ORDER if arm in arms]
+    return [(arm, seed) for seed in seeds for arm in arms]
+
+
+# ------------------------------------------------------------------ models
+def build_model(config_path: str, cfg_options: Optional[dict] = None):
+    """The pretraining model of a study config, randomly initialised."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+
+    import mixedae_mm  # noqa: F401
+    cfg = Config.fromfile(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model, cfg
+
+
+def load_strictly(model, checkpoint: str) -> None:
+    """Load a pretraining checkpoint into ``model``: every tensor must
+    match by name and shape, or this raises (never evaluate a random
+    encoder because a checkpoint belonged to another model)."""
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = state.get('state_dict', state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f'{checkpoint} does not match the study model (every tensor must '
+            f'match by name and shape): {str(err).splitlines()[0]} ... '
+            f'Was it written with other --cfg-options or another arm?'
+        ) from None
+
+
+# -------------------------------------------------------------------- data
+def preprocess(images: Tensor, cfg, model, batch_size: int = 1000) -> Tensor:
+    """``(n, 28, 28)`` uint8 Fashion-MNIST -> ``(n, 3, 32, 32)`` model
+    inputs, through the config's ``test_pipeline`` and the model's data
+    preprocessor (what the online kNN hook and the inferencers see)."""
+    from mmengine.dataset import Compose, default_collate
+    from mmpretrain.registry import TRANSFORMS
+    transform = Compose([TRANSFORMS.build(t) for t in cfg.test_pipeline])
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        batch = default_collate([
+            transform(dict(img=image)) for image in
+            images[start:start + batch_size].numpy()])
+        chunks.append(model.data_preprocessor(batch, False)['inputs'])
+    return torch.cat(chunks)
+
+
+# ------------------------------------------------------------ measurements
+@torch.no_grad()
+def homologous_accuracy(model, images: Tensor, seed: int = 0
+                        ) -> Optional[List[float]]:
+    """Per homologous-attention layer, the fraction of each patch query's
+    top-K picks that come from its own image, over ``images`` mixed in
+    groups with a fixed partition (eval mode); ``None`` for a model
+    without homologous attention."""
+    from ..models.selfsup.mixedae import seeded_rng
+    backbone = model.backbone
+    if not getattr(backbone, 'mixing', False) or not backbone.homo_attn_layers:
+        return None
+    usable = len(images) - len(images) % backbone.group_size
+    was_training = model.training
+    model.eval()
+    try:
+        with seeded_rng(seed, images.device):
+            per_batch = [backbone(chunk, mask=True).homo_accuracy
+                         for chunk in images[:usable].split(512)]
+    finally:
+        model.train(was_training)
+    sizes = torch.tensor([len(c) for c in images[:usable].split(512)],
+                         dtype=torch.float)
+    mean = (torch.stack(per_batch) * sizes[:, None]).sum(0) / sizes.sum()
+    return [round(v, 4) for v in mean.tolist()]
+
+
+def knn_top1(train: Tensor, train_labels: Tensor, test: Tensor,
+             test_labels: Tensor) -> float:
+    scores = weighted_knn_scores(train, train_labels, test,
+                                 int(train_labels.max()) + 1, k=20,
+                                 temperature=0.07)
+    return knn_accuracy(scores, test_labels)['top1']
+
+
+def evaluate_encoder(model, data: Dict[str, Tensor], *, finetune: dict,
+                     seed: int, log=print) -> Dict[str, object]:
+    """Every metric of the table for one pretrained (or random) model;
+    fine-tuning changes the model's backbone in place, so it comes last."""
+    import time
+    backbone = model.backbone
+    result = {}
+    start = time.perf_counter()
+    train = encode(backbone, data['train_images'])
+    test = encode(backbone, data['test_images'])
+    result['knn_top1'] = knn_top1(train['cls'], data['train_labels'],
+                                  test['cls'], data['test_labels'])
+    result['knn_mean_top1'] = knn_top1(train['mean'], data['train_labels'],
+                                       test['mean'], data['test_labels'])
+    result['linear_top1'] = linear_probe(
+        train['mean'], data['train_labels'], test['mean'],
+        data['test_labels'], seed=seed)
+    result['frozen_eval_seconds'] = round(time.perf_counter() - start, 1)
+    log(f'kNN (cls) {result["knn_top1"]:.2f}  kNN (mean) '
+        f'{result["knn_mean_top1"]:.2f}  linear {result["linear_top1"]:.2f}')
+    layers = homologous_accuracy(model, data['test_images'])
+    result['homo_acc_layers'] = layers
+    result['homo_acc_mean'] = (None if layers is None else
+                               round(statistics.fmean(layers), 4))
+    result['homo_acc_last'] = None if layers is None else layers[-1]
+
+    labelled = data['finetune_index']
+    start = time.perf_counter()
+    last_report = [0.]
+
+    def on_step(step, total):
+        now = time.perf_counter()
+        if now - last_report[0] > 60 or step == total:
+            last_report[0] = now
+            log(f'fine-tune step {step}/{total}')
+
+    result['finetune_top1'] = fine_tune(
+        backbone, data['train_images'][labelled],
+        data['train_labels'][labelled], data['test_images'],
+        data['test_labels'], seed=seed, on_step=on_step, **finetune)
+    result['finetune_seconds'] = round(time.perf_counter() - start, 1)
+    log(f'fine-tune {result["finetune_top1"]:.2f}')
+    return result
+
+
+def balanced_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
+    """Indices of ``per_class`` images of every class, drawn with ``seed``
+    (the same labelled subset for every arm)."""
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for label in labels.unique().tolist():
+        members = (labels == label).nonzero().flatten()
+        if len(members) < per_class:
+            raise ValueError(f'class {label} has {len(members)} images, '
+                             f'fewer than --finetune-per-class {per_class}')
+        picked.append(members[torch.randperm(
+            len(members), generator=generator)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
+# ----------------------------------------------------------------- reports
+def read_results(out_dir: str) -> List[dict]:
+    import glob
+    return [json.load(open(path)) for path in
+            sorted(glob.glob(osp.join(out_dir, 'runs', '*', 'result.json')))]
+
+
+def _cell(values: List[float], percent: bool) -> str:
+    if not values:
+        return '–'
+    fmt = '{:.1f}' if percent else '{:.3f}'
+    mean = fmt.format(statistics.fmean(values))
+    if len(values) == 1:
+        return mean
+    return f'{mean} ({fmt.format(min(values))}–{fmt.format(max(values))})'
+
+
+def markdown_table(results: List[dict]) -> str:
+    """Mean and (min–max) over seeds of every metric, per arm, with cost."""
+    header = ['arm', 'seeds'] + [METRIC_TITLES[m] for m in METRICS] + [
+        'pretrain min', 'fine-tune min', 'peak RSS GiB']
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '---|' * len(header)]
+    for arm in ARMS:
+        runs = [r for r in results if r['arm'] == arm]
+        if not runs:
+            continue
+        row = [arm, ', '.join(str(r['seed']) for r in runs)]
+        for metric in METRICS:
+            values = [r[metric] for r in runs if r.get(metric) is not None]
+            row.append(_cell(values, not metric.startswith('homo')))
+        minutes = [r['pretrain_seconds'] / 60 for r in runs
+                   if r.get('pretrain_seconds')]
+        row.append(_cell(minutes, True) if minutes else '–')
+        row.append(_cell([r['finetune_seconds'] / 60 for r in runs], True))
+        memory = [r['pretrain_peak_rss_mib'] / 1024 for r in runs
+                  if r.get('pretrain_peak_rss_mib')]
+        row.append(_cell(memory, True) if memory else '–')
+        lines.append('| ' + ' | '.join(row) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def read_curves(scalars_json: str) -> Dict[str, tuple]:
+    """``{key: (steps, values)}`` of ``knn_top1`` and ``homo_acc`` in a
+    run's ``scalars.json``."""
+    curves = {}
+    if not osp.isfile(scalars_json):
+        return curves
+    with open(scalars_json) as f:
+        for line in f:
+            record = json.loads(line) if line.strip() else {}
+            for key in ('knn_top1', 'homo_acc'):
+                if key in record:
+                    steps, values = curves.setdefault(key, ([], []))
+                    steps.append(record['step'])
+                    values.append(record[key])
+    return curves
+
+
+def plot(results: List[dict], out_path: str) -> None:
+    """Top: every metric per arm (a dot per seed, a bar at the mean).
+    Bottom: online kNN and homologous accuracy against iteration."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    arms = [arm for arm in ARMS if any(r['arm'] == arm for r in results)]
+    colours = {arm: plt.cm.tab10(i) for i, arm in enumerate(ARMS)}
+    figure, axes = plt.subplots(2, 4, figsize=(18, 8))
+    for ax, metric in zip(axes[0], METRICS[:4]):
+        for x, arm in enumerate(arms):
+            values = [r[metric] for r in results
+                      if r['arm'] == arm and r.get(metric) is not None]
+            if not values:
+                continue
+            ax.bar(x, statistics.fmean(values), color=colours[arm],
+                   alpha=0.35)
+            ax.scatter([x] * len(values), values, color=colours[arm],
+                       zorder=3)
+        ax.set_xticks(range(len(arms)), arms, rotation=35, ha='right')
+        ax.set_title(METRIC_TITLES[metric] + ' (%)')
+        low = min((r[metric] for r in results if r.get(metric) is not None),
+                  default=0)
+        ax.set_ylim(max(0, math.floor(low) - 3), None)
+    for ax, key, title in ((axes[1][0], 'knn_top1', 'online kNN top-1 (%)'),
+                           (axes[1][1], 'homo_acc',
+                            'homologous accuracy (train batches)')):
+        for result in results:
+            curve = result.get('curves', {}).get(key)
+            if curve:
+                ax.plot(*curve, color=colours[result['arm']], alpha=0.8,
+                        label=f'{result["arm"]} s{result["seed"]}')
+        ax.set_xlabel('iteration')
+        ax.set_title(title)
+        if key == 'homo_acc':
+            ax.axhline(0.25, color='grey', linestyle='--', linewidth=1)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    ax = axes[1][2]
+    for result in results:
+        layers = result.get('homo_acc_layers')
+        if layers:
+            ax.plot(range(len(layers)), layers, marker='o',
+                    color=colours[result['arm']],
+                    label=f'{result["arm"]} s{result["seed"]}')
+    ax.axhline(0.25, color='grey', linestyle='--', linewidth=1)
+    ax.set_xlabel('encoder layer')
+    ax.set_title('homologous accuracy per layer (end, test images)')
+    if ax.lines:
+        ax.legend(fontsize=7)
+    axes[1][3].axis('off')
+    figure.tight_layout()
+    figure.savefig(out_path, dpi=90)
+    plt.close(figure)

@@ -1,0 +1,89 @@
+"""Every entry point that starts a process group tears it down, on success
+and on error: a group alive at interpreter exit aborts the process at random
+(gloo's threads are destroyed during shutdown: SIGABRT, "terminate called
+without an active exception"), which torchrun turns into a failed job."""
+import subprocess
+import sys
+
+import pytest
+import torch.distributed as dist
+
+from mixedae_mm.engine.launch import process_group_torn_down_at_exit
+from test_transfer_cls import tiny_imagenet
+
+#: runs a tool as ``python TOOL ARGS...`` would, then reports whether this
+#: rank's default process group is still alive
+REPORTING_WRAPPER = '''
+import runpy, sys
+import torch.distributed as dist
+tool, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_path(tool, run_name='__main__')
+finally:
+    alive = dist.is_available() and dist.is_initialized()
+    print(f'group alive after the tool: {alive}', flush=True)
+'''
+
+
+def _one_process_group(tmp_path):
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
+                            rank=0, world_size=1)
+
+
+def test_the_group_is_destroyed_when_the_block_ends(tmp_path):
+    with process_group_torn_down_at_exit():
+        _one_process_group(tmp_path)
+        assert dist.is_initialized()
+    assert not dist.is_initialized()
+
+
+def test_the_group_is_destroyed_when_the_block_raises(tmp_path):
+    with pytest.raises(RuntimeError, match='boom'):
+        with process_group_torn_down_at_exit():
+            _one_process_group(tmp_path)
+            raise RuntimeError('boom')
+    assert not dist.is_initialized()
+
+
+def test_without_a_group_the_block_does_nothing():
+    with process_group_torn_down_at_exit():
+        pass
+    assert not dist.is_initialized()
+
+
+def _run_two_ranks(repo_root, tmp_path, tool, args):
+    wrapper = tmp_path / 'report_group.py'
+    wrapper.write_text(REPORTING_WRAPPER)
+    result = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+         '--nproc_per_node', '2', str(wrapper), tool, *args,
+         '--launcher', 'pytorch'],
+        cwd=repo_root, capture_output=True, text=True, timeout=300,
+        env=dict(__import__('os').environ, OMP_NUM_THREADS='1'))
+    # torchrun exits 0 only when every rank did
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    reports = [line for line in result.stdout.splitlines()
+               if line.startswith('group alive after the tool')]
+    assert reports == ['group alive after the tool: False'] * 2, result.stdout
+
+
+@pytest.mark.slow
+def test_knn_eval_under_torchrun_tears_down_on_every_rank(
+        repo_root, pretrained_checkpoint, tmp_path):
+    data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
+    _run_two_ranks(repo_root, tmp_path, 'tools/analysis_tools/knn_eval.py', [
+        'configs/demo/mixedae_vit-tiny-p8_demo.py', pretrained_checkpoint,
+        '--data-root', data, '--k', '2', '--batch-size', '2',
+        '--num-workers', '0', '--device', 'cpu'])
+
+
+@pytest.mark.slow
+def test_train_under_torchrun_tears_down_on_every_rank(repo_root, demo_data,
+                                                        tmp_path):
+    _run_two_ranks(repo_root, tmp_path, 'tools/train.py', [
+        'configs/demo/mixedae_vit-tiny-p8_demo.py',
+        '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+        f'train_dataloader.dataset.data_root={demo_data}',
+        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'train_cfg.max_iters=1',
+        'default_hooks.checkpoint.interval=1'])

@@ -1,0 +1,132 @@
+"""The small-scale study (configs/study/, tools/analysis_tools/
+ablation_study.py, OnlineKNNHook) on a shrunk copy of the real
+Fashion-MNIST that tools/setup_env.sh installs."""
+import glob
+import json
+import os.path as osp
+import struct
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mixedae_mm.datasets import (DEBIAN_FASHION_MNIST, FashionMNISTFiles,
+                                 FashionMNISTMissingError, load_fashion_mnist)
+from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
+
+STUDY = 'tools/analysis_tools/ablation_study.py'
+#: shrink every pretraining to 2 iterations of 16 images
+SHRUNK = ['train_cfg.max_iters=2', 'train_dataloader.batch_size=16',
+          'train_dataloader.num_workers=0',
+          'train_dataloader.persistent_workers=False']
+
+
+def write_idx(path, tensor):
+    """An IDX file (uncompressed) of a uint8 tensor."""
+    magic = 0x0800 + tensor.dim()
+    with open(path, 'wb') as f:
+        f.write(struct.pack('>i', magic))
+        f.write(struct.pack('>' + 'i' * tensor.dim(), *tensor.shape))
+        f.write(tensor.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.fixture(scope='module')
+def small_fashion_mnist(tmp_path_factory):
+    """The first 200 training and 100 test images of the real data set,
+    uncompressed (the packaged files are .gz: both forms are read)."""
+    root = tmp_path_factory.mktemp('fashion-mnist')
+    for split, count, prefix in (('train', 200, 'train'),
+                                 ('test', 100, 't10k')):
+        images, labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, split)
+        write_idx(root / f'{prefix}-images-idx3-ubyte', images[:count])
+        write_idx(root / f'{prefix}-labels-idx1-ubyte', labels[:count])
+    return str(root)
+
+
+def test_the_packaged_data_set_is_installed():
+    """README command 2 installs Debian's dataset-fashion-mnist; nothing in
+    the suite skips for want of it."""
+    images, labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, 'train')
+    assert images.shape == (60000, 28, 28) and images.dtype == torch.uint8
+    assert labels.bincount().tolist() == [6000] * 10
+
+
+def test_dataset_reads_both_forms(small_fashion_mnist):
+    packaged = FashionMNISTFiles(test_mode=True, pipeline=[])
+    small = FashionMNISTFiles(data_root=small_fashion_mnist, test_mode=True,
+                              pipeline=[])
+    assert len(packaged) == 10000 and len(small) == 100
+    assert (packaged[7]['img'] == small[7]['img']).all()
+    assert packaged[7]['gt_label'] == small[7]['gt_label']
+
+
+def test_missing_data_set_is_one_line(tmp_path, repo_root):
+    with pytest.raises(FashionMNISTMissingError,
+                       match='dataset-fashion-mnist.*--data-root'):
+        FashionMNISTFiles(data_root=str(tmp_path), pipeline=[])
+    result = subprocess.run(
+        [sys.executable, STUDY, '--data-root', str(tmp_path), '--out',
+         str(tmp_path / 'study')], cwd=repo_root, capture_output=True,
+        text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.count('\n') == 1, result.stderr
+    assert 'apt-get install dataset-fashion-mnist' in result.stderr
+    assert '--data-root' in result.stderr
+
+
+@pytest.mark.slow
+def test_study_runs_every_arm_and_writes_every_column(
+        small_fashion_mnist, repo_root, tmp_path):
+    out = tmp_path / 'study'
+    command = [sys.executable, STUDY, '--data-root', small_fashion_mnist,
+               '--out', str(out), '--seeds', '0', '--finetune-epochs', '1',
+               '--finetune-per-class', '5', '--cfg-options', *SHRUNK]
+    result = subprocess.run(command, cwd=repo_root, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = {r['arm']: r for r in map(
+        lambda p: json.load(open(p)),
+        glob.glob(str(out / 'runs' / '*' / 'result.json')))}
+    assert set(results) == set(ARMS)
+    for arm, run in results.items():
+        for metric in ('finetune_top1', 'linear_top1', 'knn_top1',
+                       'knn_mean_top1'):
+            assert 0 <= run[metric] <= 100, (arm, metric)
+        assert run['test_images'] == 100 and run['finetune_images'] == 50
+        if arm != 'scratch':
+            assert run['pretrain_seconds'] > 0
+            assert run['pretrain_peak_rss_mib'] > 100
+            # the online kNN hook ran at the last iteration
+            assert run['curves']['knn_top1'][0] == [2]
+    # homologous accuracy exactly where there is homologous attention (the
+    # scratch encoder is MixedAE's at its random initialisation: chance)
+    for arm in ('mixedae', 'homo_attn_only', 'scratch'):
+        layers = results[arm]['homo_acc_layers']
+        assert len(layers) == 8 and all(0 <= v <= 1 for v in layers)
+    for arm in ('mae', 'mae_mmpretrain', 'naive_mixing'):
+        assert results[arm]['homo_acc_layers'] is None
+    table = (out / 'results.md').read_text()
+    for title in METRIC_TITLES.values():
+        assert title in table
+    assert len(table.strip().splitlines()) == 2 + len(ARMS)
+    assert (out / 'results.png').stat().st_size > 10000
+
+    # a second call finds every run done and only rewrites the report
+    again = subprocess.run(command, cwd=repo_root, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0
+    assert again.stdout.count('done already') == len(ARMS)
+
+
+def test_a_checkpoint_of_another_arm_is_refused(repo_root, tmp_path):
+    """Evaluation loads strictly: MAE's weights in the MixedAE study model
+    (the encoder-side segment embedding differs) must fail, not evaluate
+    whatever is left at random."""
+    from mixedae_mm.evaluation.study import build_model, load_strictly
+    mae, _ = build_model(osp.join(repo_root, ARMS['mae_mmpretrain']))
+    path = tmp_path / 'mae.pth'
+    torch.save(dict(state_dict=mae.state_dict()), path)
+    mixedae, _ = build_model(osp.join(repo_root, ARMS['mixedae']))
+    with pytest.raises(RuntimeError, match='does not match the study model'):
+        load_strictly(mixedae, str(path))

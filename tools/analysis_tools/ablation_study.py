@@ -1,0 +1,254 @@
+"""The small-scale study on Fashion-MNIST: pretrain every arm, evaluate
+every encoder the same way, write the table and the plot.
+
+    python tools/analysis_tools/ablation_study.py --out work_dirs/study
+    python tools/analysis_tools/ablation_study.py --data-root DIR \\
+        --arms mae mixedae --seeds 0 1 2 --out work_dirs/study
+
+Arms (``configs/study/``): ``scratch`` (no pretraining), ``mae_mmpretrain``
+(mmpretrain's own MAE), ``mae`` / ``naive_mixing`` / ``homo_attn_only``
+(our ablations) and ``mixedae``. Without ``--arms``/``--seeds`` the default
+plan runs (3 seeds of mae and mixedae, 2 of scratch, 1 of the others).
+
+Resumable: a run whose ``result.json`` exists is skipped; a pretraining
+that was stopped continues from its last checkpoint (``train.py
+--resume``). Each run writes ``OUT/runs/<arm>_seed<s>/result.json`` (every
+metric, wall times, peak memory); the study writes ``OUT/results.md`` (mean
+and min–max over seeds) and ``OUT/results.png``. See docs/results.md.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+
+def parse_args(argv=None):
+    from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
+    from mixedae_mm.evaluation.study import ARMS
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST,
+                        help='folder with the four Fashion-MNIST IDX files '
+                        '(.gz or not); default: where Debian\'s '
+                        'dataset-fashion-mnist puts them')
+    parser.add_argument('--out', required=True, help='study folder')
+    parser.add_argument('--arms', nargs='+', choices=list(ARMS),
+                        help='default: all, each with its planned seeds')
+    parser.add_argument('--seeds', nargs='+', type=int,
+                        help='the same seeds for every arm')
+    parser.add_argument('--finetune-epochs', type=int, default=10)
+    parser.add_argument('--finetune-per-class', type=int, default=600,
+                        help='labelled training images per class for '
+                        'fine-tuning (600: a fixed 10%% of the set)')
+    parser.add_argument('--limit-train', type=int, default=None,
+                        help='evaluate on the first N training images only '
+                        '(tests)')
+    parser.add_argument('--limit-test', type=int, default=None,
+                        help='evaluate on the first N test images only '
+                        '(tests)')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        metavar='KEY=VALUE',
+                        help='passed to every pretraining (tools/train.py) '
+                        'and to the model built for evaluation, e.g. '
+                        'train_cfg.max_iters=20 to shrink a run')
+    parser.add_argument('--report-only', action='store_true',
+                        help='only rewrite results.md / results.png')
+    args = parser.parse_args(argv)
+    if args.finetune_epochs < 1 or args.finetune_per_class < 1:
+        parser.error('--finetune-epochs and --finetune-per-class must be '
+                     'at least 1')
+    return args
+
+
+def options_dict(options):
+    from mmengine.config import DictAction
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition('=')
+        if not sep:
+            raise SystemExit(f'error: --cfg-options {option!r}: expected '
+                             'KEY=VALUE')
+        parsed[key] = DictAction._parse_iterable(value)
+    return parsed
+
+
+def pretrain(config, work_dir, seed, data_root, cfg_options, log):
+    """Run (or continue) one pretraining; returns ``(checkpoint, seconds,
+    peak RSS MiB)`` summed / maximised over every attempt."""
+    timing_path = osp.join(work_dir, 'timing.json')
+    timing = json.load(open(timing_path)) if osp.isfile(timing_path) else \
+        dict(seconds=0., peak_rss_mib=0., attempts=0, done=False)
+    if not timing['done']:
+        command = [
+            sys.executable, osp.join(ROOT, 'tools/train.py'),
+            osp.join(ROOT, config), '--work-dir', work_dir,
+            '--cfg-options', f'randomness.seed={seed}',
+            f'train_dataloader.dataset.data_root={data_root}',
+            *_hook_data_root_options(osp.join(ROOT, config), data_root),
+            *cfg_options]
+        if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+            command.insert(3, '--resume')
+            log('continuing the stopped pretraining from its last '
+                'checkpoint')
+        os.makedirs(work_dir, exist_ok=True)
+        start = time.perf_counter()
+        with open(osp.join(work_dir, 'train_stdout.log'), 'a') as out:
+            process = subprocess.Popen(command, stdout=out,
+                                       stderr=subprocess.STDOUT, cwd=ROOT)
+            _, status, usage = os.wait4(process.pid, 0)
+        returncode = os.waitstatus_to_exitcode(status)
+        timing['seconds'] += time.perf_counter() - start
+        timing['peak_rss_mib'] = max(timing['peak_rss_mib'],
+                                     usage.ru_maxrss / 1024)
+        timing['attempts'] += 1
+        timing['done'] = returncode == 0
+        json.dump(timing, open(timing_path, 'w'))
+        if returncode != 0:
+            raise SystemExit(
+                f'error: pretraining {config} (seed {seed}) failed with exit '
+                f'code {returncode}: see {work_dir}/train_stdout.log; run '
+                'the study again to continue it')
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    return checkpoint, timing['seconds'], timing['peak_rss_mib']
+
+
+def _hook_data_root_options(config, data_root):
+    """``--cfg-options`` pointing the online kNN hook's datasets at
+    ``data_root`` too (the hook's index in ``custom_hooks`` differs by
+    arm)."""
+    from mmengine.config import Config
+    hooks = Config.fromfile(config).get('custom_hooks', [])
+    return [f'custom_hooks.{i}.{split}_dataset.data_root={data_root}'
+            for i, hook in enumerate(hooks) if hook['type'] == 'OnlineKNNHook'
+            for split in ('train', 'val')]
+
+
+def load_data(args, log):
+    import torch
+
+    from mixedae_mm.datasets import load_fashion_mnist
+    from mixedae_mm.evaluation.study import balanced_subset
+    data = {}
+    for split in ('train', 'test'):
+        images, labels = load_fashion_mnist(args.data_root, split)
+        limit = args.limit_train if split == 'train' else args.limit_test
+        data[f'{split}_raw'] = images[:limit]
+        data[f'{split}_labels'] = labels[:limit]
+    data['finetune_index'] = balanced_subset(
+        data['train_labels'], args.finetune_per_class)
+    log(f'Fashion-MNIST from {args.data_root}: '
+        f'{len(data["train_labels"])} training images '
+        f'({len(data["finetune_index"])} labelled for fine-tuning), '
+        f'{len(data["test_labels"])} test images')
+    torch.set_num_threads(torch.get_num_threads())
+    return data
+
+
+def run_one(arm, seed, args, data, cfg_options, log):
+    import torch
+
+    from mixedae_mm.evaluation.study import (ARMS, SCRATCH_CONFIG,
+                                             build_model, evaluate_encoder,
+                                             load_strictly, preprocess,
+                                             read_curves)
+    run_dir = osp.join(args.out, 'runs', f'{arm}_seed{seed}')
+    result_path = osp.join(run_dir, 'result.json')
+    if osp.isfile(result_path):
+        log(f'{arm} seed {seed}: done already ({result_path})')
+        return json.load(open(result_path))
+    config = ARMS[arm]
+    overrides = options_dict(cfg_options)
+    result = dict(arm=arm, seed=seed, config=config or SCRATCH_CONFIG,
+                  cfg_options=cfg_options)
+    if config is None:
+        torch.manual_seed(seed)
+        model, cfg = build_model(osp.join(ROOT, SCRATCH_CONFIG), overrides)
+        result.update(pretrain_seconds=0., pretrain_peak_rss_mib=None,
+                      checkpoint=None, curves={})
+    else:
+        work_dir = osp.join(run_dir, 'pretrain')
+        checkpoint, seconds, rss = pretrain(
+            config, work_dir, seed, args.data_root, cfg_options, log)
+        model, cfg = build_model(osp.join(ROOT, config), overrides)
+        load_strictly(model, checkpoint)
+        import glob
+        scalars = sorted(glob.glob(
+            osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+        curves = {}
+        for path in scalars:  # one per attempt, in time order
+            for key, (steps, values) in read_curves(path).items():
+                old = curves.setdefault(key, ([], []))
+                old[0].extend(steps)
+                old[1].extend(values)
+        result.update(pretrain_seconds=round(seconds, 1),
+                      pretrain_peak_rss_mib=round(rss, 1),
+                      checkpoint=osp.relpath(checkpoint, args.out),
+                      curves=curves)
+    inputs = {split: preprocess(data[f'{split}_raw'], cfg, model)
+              for split in ('train', 'test')}
+    metrics = evaluate_encoder(
+        model, dict(train_images=inputs['train'],
+                    train_labels=data['train_labels'],
+                    test_images=inputs['test'],
+                    test_labels=data['test_labels'],
+                    finetune_index=data['finetune_index']),
+        finetune=dict(epochs=args.finetune_epochs), seed=seed,
+        log=lambda message: log(f'{arm} seed {seed}: {message}'))
+    result.update(metrics)
+    result.update(finetune_epochs=args.finetune_epochs,
+                  finetune_images=len(data['finetune_index']),
+                  train_images=len(data['train_labels']),
+                  test_images=len(data['test_labels']),
+                  torch_threads=torch.get_num_threads())
+    os.makedirs(run_dir, exist_ok=True)
+    with open(result_path + '.tmp', 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(result_path + '.tmp', result_path)
+    return result
+
+
+def write_report(out_dir, log):
+    from mixedae_mm.evaluation.study import markdown_table, plot, read_results
+    results = read_results(out_dir)
+    if not results:
+        log('no finished runs yet')
+        return
+    with open(osp.join(out_dir, 'results.md'), 'w') as f:
+        f.write(markdown_table(results))
+    plot(results, osp.join(out_dir, 'results.png'))
+    log(f'{len(results)} runs -> {out_dir}/results.md, results.png')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mixedae_mm.datasets import (FashionMNISTMissingError,
+                                     fashion_mnist_files)
+    from mixedae_mm.evaluation.study import planned_runs
+
+    def log(message):
+        print(f'[study {time.strftime("%H:%M:%S")}] {message}', flush=True)
+
+    os.makedirs(args.out, exist_ok=True)
+    if args.report_only:
+        write_report(args.out, log)
+        return
+    try:
+        fashion_mnist_files(args.data_root)
+    except FashionMNISTMissingError as err:
+        raise SystemExit(f'ablation_study.py: error: {err}')
+    args.data_root = osp.abspath(args.data_root)
+    runs = planned_runs(args.arms, args.seeds)
+    data = load_data(args, log)
+    for number, (arm, seed) in enumerate(runs, 1):
+        log(f'run {number}/{len(runs)}: {arm} seed {seed}')
+        run_one(arm, seed, args, data, args.cfg_options, log)
+        write_report(args.out, log)
+
+
+if __name__ == '__main__':
+    main()
