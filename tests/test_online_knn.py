@@ -74,7 +74,8 @@ def test_hook_restores_train_mode_and_random_state(
                              train_dataset=dict(dataset, split='train'),
                              val_dataset=dict(dataset, split='val'))]
     runner = Runner.from_cfg(cfg)
-    hook = runner.hooks[-1]
+    hook = next(h for h in runner.hooks if type(h).__name__ ==
+                'OnlineKNNHook')
     hook.before_train(runner)
     runner.model.train()
     state = torch.get_rng_state()
@@ -110,7 +111,8 @@ def test_study_config_writes_knn_and_a_picture_to_tensorboard(
          f'custom_hooks.3.val_dataset.data_root={root}',
          'custom_hooks.4.interval=2'],
         cwd=repo_root, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout[-3000:] +
+                                    result.stderr[-3000:])
     assert 'online kNN (200 bank / 100 query images' in result.stdout
     events = EventAccumulator(str(next(work.glob('*/vis_data'))))
     events.Reload()

@@ -61,7 +61,8 @@ def _run_two_ranks(repo_root, tmp_path, tool, args):
         cwd=repo_root, capture_output=True, text=True, timeout=300,
         env=dict(__import__('os').environ, OMP_NUM_THREADS='1'))
     # torchrun exits 0 only when every rank did
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.returncode == 0, (result.stdout[-2000:] +
+                                    result.stderr[-4000:])
     reports = [line for line in result.stdout.splitlines()
                if line.startswith('group alive after the tool')]
     assert reports == ['group alive after the tool: False'] * 2, result.stdout
@@ -78,8 +79,9 @@ def test_knn_eval_under_torchrun_tears_down_on_every_rank(
 
 
 @pytest.mark.slow
-def test_train_under_torchrun_tears_down_on_every_rank(repo_root, demo_data,
-                                                        tmp_path):
+def test_train_under_torchrun_tears_down_on_every_rank(
+        repo_root, demo_data,
+        tmp_path):
     _run_two_ranks(repo_root, tmp_path, 'tools/train.py', [
         'configs/demo/mixedae_vit-tiny-p8_demo.py',
         '--work-dir', str(tmp_path / 'work'), '--cfg-options',

@@ -81,10 +81,12 @@ def test_study_runs_every_arm_and_writes_every_column(
     out = tmp_path / 'study'
     command = [sys.executable, STUDY, '--data-root', small_fashion_mnist,
                '--out', str(out), '--seeds', '0', '--finetune-epochs', '1',
-               '--finetune-per-class', '5', '--cfg-options', *SHRUNK]
+               '--frozen-per-class', '10', '--finetune-per-class', '5',
+               '--cfg-options', *SHRUNK]
     result = subprocess.run(command, cwd=repo_root, capture_output=True,
                             text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout[-3000:] +
+                                    result.stderr[-3000:])
     results = {r['arm']: r for r in map(
         lambda p: json.load(open(p)),
         glob.glob(str(out / 'runs' / '*' / 'result.json')))}
@@ -94,6 +96,7 @@ def test_study_runs_every_arm_and_writes_every_column(
                        'knn_mean_top1'):
             assert 0 <= run[metric] <= 100, (arm, metric)
         assert run['test_images'] == 100 and run['finetune_images'] == 50
+        assert run['train_images'] == 100
         if arm != 'scratch':
             assert run['pretrain_seconds'] > 0
             assert run['pretrain_peak_rss_mib'] > 100

@@ -4,6 +4,7 @@ method)."""
 import copy
 from typing import Optional
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -113,6 +114,13 @@ class OnlineKNNHook(Hook):
         ``None`` elsewhere)."""
         if not is_main_process():
             return None
+        # data loaders draw their base seed from the global generator, and
+        # a visualizer backend's first use may draw too: fork it, so
+        # training's random numbers do not move
+        with torch.random.fork_rng(devices=[]):
+            return self._evaluate(runner)
+
+    def _evaluate(self, runner) -> dict:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         was_training = model.training

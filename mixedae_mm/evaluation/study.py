@@ -200,7 +200,9 @@ def balanced_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
         members = (labels == label).nonzero().flatten()
         if len(members) < per_class:
             raise ValueError(f'class {label} has {len(members)} images, '
-                             f'fewer than --finetune-per-class {per_class}')
+                             f'fewer than the {per_class} per class asked '
+                             'for: lower --frozen-per-class or '
+                             '--finetune-per-class')
         picked.append(members[torch.randperm(
             len(members), generator=generator)[:per_class]])
     return torch.cat(picked).sort().values

@@ -41,10 +41,15 @@ def parse_args(argv=None):
                         help='default: all, each with its planned seeds')
     parser.add_argument('--seeds', nargs='+', type=int,
                         help='the same seeds for every arm')
-    parser.add_argument('--finetune-epochs', type=int, default=10)
-    parser.add_argument('--finetune-per-class', type=int, default=600,
+    parser.add_argument('--frozen-per-class', type=int, default=1000,
+                        help='training images per class whose frozen '
+                        'features are the kNN bank and the linear probe\'s '
+                        'training set (1000: a fixed sixth of the set)')
+    parser.add_argument('--finetune-per-class', type=int, default=200,
                         help='labelled training images per class for '
-                        'fine-tuning (600: a fixed 10%% of the set)')
+                        'fine-tuning (200: a fixed 3.3%% of the set, drawn '
+                        'inside the frozen subset)')
+    parser.add_argument('--finetune-epochs', type=int, default=10)
     parser.add_argument('--limit-train', type=int, default=None,
                         help='evaluate on the first N training images only '
                         '(tests)')
@@ -59,9 +64,9 @@ def parse_args(argv=None):
     parser.add_argument('--report-only', action='store_true',
                         help='only rewrite results.md / results.png')
     args = parser.parse_args(argv)
-    if args.finetune_epochs < 1 or args.finetune_per_class < 1:
-        parser.error('--finetune-epochs and --finetune-per-class must be '
-                     'at least 1')
+    for flag in ('frozen_per_class', 'finetune_per_class', 'finetune_epochs'):
+        if getattr(args, flag) < 1:
+            parser.error(f'--{flag.replace("_", "-")} must be at least 1')
     return args
 
 
@@ -139,12 +144,16 @@ def load_data(args, log):
         limit = args.limit_train if split == 'train' else args.limit_test
         data[f'{split}_raw'] = images[:limit]
         data[f'{split}_labels'] = labels[:limit]
+    # the fine-tuning images are drawn from the frozen-feature subset
+    frozen = balanced_subset(data['train_labels'], args.frozen_per_class)
+    data['train_raw'] = data['train_raw'][frozen]
+    data['train_labels'] = data['train_labels'][frozen]
     data['finetune_index'] = balanced_subset(
         data['train_labels'], args.finetune_per_class)
-    log(f'Fashion-MNIST from {args.data_root}: '
-        f'{len(data["train_labels"])} training images '
-        f'({len(data["finetune_index"])} labelled for fine-tuning), '
-        f'{len(data["test_labels"])} test images')
+    log(f'Fashion-MNIST from {args.data_root}: {len(frozen)} training '
+        f'images for the frozen probes, {len(data["finetune_index"])} of '
+        f'them labelled for fine-tuning, {len(data["test_labels"])} test '
+        'images')
     torch.set_num_threads(torch.get_num_threads())
     return data
 
@@ -197,7 +206,8 @@ def run_one(arm, seed, args, data, cfg_options, log):
                     test_images=inputs['test'],
                     test_labels=data['test_labels'],
                     finetune_index=data['finetune_index']),
-        finetune=dict(epochs=args.finetune_epochs), seed=seed,
+        finetune=dict(epochs=args.finetune_epochs, batch_size=64),
+        seed=seed,
         log=lambda message: log(f'{arm} seed {seed}: {message}'))
     result.update(metrics)
     result.update(finetune_epochs=args.finetune_epochs,
