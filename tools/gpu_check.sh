@@ -22,16 +22,26 @@ SITE="${GPU_CHECK_SITE:-${TMPDIR:-/tmp}/mixedae_gpu_check_site}"
 LIST="$ROOT/requirements/gpu_check_wheels.txt"
 MODE="${GPU_CHECK_INSTALL:-auto}"
 
-fail() { echo "gpu_check.sh: error: $*" >&2; exit 2; }
+fail() { echo "gpu_check.sh: error: $*" >&2; finish 2; }
+# let the tees finish writing the log before the caller collects $OUT
+finish() {
+  if [ -n "${TEE_OUT:-}" ]; then
+    exec 1>&3 2>&4 3>&- 4>&-
+    wait "$TEE_OUT" "$TEE_ERR" 2>/dev/null || true
+  fi
+  exit "$1"
+}
 case "$MODE" in auto|0|1) ;; *) fail "GPU_CHECK_INSTALL=$MODE: use auto, 1 or 0";; esac
 
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
 : >"$LOG"
-# everything from here on goes to the console and the log
+# everything from here on goes to the log as well
 exec 3>&1 4>&2
-exec > >(tee -a "$LOG") 2>&1
-TEE_PID=$!
+exec > >(tee -a "$LOG")
+TEE_OUT=$!
+exec 2> >(tee -a "$LOG" >&2)
+TEE_ERR=$!
 
 have_wheels=0
 compgen -G "$WHEELS/*.whl" >/dev/null && have_wheels=1
@@ -47,8 +57,10 @@ elif [ "$have_wheels" = 1 ]; then
     cp "$LIST" "$requirements"
   fi
   rm -rf "$SITE"
-  "$PY" -m pip install --disable-pip-version-check -q --no-index --no-deps \
-    --find-links "$WHEELS" --target "$SITE" -r "$requirements"
+  "$PY" -m pip install --disable-pip-version-check --root-user-action=ignore -q --no-index --no-deps \
+    --find-links "$WHEELS" --target "$SITE" -r "$requirements" ||
+    fail "pip could not install the wheels of $WHEELS (above): fetch them" \
+         "again with tools/gpu_check_fetch_wheels.sh"
   rm -f "$requirements"
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   export GPU_CHECK_SITE_USED="$SITE"
@@ -68,7 +80,4 @@ export OUT
 
 rc=0
 "$PY" tools/analysis_tools/gpu_check.py || rc=$?
-# let tee finish writing the log before the caller collects $OUT
-exec 1>&3 2>&4 3>&- 4>&-
-wait "$TEE_PID" 2>/dev/null || true
-exit "$rc"
+finish "$rc"

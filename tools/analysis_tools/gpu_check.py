@@ -74,7 +74,7 @@ TINY_BENCH_FLAGS = ['--arch', 'demo-tiny', '--img-size', str(TINY_IMG),
                     '2', '--steps', '2', '--warmup', '1']
 
 OOM_MARKERS = ('CUDA out of memory', 'OutOfMemoryError')
-MIN_STEP_S = 30  # a step given less than this by the budget is skipped
+MIN_STEP_S = 30  # a step left less than this by the budget is skipped
 LOSS_KEYS = ('loss', 'loss_rec', 'loss_homo')
 
 
@@ -143,12 +143,13 @@ class Steps:
         """Run ``argv`` under ``timeout`` (the smaller of ``timeout_s`` and
         the budget left); stream its output to the console and the log.
         Returns the step's record and its output."""
-        timeout_s = min(timeout_s, int(self.deadline - time.monotonic()))
-        if timeout_s < MIN_STEP_S:
+        left = int(self.deadline - time.monotonic())
+        if left < min(MIN_STEP_S, timeout_s):
             print(f'\n===== {name}: skipped, GPU_CHECK_BUDGET spent',
                   flush=True)
             return dict(status='skipped',
                         error='GPU_CHECK_BUDGET spent before this step'), ''
+        timeout_s = min(timeout_s, left)
         print(f'\n===== {name}: {" ".join(argv)} (timeout {timeout_s} s)',
               flush=True)
         start = time.monotonic()
