@@ -201,15 +201,18 @@ def test_gpu_check_step_records_timeout_and_budget(gpu_check, tmp_path):
     assert 'GPU_CHECK_BUDGET' in record['error']
 
 
-@pytest.mark.parametrize('returncode,output,status', [
-    (0, '', 'ok'),
-    (1, 'torch.OutOfMemoryError: CUDA out of memory. Tried', 'out_of_memory'),
-    (124, '', 'timeout'),
-    (137, '', 'timeout'),
-    (1, 'ValueError: bad', 'failed'),
+@pytest.mark.parametrize('returncode,output,full_time,status', [
+    (0, '', False, 'ok'),
+    (1, 'torch.OutOfMemoryError: CUDA out of memory. Tried', False,
+     'out_of_memory'),
+    (124, '', True, 'timeout'),
+    (137, '', True, 'timeout'),  # timeout's KILL after its TERM
+    (137, '', False, 'killed'),  # a KILL from elsewhere
+    (1, 'ValueError: bad', False, 'failed'),
 ])
-def test_gpu_check_step_status(gpu_check, returncode, output, status):
-    assert gpu_check.step_status(returncode, output) == status
+def test_gpu_check_step_status(gpu_check, returncode, output, full_time,
+                               status):
+    assert gpu_check.step_status(returncode, output, full_time) == status
 
 
 def test_gpu_check_settings_defaults(gpu_check):
@@ -232,6 +235,9 @@ def test_gpu_check_settings_defaults(gpu_check):
     (dict(GPU_CHECK_TRAIN_ITERS='0'),
      "GPU_CHECK_TRAIN_ITERS='0': give a positive whole number"),
     (dict(GPU_CHECK_PEAK_TFLOPS='fast'), "GPU_CHECK_PEAK_TFLOPS='fast'"),
+    (dict(GPU_CHECK_PEAK_TFLOPS='-5'), "GPU_CHECK_PEAK_TFLOPS='-5'"),
+    (dict(GPU_CHECK_DEVICE='gpu'),
+     "GPU_CHECK_DEVICE='gpu': use cuda, cuda:N or cpu"),
 ])
 def test_gpu_check_bad_setting_is_one_line_naming_it(gpu_check, capsys, env,
                                                      message):

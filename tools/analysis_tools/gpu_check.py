@@ -19,8 +19,8 @@ Settings (environment variables; defaults for a GPU, smaller ones with
 ``GPU_CHECK_BENCH_BATCHES``, ``GPU_CHECK_TRAIN_BATCHES``,
 ``GPU_CHECK_TRAIN_ITERS``, ``GPU_CHECK_RESUME_ITERS``,
 ``GPU_CHECK_BENCH_TIMEOUT``, ``GPU_CHECK_TRAIN_TIMEOUT``,
-``GPU_CHECK_PEAK_TFLOPS``, ``GPU_CHECK_BUDGET``, ``GPU_CHECK_WORK``. See docs/benchmark.md,
-"The GPU check".
+``GPU_CHECK_PEAK_TFLOPS``, ``GPU_CHECK_BUDGET``, ``GPU_CHECK_WORK``. See
+docs/benchmark.md, "The GPU check".
 """
 import glob
 import json
@@ -51,7 +51,7 @@ SETTINGS = {
     'GPU_CHECK_BENCH_TIMEOUT': ('150', '300'),
     'GPU_CHECK_TRAIN_TIMEOUT': ('240', '300'),
     'GPU_CHECK_PEAK_TFLOPS': ('', ''),
-    # all steps together: the device tool stops a command after 600 s
+    # all steps together, seconds: the whole check stays under 10 minutes
     'GPU_CHECK_BUDGET': ('540', '900'),
 }
 
@@ -89,7 +89,11 @@ def read_settings(environ) -> dict:
     tiny = tiny == '1'
     raw = {name: environ.get(name) or defaults[tiny]
            for name, defaults in SETTINGS.items()}
-    settings = dict(tiny=tiny, device=raw['GPU_CHECK_DEVICE'])
+    device = raw['GPU_CHECK_DEVICE']
+    if device != 'cpu' and not re.fullmatch(r'cuda(:\d+)?', device):
+        raise SettingError(f'GPU_CHECK_DEVICE={device!r}: use cuda, cuda:N '
+                           'or cpu')
+    settings = dict(tiny=tiny, device=device)
     for key, name in (('bench_batches', 'GPU_CHECK_BENCH_BATCHES'),
                       ('train_batches', 'GPU_CHECK_TRAIN_BATCHES')):
         settings[key] = batch_list(name, raw[name])
@@ -100,11 +104,16 @@ def read_settings(environ) -> dict:
                       ('budget_s', 'GPU_CHECK_BUDGET')):
         settings[key] = positive_int(name, raw[name])
     peak = raw['GPU_CHECK_PEAK_TFLOPS']
-    try:
-        settings['peak_tflops'] = float(peak) if peak else None
-    except ValueError:
-        raise SettingError(f'GPU_CHECK_PEAK_TFLOPS={peak!r}: give the '
-                           "device's dense bf16 peak in TFLOP/s, e.g. 989")
+    settings['peak_tflops'] = None
+    if peak:
+        try:
+            settings['peak_tflops'] = float(peak)
+        except ValueError:
+            pass
+        if not settings['peak_tflops'] or settings['peak_tflops'] <= 0:
+            raise SettingError(f'GPU_CHECK_PEAK_TFLOPS={peak!r}: give the '
+                               "device's dense bf16 peak in TFLOP/s, e.g. "
+                               '989')
     return settings
 
 
@@ -131,9 +140,9 @@ class Steps:
     on disk after each, so what was measured survives a run that is cut
     off."""
 
-    def __init__(self, report, path, budget_s):
+    def __init__(self, report, path, budget_s, start=None):
         self.report, self.path = report, path
-        self.deadline = time.monotonic() + budget_s
+        self.deadline = (start or time.monotonic()) + budget_s
 
     def save(self):
         with open(self.path, 'w') as f:
@@ -165,7 +174,8 @@ class Steps:
         returncode = proc.wait()
         seconds = time.monotonic() - start
         output = ''.join(lines)
-        record = dict(status=step_status(returncode, output),
+        record = dict(status=step_status(returncode, output,
+                                         seconds >= timeout_s),
                       returncode=returncode, wall_s=round(seconds, 2))
         if record['status'] != 'ok':
             record['error'] = last_error_line(output)
@@ -174,13 +184,17 @@ class Steps:
         return record, output
 
 
-def step_status(returncode, output) -> str:
+def step_status(returncode, output, ran_full_time) -> str:
     if returncode == 0:
         return 'ok'
     if any(marker in output for marker in OOM_MARKERS):
         return 'out_of_memory'
-    if returncode in (124, 137):  # timeout's TERM, then KILL
+    # timeout's TERM, then its KILL; a KILL before the time limit came
+    # from elsewhere (the kernel's out-of-memory killer, say)
+    if returncode == 124 or (returncode == 137 and ran_full_time):
         return 'timeout'
+    if returncode == 137:
+        return 'killed'
     return 'failed'
 
 
@@ -416,6 +430,7 @@ def main(environ=os.environ) -> int:
         print('gpu_check: error: the `timeout` command (GNU coreutils) is '
               'not on PATH; install coreutils', file=sys.stderr)
         return 2
+    start = time.monotonic()
     out = environ.get('OUT') or osp.join(ROOT, 'work_dirs', 'gpu_check')
     os.makedirs(out, exist_ok=True)
     # scratch (images, checkpoints of a GB and more) stays out of $OUT,
@@ -434,8 +449,7 @@ def main(environ=os.environ) -> int:
     print('environment: ' + json.dumps(report['environment'], indent=1),
           flush=True)
     path = osp.join(out, JSON_NAME)
-    steps = Steps(report, path, settings['budget_s'])
-    start = time.monotonic()
+    steps = Steps(report, path, settings['budget_s'], start)
     try:
         if settings['device'].startswith('cuda') and \
                 not report['environment'].get('cuda_available'):
@@ -479,9 +493,9 @@ def print_summary(report):
             line = (f"benchmark batch {batch} {name:<8}: "
                     f"{1000 * res['step_median_s']:.1f} ms/step, "
                     f"{res['images_per_s']:.1f} img/s")
-            if res['cuda_peak_allocated_bytes']:
-                line += (f", peak {res['cuda_peak_allocated_bytes'] / 2**30:.2f}"
-                         ' GiB')
+            peak = res['cuda_peak_allocated_bytes']
+            if peak:
+                line += f', peak {peak / 2**30:.2f} GiB'
             if res['mfu'] is not None:
                 line += f", MFU {100 * res['mfu']:.1f}%"
             print(line)
