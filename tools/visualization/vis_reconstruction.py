@@ -35,16 +35,23 @@ def common_parser(doc: str, seed_help: str) -> argparse.ArgumentParser:
 
 
 def load_model(config, checkpoint, device='cpu'):
-    """``(model in eval mode, its config's test pipeline)``."""
+    """``(model in eval mode, its config's test pipeline)``; exits with the
+    mismatch when ``checkpoint`` does not fit the config's model (a picture
+    of random weights would look like a result)."""
     from mmengine.config import Config
     from mmpretrain.apis import get_model
 
-    import mixedae_mm  # noqa: F401
+    import mixedae_mm  # noqa: F401  (get_model loads our models strictly)
     from mixedae_mm import visualization as vis
+    from mixedae_mm.checkpoint_io import CheckpointMismatchError
 
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     pipeline = vis.test_pipeline_of(cfg)
-    return get_model(cfg, pretrained=checkpoint, device=device), pipeline
+    try:
+        model = get_model(cfg, pretrained=checkpoint, device=device)
+    except CheckpointMismatchError as error:
+        raise SystemExit(f'error: {error}') from None
+    return model, pipeline
 
 
 def load_model_and_images(args):
