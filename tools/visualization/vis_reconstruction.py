@@ -6,7 +6,8 @@
 Images are taken in the order given (a folder: its image files, sorted) and
 mixed in groups of the model's group size G (4); a short last group is
 filled by repeating images from the start. One ``group_<i>.png`` per group,
-rows as in ``mixedae_mm.visualization.ROW_NAMES``.
+rows as in ``mixedae_mm.visualization.ROW_NAMES`` (named in the picture),
+columns headed by the file names.
 """
 import argparse
 import os
@@ -117,11 +118,12 @@ def save_reconstructions(model, pipeline, paths, out, seed=0, scale=0,
         group = paths[first:first + group_size]
         with torch.no_grad():
             inputs = vis.load_inputs(group, pipeline, model)
-        grid, = vis.render(model, inputs, seed=seed,
-                           scale=scale or vis.cell_scale(inputs),
-                           pixel_stats=pixel_stats)
+        picture, = vis.render(model, inputs, seed=seed,
+                              scale=scale or vis.cell_scale(inputs),
+                              pixel_stats=pixel_stats,
+                              image_names=[osp.basename(p) for p in group])
         path = osp.join(out, name.format(first // group_size))
-        Image.fromarray(grid).save(path)
+        Image.fromarray(picture.image).save(path)
         written.append(path)
         print(f'{path}: ' + ', '.join(osp.basename(p) for p in group))
     return written
