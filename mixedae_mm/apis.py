@@ -69,9 +69,11 @@ def with_test_pipeline(config):
 #: and name of the loader it calls. ``mmengine.runner.load_checkpoint`` is
 #: what ``mmpretrain.get_model`` imports at each call (and mmseg's
 #: ``init_model``, mmdet's ``init_detector`` when imported after us); the
-#: others were bound at import time. Training-time loading (``init_cfg``,
-#: ``load_from``, ``--resume``) goes through other bindings and is left
-#: alone: our backbone verifies its own ``init_cfg``.
+#: others were bound at import time. None of their for-use callers passes
+#: ``strict``. Training-time loading is left alone: ``load_from`` and
+#: ``--resume`` go through the Runner's own binding, ``init_cfg``
+#: ``Pretrained`` passes ``strict=False`` (our backbone verifies its own
+#: ``init_cfg``).
 FOR_USE_LOADERS = (
     ('mmengine.runner', 'load_checkpoint'),
     ('mmpretrain.apis.base', 'load_checkpoint'),
@@ -131,29 +133,39 @@ def load_checkpoint_for_use(model, filename: str, map_location=None,
                                 revise_keys)
 
 
+#: ``strict`` not given: the callers of ``FOR_USE_LOADERS`` that load for
+#: use pass none, those that mean a partial load (mmengine's
+#: ``PretrainedInit``) pass ``strict=False``
+_NOT_GIVEN = object()
+
+
 def _strict_for_ours(original, name: str):
-    """``original`` (one of ``FOR_USE_LOADERS``) for other models, strict
-    for ours; ``strict=True`` asked by a caller is strict anyway."""
+    """``original`` (one of ``FOR_USE_LOADERS``) made strict for our models
+    when the caller does not choose ``strict`` itself; otherwise
+    ``original`` as it was."""
+
+    def lenient(model, strict) -> bool:
+        return strict is not _NOT_GIVEN or not is_ours(model)
 
     if name == 'load_checkpoint':
 
         def load_checkpoint(model, filename, map_location=None,
-                            strict=False, logger=None,
+                            strict=_NOT_GIVEN, logger=None,
                             revise_keys=[(r'^module\.', '')]):
-            if not is_ours(model):
-                return original(model, filename, map_location, strict,
-                                logger, revise_keys)
+            if lenient(model, strict):
+                return original(model, filename, map_location,
+                                strict is True, logger, revise_keys)
             return load_checkpoint_for_use(model, filename, map_location,
                                            logger, revise_keys)
 
         loader = load_checkpoint
     else:
 
-        def _load_checkpoint_to_model(model, checkpoint, strict=False,
+        def _load_checkpoint_to_model(model, checkpoint, strict=_NOT_GIVEN,
                                       logger=None,
                                       revise_keys=[(r'^module\.', '')]):
-            if not is_ours(model):
-                return original(model, checkpoint, strict, logger,
+            if lenient(model, strict):
+                return original(model, checkpoint, strict is True, logger,
                                 revise_keys)
             return load_to_model_strict(model, checkpoint,
                                         'the checkpoint given', revise_keys)
@@ -167,7 +179,9 @@ def _strict_for_ours(original, name: str):
 def install_strict_loading() -> None:
     """Make every loader of ``FOR_USE_LOADERS`` whose module is imported
     refuse a checkpoint that does not fit one of our models (mmengine's
-    loaders log the mismatch and leave the unmatched tensors random).
+    loaders log the mismatch and leave the unmatched tensors random),
+    unless its caller passes ``strict`` itself (``strict=False``: a partial
+    load is meant, as in ``init_cfg=dict(type='Pretrained')``).
     Idempotent; ``import mixedae_mm`` calls it, and so do
     ``mixedae_mm.downstream.mmseg``/``mmdet``, which transfer configs
     import once those codebases' inferencers are loaded."""
