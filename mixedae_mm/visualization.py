@@ -341,8 +341,7 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
         ops.to_pixels(ops.mix_images(inputs, encoding.owner, patch),
                       pre.mean, pre.std), channels_are_rgb(model))
     mixed = mixed.astype(np.float32)
-    height, width = mixed.shape[1:3]
-    cell_h, cell_w = height * scale, width * scale
+    cell_w = mixed.shape[2] * scale
     layers = freq.shape[0]
     if image_names is None:
         image_names = [f'image {i % group_size + 1}'

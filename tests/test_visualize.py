@@ -434,7 +434,6 @@ def test_attention_picture_shows_the_backbones_topk_keys(repo_root):
                                            homologous)
 
 
-
 def _demo_inputs(model, count=8, seed=0):
     pre = model.data_preprocessor
     generator = torch.Generator().manual_seed(seed)
