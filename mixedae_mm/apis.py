@@ -105,7 +105,7 @@ def load_to_model_strict(model, checkpoint: dict, source: str,
     from .checkpoint_io import load_state_dict_strict, state_dict_of
     if is_model_wrapper(model):
         model = model.module
-    state = state_dict_of(checkpoint)
+    state = state_dict_of(checkpoint, source)
     for pattern, replacement in revise_keys:
         state = {re.sub(pattern, replacement, k): v for k, v in state.items()}
     load_state_dict_strict(model, state, source=source,

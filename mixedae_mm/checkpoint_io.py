@@ -281,7 +281,7 @@ def _by_module(keys: Sequence[str]) -> str:
     return ', '.join(f'{top} ({n})' for top, n in sorted(counts.items()))
 
 
-def state_dict_of(checkpoint) -> dict:
+def state_dict_of(checkpoint, source: str = 'the checkpoint') -> dict:
     """The tensors of a loaded checkpoint: its ``state_dict`` (mmengine),
     ``model`` (official MAE) or the dict itself, without the ``module.``
     prefix ``DistributedDataParallel`` adds."""
@@ -293,7 +293,8 @@ def state_dict_of(checkpoint) -> dict:
                 break
     if not isinstance(state, dict):
         raise CheckpointError(
-            f'holds a {type(state).__name__}, not a dict of tensors')
+            f'{source}: holds a {type(state).__name__}, not a dict of '
+            'tensors')
     return OrderedDict(
         (k[len('module.'):] if k.startswith('module.') else k, v)
         for k, v in state.items())
@@ -341,7 +342,7 @@ def load_state_dict_strict(model: torch.nn.Module,
         CheckpointMismatchError: names or shapes do not match (the model
             may then hold some of the checkpoint's tensors: discard it).
     """
-    state = state_dict_of(checkpoint)
+    state = state_dict_of(checkpoint, source)
     outside = [k for k in state if not k.startswith(prefix)]
     if prefix:
         state = OrderedDict((k[len(prefix):], v) for k, v in state.items()
