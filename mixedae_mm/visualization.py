@@ -3,10 +3,13 @@
 Shared by ``tools/visualization/vis_reconstruction.py`` and
 :class:`mixedae_mm.engine.ReconstructionVisualizationHook`: load images the
 way the model's config says, run :meth:`MixedAE.reconstruct` and lay the
-result out as one RGB grid per mixed group.
+result out as one labelled RGB picture per mixed group (row names, source
+images, per-panel numbers drawn in the image with PIL, so a picture reads
+without the docs).
 """
 import copy
-from typing import List, Sequence
+import os.path as osp
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.dataset import Compose, default_collate
@@ -20,7 +23,129 @@ SLOT_COLOURS = np.array([(230, 25, 75), (60, 180, 75), (0, 130, 200),
                         dtype=np.float32)
 ROW_NAMES = ('original', 'model input', 'visible', 'reconstruction',
              'reconstruction + visible')
+#: what each row of the reconstruction picture shows, as drawn at its left
+ROW_LABELS = {
+    'original': 'original',
+    'model input': 'model input\n(the mix; other\nimages tinted)',
+    'visible': 'visible patches',
+    'reconstruction': 'reconstruction',
+    'reconstruction + visible': 'reconstruction\n+ visible pasted',
+}
 GAP = 2  # white pixels between cells
+PAD = 4  # white pixels around a label
+LABEL_FONT_SIZE = 12
+
+
+class Picture(NamedTuple):
+    """A labelled grid of image cells.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB.
+        labels: every text drawn, with the ``(x, y)`` of its top-left
+            corner (``PIL.ImageDraw.text`` coordinates, font
+            :func:`label_font`).
+        cells: ``(y, x)`` of each cell's top-left pixel, rows x columns.
+    """
+    image: np.ndarray
+    labels: List[Tuple[str, Tuple[int, int]]]
+    cells: List[List[Tuple[int, int]]]
+
+
+def label_font(size: int = LABEL_FONT_SIZE):
+    """PIL's built-in font (no font file needed), ``size`` pixels."""
+    from PIL import ImageFont
+    return ImageFont.load_default(size=size)
+
+
+def text_size(text: str, font) -> Tuple[int, int]:
+    """``(width, height)`` of the box ``ImageDraw.text`` fills from
+    ``(0, 0)``."""
+    from PIL import Image, ImageDraw
+    box = ImageDraw.Draw(Image.new('RGB', (1, 1))).multiline_textbbox(
+        (0, 0), text, font=font)
+    return box[2], box[3]
+
+
+def _fit(text: str, width: int, font) -> str:
+    """``text`` with each line cut at the left (file names differ at their
+    end) until it is at most ``width`` pixels wide."""
+    lines = []
+    for line in text.split('\n'):
+        if text_size(line, font)[0] > width:
+            while len(line) > 1 and text_size('...' + line,
+                                              font)[0] > width:
+                line = line[1:]
+            line = '...' + line
+        lines.append(line)
+    return '\n'.join(lines)
+
+
+def compose(cells: Sequence[Sequence[np.ndarray]],
+            row_labels: Sequence[str],
+            column_labels: Sequence[str],
+            column_colours: Optional[np.ndarray] = None,
+            captions: Optional[Sequence[Sequence[str]]] = None,
+            title: Optional[str] = None) -> Picture:
+    """Lay equal ``(h, w, 3)`` uint8 cells out as a labelled picture.
+
+    From the top: the title; one label per column (shortened to the cell
+    width); a strip in each ``column_colours`` row (RGB); then the rows of
+    cells, each with its label at the left and, under each cell, its
+    caption.
+    """
+    from PIL import Image, ImageDraw
+    font = label_font()
+    num_rows, num_cols = len(cells), len(cells[0])
+    cell_h, cell_w = cells[0][0].shape[:2]
+    column_labels = [_fit(t, cell_w, font) for t in column_labels]
+    if captions is not None:
+        captions = [[_fit(t, cell_w, font) for t in row] for row in captions]
+
+    def tallest(texts):
+        return max((text_size(t, font)[1] for t in texts), default=0)
+
+    left = max(text_size(t, font)[0] for t in row_labels) + 2 * PAD
+    title_h = tallest([title]) + 2 * PAD if title else 0
+    header_h = tallest(column_labels) + 2 * PAD
+    strip_h = max(2, cell_h // 16) if column_colours is not None else 0
+    caption_h = tallest([t for row in captions for t in row]) + PAD \
+        if captions is not None else 0
+    top = title_h + header_h + strip_h + GAP
+    row_h = cell_h + caption_h + GAP
+    width = max(left + num_cols * (cell_w + GAP),
+                text_size(title, font)[0] + 2 * PAD if title else 0)
+    canvas = np.full((top + num_rows * row_h, width, 3), 255, np.uint8)
+    origins = [[(top + r * row_h, left + c * (cell_w + GAP))
+                for c in range(num_cols)] for r in range(num_rows)]
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            y, x = origins[r][c]
+            canvas[y:y + cell_h, x:x + cell_w] = cell
+    if column_colours is not None:
+        for c in range(num_cols):
+            x = origins[0][c][1]
+            canvas[top - GAP - strip_h:top - GAP, x:x + cell_w] = \
+                column_colours[c % len(column_colours)]
+
+    labels = []
+    if title:
+        labels.append((title, (PAD, PAD)))
+    for c, text in enumerate(column_labels):
+        labels.append((text, (origins[0][c][1], title_h + PAD)))
+    for r, text in enumerate(row_labels):
+        text_h = text_size(text, font)[1]
+        y = origins[r][0][0] + max(0, (cell_h - text_h) // 2)
+        labels.append((text, (PAD, y)))
+    if captions is not None:
+        for r, row in enumerate(captions):
+            for c, text in enumerate(row):
+                y, x = origins[r][c]
+                labels.append((text, (x, y + cell_h + PAD // 2)))
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for text, xy in labels:
+        draw.multiline_text(xy, text, fill=(0, 0, 0), font=font)
+    return Picture(np.asarray(image).copy(), labels, origins)
 
 
 def test_pipeline_of(cfg) -> list:
@@ -58,25 +183,35 @@ def _to_rgb_uint8(images: Tensor, channels_are_rgb: bool) -> np.ndarray:
 
 def reconstruction_grids(rec, group_size: int, patch_size: int,
                          channels_are_rgb: bool = True,
-                         scale: int = 1) -> List[np.ndarray]:
-    """One ``(H', W', 3)`` uint8 RGB grid per group of ``group_size``.
+                         scale: int = 1,
+                         image_names: Optional[Sequence[str]] = None
+                         ) -> List[Picture]:
+    """One labelled picture per group of ``group_size``.
 
-    Rows (``ROW_NAMES``): the originals; the model input (the mixed image,
-    each position tinted with its source's colour except the column's own
-    patches; MAE: the masked image); each image's visible patches (grey
-    elsewhere); the reconstruction; the reconstruction with the visible
-    patches pasted back. Columns are the images of the group; a strip in the
-    slot's colour tops each column.
+    Rows (``ROW_NAMES``, named at the left by ``ROW_LABELS``): the
+    originals; the model input (the mixed image, each position tinted with
+    its source's colour except the column's own patches; MAE: the masked
+    image); each image's visible patches (grey elsewhere); the
+    reconstruction; the reconstruction with the visible patches pasted back.
+    Columns are the images of the group, headed by their name and a strip in
+    the slot's colour.
 
     Args:
         rec: a :class:`mixedae_mm.models.Reconstruction`.
         group_size: images per grid (the model's ``G``; 4 for MAE too).
         scale: integer upscaling of every cell (nearest).
+        image_names: one name per image of ``rec`` (e.g. file names);
+            default ``image 1``, ``image 2``, ...
     """
     batch, _, height, width = rec.original.shape
     if batch % group_size:
         raise ValueError(f'{batch} images do not make groups of '
                          f'{group_size}')
+    if image_names is None:
+        image_names = [f'image {i % group_size + 1}' for i in range(batch)]
+    if len(image_names) != batch:
+        raise ValueError(f'{len(image_names)} image names for {batch} '
+                         'images')
     grid_hw = (height // patch_size, width // patch_size)
     visible_px = ops.patch_mask_to_pixels(rec.visible, grid_hw,
                                           patch_size).cpu().numpy()
@@ -98,24 +233,21 @@ def reconstruction_grids(rec, group_size: int, patch_size: int,
         rows['model input'] = np.where(owner_px == slot, rows['model input'],
                                        tinted)
 
-    strip = max(2, height // 16)
-    cell_h, cell_w = height * scale, width * scale
-    grid_h = strip + len(ROW_NAMES) * (cell_h + GAP) + GAP
-    grid_w = group_size * (cell_w + GAP) + GAP
-    grids = []
+    def cell(name, index):
+        image = rows[name][index].round().astype(np.uint8)
+        if scale > 1:
+            image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+        return image
+
+    pictures = []
     for first in range(0, batch, group_size):
-        grid = np.full((grid_h, grid_w, 3), 255, dtype=np.uint8)
-        for col in range(group_size):
-            x = GAP + col * (cell_w + GAP)
-            grid[:strip, x:x + cell_w] = SLOT_COLOURS[col % len(SLOT_COLOURS)]
-            for row, name in enumerate(ROW_NAMES):
-                cell = rows[name][first + col].round().astype(np.uint8)
-                if scale > 1:
-                    cell = cell.repeat(scale, axis=0).repeat(scale, axis=1)
-                y = strip + GAP + row * (cell_h + GAP)
-                grid[y:y + cell_h, x:x + cell_w] = cell
-        grids.append(grid)
-    return grids
+        columns = range(first, first + group_size)
+        pictures.append(compose(
+            [[cell(name, i) for i in columns] for name in ROW_NAMES],
+            row_labels=[ROW_LABELS[name] for name in ROW_NAMES],
+            column_labels=[image_names[i] for i in columns],
+            column_colours=SLOT_COLOURS))
+    return pictures
 
 
 def channels_are_rgb(model) -> bool:
@@ -131,13 +263,14 @@ def cell_scale(inputs: Tensor) -> int:
 
 
 def render(model, inputs: Tensor, seed: int = 0, scale: int = 1,
-           pixel_stats: str = 'target') -> List[np.ndarray]:
-    """:meth:`MixedAE.reconstruct` of ``inputs`` as grids (see
+           pixel_stats: str = 'target',
+           image_names: Optional[Sequence[str]] = None) -> List[Picture]:
+    """:meth:`MixedAE.reconstruct` of ``inputs`` as labelled pictures (see
     :func:`reconstruction_grids`); the global random state is untouched."""
     rec = model.reconstruct(inputs, seed=seed, pixel_stats=pixel_stats)
     return reconstruction_grids(rec, model.backbone.group_size,
                                 model.backbone.patch_size,
-                                channels_are_rgb(model), scale)
+                                channels_are_rgb(model), scale, image_names)
 
 
 def spread_image_paths(dataset, count: int) -> list:
@@ -153,6 +286,14 @@ def spread_image_paths(dataset, count: int) -> list:
             for info in infos]
 
 
+def image_name(image) -> str:
+    """How a picture labels an image of :func:`spread_image_paths`: its
+    file name, or ``image <index>`` for one held in memory."""
+    if isinstance(image, str):
+        return osp.basename(image)
+    return f'image {image.get("sample_idx", "?")}'
+
+
 def pad_to_groups(paths: Sequence[str], group_size: int) -> List[str]:
     """``paths`` repeated cyclically up to a multiple of ``group_size``."""
     paths = list(paths)
@@ -162,20 +303,28 @@ def pad_to_groups(paths: Sequence[str], group_size: int) -> List[str]:
     return paths + [paths[i % len(paths)] for i in range(missing)]
 
 
-
 def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
-                               scale: int = 1):
-    """What homologous attention picks, one grid per mixed image.
+                               scale: int = 1,
+                               image_names: Optional[Sequence[str]] = None):
+    """What homologous attention picks, one labelled picture per mixed
+    image.
 
-    Rows: the homologous-attention layers; columns: one query patch per
-    source image (its owned patch nearest the centre, outlined in the
-    source's colour). A cell is the mixed image darkened except at the keys
-    the query selected, brighter the more heads picked the key.
+    Rows: the homologous-attention layers, labelled with the layer index
+    and its mean homologous share over the queries; columns: one query
+    patch per source image (its owned patch nearest the centre, outlined in
+    the source's colour), headed by the image's name. A cell is the mixed
+    image darkened except at the keys the query selected, brighter the more
+    heads picked the key; its caption is the query's homologous share. The
+    title says what the numbers mean and their chance level, 1/G.
+
+    Args:
+        image_names: one name per image of ``inputs`` (e.g. file names);
+            default ``image 1``, ``image 2``, ... within each group.
 
     Returns:
-        ``(grids, precision)``: a list of ``(H', W', 3)`` uint8 RGB grids
-        and ``(M, layers, G)`` float, the fraction of each query's picks
-        (over heads) that are homologous.
+        ``(pictures, precision)``: a list of :class:`Picture` and
+        ``(M, layers, G)`` float, the fraction of each query's picks (over
+        heads) that are homologous.
     """
     import torch
 
@@ -208,14 +357,21 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
         ops.to_pixels(ops.mix_images(inputs, encoding.owner, patch),
                       pre.mean, pre.std), channels_are_rgb(model))
     mixed = mixed.astype(np.float32)
-    height, width = mixed.shape[1:3]
-    cell_h, cell_w = height * scale, width * scale
+    cell_w = mixed.shape[2] * scale
     layers = freq.shape[0]
-    grids = []
+    if image_names is None:
+        image_names = [f'image {i % group_size + 1}'
+                       for i in range(num_mixed * group_size)]
+    if len(image_names) != num_mixed * group_size:
+        raise ValueError(f'{len(image_names)} image names for '
+                         f'{num_mixed * group_size} images')
+    caption = '{:.2f} homologous'
+    if text_size(caption.format(0), label_font())[0] > cell_w:
+        caption = '{:.2f}'  # the title says what the numbers are
+    pictures = []
     precision = torch.zeros(num_mixed, layers, group_size)
     for m in range(num_mixed):
-        grid = np.full((GAP + layers * (cell_h + GAP),
-                        GAP + group_size * (cell_w + GAP), 3), 255, np.uint8)
+        cells = [[None] * group_size for _ in range(layers)]
         for g in range(group_size):
             query = int(torch.where(owner[m] == g, dist, np.inf).argmin())
             colour = SLOT_COLOURS[g % len(SLOT_COLOURS)]
@@ -232,8 +388,20 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
                 cell = cell.round().clip(0, 255).astype(np.uint8)
                 if scale > 1:
                     cell = cell.repeat(scale, axis=0).repeat(scale, axis=1)
-                y = GAP + layer * (cell_h + GAP)
-                x = GAP + g * (cell_w + GAP)
-                grid[y:y + cell_h, x:x + cell_w] = cell
-        grids.append(grid)
-    return grids, precision
+                cells[layer][g] = cell
+        shares = precision[m].tolist()  # layers x G
+        pictures.append(compose(
+            cells,
+            row_labels=[
+                f'layer {index}\nmean homologous\n{sum(row) / len(row):.2f}'
+                for index, row in zip(backbone.homo_attn_layers, shares)],
+            column_labels=[f'query in\n{image_names[m * group_size + g]}'
+                           for g in range(group_size)],
+            column_colours=SLOT_COLOURS,
+            captions=[[caption.format(share) for share in row]
+                      for row in shares],
+            title=(f'mixed image {m + 1}: keys each outlined query picks '
+                   '(brighter: more heads)\nunder each cell, homologous: '
+                   "share of the picks in the query's own image (chance "
+                   f'{1 / group_size:.2f})')))
+    return pictures, precision

@@ -131,5 +131,6 @@ def test_a_checkpoint_of_another_arm_is_refused(repo_root, tmp_path):
     path = tmp_path / 'mae.pth'
     torch.save(dict(state_dict=mae.state_dict()), path)
     mixedae, _ = build_model(osp.join(repo_root, ARMS['mixedae']))
-    with pytest.raises(RuntimeError, match='does not match the study model'):
+    from mixedae_mm.checkpoint_io import CheckpointMismatchError
+    with pytest.raises(CheckpointMismatchError, match='does not match'):
         load_strictly(mixedae, str(path))

@@ -120,6 +120,32 @@ def _png(path):
     return np.asarray(Image.open(path).convert('RGB'))
 
 
+def assert_labelled(image, columns, cell):
+    """``image`` (a saved picture) has a margin left of its ``columns``
+    cells, with text in it (dark pixels on white)."""
+    from mixedae_mm.visualization import GAP
+    margin = image.shape[1] - columns * (cell + GAP)
+    assert margin > 20, image.shape
+    assert (image[:, :margin] < 100).all(axis=-1).any()
+
+
+def assert_text_drawn(picture, text, xy):
+    """``text`` is in ``picture.image`` at ``xy``: the pixels there are
+    exactly the label drawn alone, and not blank."""
+    from PIL import ImageDraw
+
+    from mixedae_mm import visualization as vis
+    font = vis.label_font()
+    width, height = vis.text_size(text, font)
+    alone = Image.new('RGB', (width, height), 'white')
+    ImageDraw.Draw(alone).multiline_text((0, 0), text, fill=(0, 0, 0),
+                                         font=font)
+    x, y = xy
+    crop = picture.image[y:y + height, x:x + width]
+    assert np.array_equal(crop, np.asarray(alone)), text
+    assert (crop < 100).all(axis=-1).any(), text
+
+
 def test_vis_reconstruction_tool(repo_root, pretrained_checkpoint, demo_data,
                                  tmp_path):
     images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
@@ -135,8 +161,8 @@ def test_vis_reconstruction_tool(repo_root, pretrained_checkpoint, demo_data,
     cell = 128  # 64 px cells upscaled to at least 128
     for path in pngs:
         grid = _png(path)
-        assert grid.shape == (4 + GAP + len(ROW_NAMES) * (cell + GAP),
-                              GAP + 4 * (cell + GAP), 3)
+        assert grid.shape[0] > len(ROW_NAMES) * (cell + GAP)
+        assert_labelled(grid, columns=4, cell=cell)
         assert grid.std() > 10
 
 
@@ -213,7 +239,8 @@ def test_hook_writes_pictures_and_leaves_training_unchanged(demo_data,
     assert [osp.basename(p) for p in pngs] == [
         'reconstruction_group0_2.png', 'reconstruction_group0_4.png']
     first, last = (_png(p) for p in pngs)
-    assert first.shape == last.shape and first.shape[1] == 2 + 4 * 130
+    assert first.shape == last.shape
+    assert_labelled(first, columns=4, cell=128)
     assert first.std() > 10
     assert not np.array_equal(first, last)  # the model trained in between
     assert not glob.glob(str(tmp_path / 'without' / '*' / 'vis_data' /
@@ -278,8 +305,9 @@ def test_vis_homologous_attention_tool(repo_root, pretrained_checkpoint,
     assert len(pngs) == 2 == result.stdout.count('homologous share')
     from mixedae_mm.visualization import GAP
     grid = _png(pngs[0])
-    # 6 homologous layers x 4 queries of 128 px cells
-    assert grid.shape == (GAP + 6 * (128 + GAP), GAP + 4 * (128 + GAP), 3)
+    # 6 homologous layers x 4 queries of 128 px cells, labelled
+    assert grid.shape[0] > 6 * (128 + GAP)
+    assert_labelled(grid, columns=4, cell=128)
     assert grid.std() > 10
 
 
@@ -302,20 +330,18 @@ def test_demo_figures_from_a_work_dir(repo_root, logged_run, tmp_path):
     lines = dict(line.split(': ', 1) for line in result.stdout.splitlines()
                  if ': ' in line)
     assert lines['checkpoint'].endswith('iter_3.pth')
-    from mixedae_mm.visualization import GAP, ROW_NAMES
     expected = {
-        'reconstructions': ('demo_reconstruction.png',
-                            (4 + GAP + len(ROW_NAMES) * (128 + GAP),
-                             GAP + 4 * (128 + GAP), 3)),
-        'homologous attention': ('demo_homologous_attention.png',
-                                 (GAP + 6 * (128 + GAP),
-                                  GAP + 4 * (128 + GAP), 3)),
-        'curves': ('demo_curves.png', (3 * 260, 700, 3)),
+        'reconstructions': 'demo_reconstruction.png',
+        'homologous attention': 'demo_homologous_attention.png',
+        'curves': 'demo_curves.png',
     }
-    for what, (name, shape) in expected.items():
+    for what, name in expected.items():
         assert lines[what] == str(out / name)
         image = _png(out / name)
-        assert image.shape == shape, what
+        if what == 'curves':
+            assert image.shape == (3 * 260, 700, 3)
+        else:  # 4 columns of 128 px cells, labelled
+            assert_labelled(image, columns=4, cell=128)
         assert image.std() > 10, what
     # the group is made of crops of four different photos
     shown = lines[str(out / 'demo_reconstruction.png')].split(', ')
@@ -360,14 +386,14 @@ def test_attention_picture_shows_the_backbones_topk_keys(repo_root):
     seeded call of the backbone."""
     from mixedae_mm import visualization as vis
     from mixedae_mm.models.selfsup.mixedae import seeded_rng
-    from mixedae_mm.visualization import GAP
     model = _demo_model(repo_root)
     backbone, pre = model.backbone, model.data_preprocessor
     generator = torch.Generator().manual_seed(0)
     # bright textures, so that a dimmed pixel reads back its factor well
     pixels = torch.randint(100, 256, (8, 3, 64, 64), generator=generator)
     inputs = (pixels.float() - pre.mean) / pre.std
-    grids, precision = vis.homologous_attention_grids(model, inputs, seed=5)
+    pictures, precision = vis.homologous_attention_grids(model, inputs,
+                                                         seed=5)
 
     model.eval()
     with torch.no_grad(), seeded_rng(5, 'cpu'):
@@ -376,7 +402,7 @@ def test_attention_picture_shows_the_backbones_topk_keys(repo_root):
     num_mixed, num_patches = owner.shape
     heads = backbone.arch_settings['num_heads']
     patch, side = backbone.patch_size, 8
-    assert len(grids) == num_mixed
+    assert len(pictures) == num_mixed
     rows, cols = torch.arange(num_patches) // side, torch.arange(
         num_patches) % side
     dist = (rows - 3.5)**2 + (cols - 3.5)**2
@@ -390,10 +416,9 @@ def test_attention_picture_shows_the_backbones_topk_keys(repo_root):
                 picked = topk[m, :, query]  # (heads, K)
                 share = torch.tensor([(picked == j).any(-1).float().mean()
                                       for j in range(num_patches)])
-                y0 = GAP + layer * (64 + GAP)
-                x0 = GAP + g * (64 + GAP)
-                cell = torch.from_numpy(
-                    grids[m][y0:y0 + 64, x0:x0 + 64].copy()).float()
+                y0, x0 = pictures[m].cells[layer][g]
+                cell = torch.from_numpy(pictures[m].image[
+                    y0:y0 + 64, x0:x0 + 64].copy()).float()
                 for j in range(num_patches):
                     r, c = divmod(j, side)
                     source = patches[m * 4 + owner[m, j], :, r, c]  # C p p
@@ -408,3 +433,86 @@ def test_attention_picture_shows_the_backbones_topk_keys(repo_root):
                 torch.testing.assert_close(precision[m, layer, g],
                                            homologous)
 
+
+def _demo_inputs(model, count=8, seed=0):
+    pre = model.data_preprocessor
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (count, 3, 64, 64), generator=generator)
+    return (pixels.float() - pre.mean) / pre.std
+
+
+def test_reconstruction_picture_names_its_rows_and_images(repo_root):
+    """Issue 21: the picture says what each row is and which image each
+    column shows, in its pixels; the cells are the images, untouched."""
+    from mixedae_mm import visualization as vis
+    model = _demo_model(repo_root)
+    rec = model.reconstruct(_demo_inputs(model), seed=1)
+    names = [f'photo_{i}.jpg' for i in range(8)]
+    pictures = vis.reconstruction_grids(rec, 4, 8, scale=2,
+                                        image_names=names)
+    assert len(pictures) == 2
+    row_labels = [vis.ROW_LABELS[name] for name in vis.ROW_NAMES]
+    assert 'model input' in row_labels[1] and 'visible' in row_labels[2]
+    for index, picture in enumerate(pictures):
+        texts = [text for text, _ in picture.labels]
+        assert texts == names[4 * index:4 * index + 4] + row_labels
+        for text, xy in picture.labels:
+            assert_text_drawn(picture, text, xy)
+        # row names sit in a margin left of the first column
+        first_x = picture.cells[0][0][1]
+        for text, (x, _) in picture.labels[4:]:
+            assert x + vis.text_size(text, vis.label_font())[0] < first_x
+        for column in range(4):
+            image = 4 * index + column
+            y, x = picture.cells[0][column]  # row 'original'
+            expected = rec.original[image].permute(1, 2, 0).round().clamp(
+                0, 255).byte().numpy().repeat(2, 0).repeat(2, 1)
+            assert np.array_equal(picture.image[y:y + 128, x:x + 128],
+                                  expected)
+    unnamed = vis.reconstruction_grids(rec, 4, 8)[1]
+    assert [t for t, _ in unnamed.labels][:4] == [
+        'image 1', 'image 2', 'image 3', 'image 4']
+    with pytest.raises(ValueError, match='3 image names for 8 images'):
+        vis.reconstruction_grids(rec, 4, 8, image_names=names[:3])
+
+
+def test_attention_picture_labels_layers_shares_and_queries(repo_root):
+    """Issue 21: each row names its layer and mean homologous share, each
+    cell its query's share, each column the query's image, the title the
+    chance level; the numbers are the returned ``precision``."""
+    from mixedae_mm import visualization as vis
+    model = _demo_model(repo_root)
+    long_name = 'a_long_folder_name_of_photographs_' * 2 + '7.jpg'
+    names = [f'img{i}.png' for i in range(7)] + [long_name]
+    pictures, precision = vis.homologous_attention_grids(
+        model, _demo_inputs(model, seed=2), seed=5, image_names=names)
+    layers = model.backbone.homo_attn_layers
+    font = vis.label_font()
+    for m, picture in enumerate(pictures):
+        texts = [text for text, _ in picture.labels]
+        assert 'chance 0.25' in texts[0]
+        columns = texts[1:5]
+        assert columns[:3] == [f'query in\nimg{4 * m + g}.png'
+                               for g in range(3)]
+        if m == 0:
+            assert columns[3] == 'query in\nimg3.png'
+        else:  # shortened at the left to the 64 px cell
+            assert columns[3].startswith('query in\n...')
+            assert long_name.endswith(columns[3].split('...')[1])
+            assert vis.text_size(columns[3], font)[0] <= 64
+        rows = texts[5:5 + len(layers)]
+        assert rows == [
+            f'layer {layer}\nmean homologous\n'
+            f'{precision[m, i].mean().item():.2f}'
+            for i, layer in enumerate(layers)]
+        captions = texts[5 + len(layers):]
+        # 64 px cells: the share alone (the title names it)
+        assert captions == [f'{precision[m, i, g].item():.2f}'
+                            for i in range(len(layers)) for g in range(4)]
+        for text, xy in picture.labels:
+            assert_text_drawn(picture, text, xy)
+    # cells of 128 px, as the tools draw them, have room for the word
+    picture = vis.homologous_attention_grids(
+        model, _demo_inputs(model, seed=2), seed=5, scale=2)[0][0]
+    assert [text for text, _ in picture.labels][-1] == (
+        f'{precision[0, -1, -1].item():.2f} homologous')

@@ -10,6 +10,8 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mixedae_mm.apis import load_checkpoint_for_use  # noqa: E402
+from mixedae_mm.checkpoint_io import CheckpointMismatchError  # noqa: E402
 from mixedae_mm.datasets import check_image_loading  # noqa: E402
 from mixedae_mm.engine.launch import (  # noqa: E402
     process_group_torn_down_at_exit, setup_distributed_without_gpu)
@@ -51,11 +53,17 @@ def main(argv=None):
     if cfg.get('test_dataloader') is None:
         raise SystemExit(f'{args.config} has no test_dataloader: it is a '
                          'pretraining config; evaluate with a transfer config')
-    cfg.load_from = args.checkpoint
+    # loaded below, strictly: mmengine's load_from leaves what does not match
+    # random and would evaluate that
+    cfg.load_from = None
     check_image_loading(cfg)
     with process_group_torn_down_at_exit():
         setup_distributed_without_gpu(cfg)
         runner = Runner.from_cfg(cfg)
+        try:
+            load_checkpoint_for_use(runner.model, args.checkpoint)
+        except CheckpointMismatchError as error:
+            raise SystemExit(f'error: {error}') from None
         return runner.test()
 
 

@@ -34,6 +34,10 @@ def register_in(models, hooks, transforms) -> None:
                  UnreadableImageReportHook, TF32Hook, BatchLRReportHook):
         hooks.register_module(module=hook)
     transforms.register_module(module=CheckedLoadImageFromFile)
+    # this codebase's inferencer modules may have been imported after
+    # mixedae_mm: make their loaders strict for our models too
+    from mixedae_mm.apis import install_strict_loading
+    install_strict_loading()
 
 
 def build_model(model_cfg: dict, scope: str):

@@ -1,4 +1,4 @@
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from mmengine.hooks import Hook
@@ -14,7 +14,8 @@ class ReconstructionVisualizationHook(Hook):
 
     The first ``num_images`` images of the training set go through the
     config's ``test_pipeline`` (so no random augmentation), are mixed in
-    groups with a fixed ``seed`` and reconstructed; each group's grid (see
+    groups with a fixed ``seed`` and reconstructed; each group's picture
+    (rows named, columns headed by the file names; see
     :func:`mixedae_mm.visualization.reconstruction_grids`) goes to the
     runner's visualizer as ``reconstruction_group<i>`` at the current
     iteration: ``work_dir/<timestamp>/vis_data/vis_image/`` with the
@@ -89,8 +90,10 @@ class ReconstructionVisualizationHook(Hook):
             return
         from mixedae_mm import visualization as vis
         scale = self.scale or vis.cell_scale(self._inputs)
-        grids = vis.render(self._model(runner), self._inputs, seed=self.seed,
-                           scale=scale, pixel_stats=self.pixel_stats)
-        for index, grid in enumerate(grids):
-            runner.visualizer.add_image(f'reconstruction_group{index}', grid,
-                                        step=runner.iter + 1)
+        pictures = vis.render(
+            self._model(runner), self._inputs, seed=self.seed, scale=scale,
+            pixel_stats=self.pixel_stats,
+            image_names=[vis.image_name(p) for p in self.image_paths])
+        for index, picture in enumerate(pictures):
+            runner.visualizer.add_image(f'reconstruction_group{index}',
+                                        picture.image, step=runner.iter + 1)

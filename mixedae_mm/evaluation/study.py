@@ -80,18 +80,11 @@ def build_model(config_path: str, cfg_options: Optional[dict] = None):
 
 def load_strictly(model, checkpoint: str) -> None:
     """Load a pretraining checkpoint into ``model``: every tensor must
-    match by name and shape, or this raises (never evaluate a random
-    encoder because a checkpoint belonged to another model)."""
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    state = state.get('state_dict', state)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(
-            f'{checkpoint} does not match the study model (every tensor must '
-            f'match by name and shape): {str(err).splitlines()[0]} ... '
-            f'Was it written with other --cfg-options or another arm?'
-        ) from None
+    match by name and shape, or :class:`CheckpointMismatchError` says what
+    differs (never evaluate a random encoder because a checkpoint belonged
+    to another model)."""
+    from ..checkpoint_io import load_checkpoint_strict
+    load_checkpoint_strict(model, checkpoint)
 
 
 # -------------------------------------------------------------------- data

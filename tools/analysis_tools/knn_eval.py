@@ -113,7 +113,11 @@ def evaluate(args):
         if use_cuda:
             args.device = f'cuda:{torch.cuda.current_device()}'
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model = get_model(args.config, pretrained=args.checkpoint, device=device)
+    try:  # mixedae_mm makes get_model refuse a checkpoint that does not fit
+        model = get_model(args.config, pretrained=args.checkpoint,
+                          device=device)
+    except mixedae_mm.checkpoint_io.CheckpointMismatchError as error:
+        raise SystemExit(f'error: {error}') from None
     if 'test_dataloader' not in model._config:
         raise SystemExit(f'{args.config} states no test_pipeline: add one '
                          '(see configs/mixedae_vitb_1600e.py)')

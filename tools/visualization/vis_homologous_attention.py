@@ -4,11 +4,13 @@
         IMG_OR_DIR [IMG_OR_DIR ...] --out DIR [--seed 0] [--device cpu]
 
 Images are grouped as in vis_reconstruction.py. One ``attention_<i>.png``
-per mixed image: rows are the homologous-attention layers, columns one
-query patch per source image (outlined in the source's colour); the mixed
+per mixed image: rows are the homologous-attention layers (labelled with
+the layer's homologous share), columns one query patch per source image
+(outlined in the source's colour, headed by the file name); the mixed
 image is darkened except at the keys the query selected (brighter = more
-heads). Prints, per layer, the fraction of selected keys that are
-homologous (chance: 1/G).
+heads), each cell captioned with the query's homologous share. Prints,
+per layer, the fraction of selected keys that are homologous (chance:
+1/G).
 """
 import os
 import os.path as osp
@@ -37,14 +39,15 @@ def save_attention(model, pipeline, paths, out, seed=0, scale=0,
     group_size = model.backbone.group_size
     with torch.no_grad():
         inputs = vis.load_inputs(paths, pipeline, model)
-    grids, precision = vis.homologous_attention_grids(
-        model, inputs, seed=seed, scale=scale or vis.cell_scale(inputs))
+    pictures, precision = vis.homologous_attention_grids(
+        model, inputs, seed=seed, scale=scale or vis.cell_scale(inputs),
+        image_names=[osp.basename(p) for p in paths])
     os.makedirs(out, exist_ok=True)
     layers = model.backbone.homo_attn_layers
     written = []
-    for index, grid in enumerate(grids):
+    for index, picture in enumerate(pictures):
         path = osp.join(out, name.format(index))
-        Image.fromarray(grid).save(path)
+        Image.fromarray(picture.image).save(path)
         written.append(path)
         shares = ', '.join(f'l{layer} {p:.2f}' for layer, p in zip(
             layers, precision[index].mean(dim=1).tolist()))

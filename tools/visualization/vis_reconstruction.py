@@ -6,7 +6,8 @@
 Images are taken in the order given (a folder: its image files, sorted) and
 mixed in groups of the model's group size G (4); a short last group is
 filled by repeating images from the start. One ``group_<i>.png`` per group,
-rows as in ``mixedae_mm.visualization.ROW_NAMES``.
+rows as in ``mixedae_mm.visualization.ROW_NAMES`` (named in the picture),
+columns headed by the file names.
 """
 import argparse
 import os
@@ -35,16 +36,23 @@ def common_parser(doc: str, seed_help: str) -> argparse.ArgumentParser:
 
 
 def load_model(config, checkpoint, device='cpu'):
-    """``(model in eval mode, its config's test pipeline)``."""
+    """``(model in eval mode, its config's test pipeline)``; exits with the
+    mismatch when ``checkpoint`` does not fit the config's model (a picture
+    of random weights would look like a result)."""
     from mmengine.config import Config
     from mmpretrain.apis import get_model
 
-    import mixedae_mm  # noqa: F401
+    import mixedae_mm  # noqa: F401  (get_model loads our models strictly)
     from mixedae_mm import visualization as vis
+    from mixedae_mm.checkpoint_io import CheckpointMismatchError
 
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     pipeline = vis.test_pipeline_of(cfg)
-    return get_model(cfg, pretrained=checkpoint, device=device), pipeline
+    try:
+        model = get_model(cfg, pretrained=checkpoint, device=device)
+    except CheckpointMismatchError as error:
+        raise SystemExit(f'error: {error}') from None
+    return model, pipeline
 
 
 def load_model_and_images(args):
@@ -110,11 +118,12 @@ def save_reconstructions(model, pipeline, paths, out, seed=0, scale=0,
         group = paths[first:first + group_size]
         with torch.no_grad():
             inputs = vis.load_inputs(group, pipeline, model)
-        grid, = vis.render(model, inputs, seed=seed,
-                           scale=scale or vis.cell_scale(inputs),
-                           pixel_stats=pixel_stats)
+        picture, = vis.render(model, inputs, seed=seed,
+                              scale=scale or vis.cell_scale(inputs),
+                              pixel_stats=pixel_stats,
+                              image_names=[osp.basename(p) for p in group])
         path = osp.join(out, name.format(first // group_size))
-        Image.fromarray(grid).save(path)
+        Image.fromarray(picture.image).save(path)
         written.append(path)
         print(f'{path}: ' + ', '.join(osp.basename(p) for p in group))
     return written

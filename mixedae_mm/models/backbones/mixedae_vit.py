@@ -1,4 +1,3 @@
-import re
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -13,6 +12,7 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ... import ops
+from ...checkpoint_io import load_checkpoint_strict
 from .attention import MixedAEAttention, window_partition, window_unpartition
 
 
@@ -118,8 +118,9 @@ class MixedAEViT(VisionTransformer):
 
     Pretrained weights: ``init_cfg=dict(type='Pretrained', checkpoint=...,
     prefix='backbone.')`` loads with ``torch.load(weights_only=True)`` and
-    raises if a parameter the checkpoint should hold is missing (only the
-    tables and norms that transfer adds may be new).
+    raises if a parameter the checkpoint should hold is missing or of
+    another shape (only the tables and norms that transfer adds may be
+    new).
     """
 
     #: mmpretrain's ViT sizes plus the demo encoder, which tests and the
@@ -266,43 +267,20 @@ class MixedAEViT(VisionTransformer):
             prefix: key prefix of the encoder in the checkpoint.
 
         Returns:
-            ``dict(loaded=[...], new=[...], unused=[...])`` key lists.
+            ``dict(loaded=[...], new=[...], unused=[...],
+            outside_prefix=[...])`` key lists (see
+            :func:`mixedae_mm.checkpoint_io.load_state_dict_strict`).
 
         Raises:
-            RuntimeError: when a parameter the checkpoint should hold is
-            missing, or it holds encoder weights this model cannot use.
+            CheckpointMismatchError (a ``RuntimeError``): when a parameter
+            the checkpoint should hold is missing or of another shape, or
+            it holds encoder weights this model cannot use.
         """
-        state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-        state = state.get('state_dict', state.get('model', state))
-        if prefix:
-            state = {
-                k[len(prefix):]: v
-                for k, v in state.items() if k.startswith(prefix)
-            }
-        if not state:
-            raise RuntimeError(
-                f'no parameter of {checkpoint} starts with {prefix!r}: for a '
-                "full pretraining checkpoint use prefix='backbone.', for an "
-                "extracted backbone prefix=''")
-        missing, unexpected = self.load_state_dict(state, strict=False)
-
-        def allowed(keys, patterns):
-            return [k for k in keys
-                    if not any(re.fullmatch(p, k) for p in patterns)]
-
-        bad_missing = allowed(missing, self.NEW_IN_TRANSFER)
-        bad_unexpected = allowed(unexpected, self.UNUSED_IN_TRANSFER)
-        if bad_missing or bad_unexpected:
-            raise RuntimeError(
-                f'{checkpoint} (prefix {prefix!r}) does not match '
-                f'{type(self).__name__}: missing {bad_missing}, unexpected '
-                f'{bad_unexpected}. Check arch/patch_size and the prefix.')
-        loaded = [k for k in state if k not in unexpected]
-        MMLogger.get_current_instance().info(
-            f'{type(self).__name__}: loaded {len(loaded)} tensors from '
-            f'{checkpoint}; new (expected): {sorted(missing)}; unused: '
-            f'{sorted(unexpected)}')
-        return dict(loaded=loaded, new=list(missing), unused=list(unexpected))
+        return load_checkpoint_strict(
+            self, checkpoint, prefix=prefix,
+            expect_missing=self.NEW_IN_TRANSFER,
+            expect_unused=self.UNUSED_IN_TRANSFER,
+            logger=MMLogger.get_current_instance())
 
     # --------------------------------------------------------------- forward
     def _run_layer(self, layer, x: Tensor, grid_hw, **kwargs):
