@@ -12,7 +12,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
                                  check_image_loading)
-from mixedae_mm.engine import (NonFiniteTrainingError,  # noqa: E402
+from mixedae_mm.engine import (CheckpointSaveError,  # noqa: E402
+                               NonFiniteTrainingError,
                                warn_if_checkpoints_not_loadable)
 from mixedae_mm.engine.launch import (  # noqa: E402
     build_runner, repair_fsdp_strategy, setup_distributed_without_gpu,
@@ -172,7 +173,8 @@ def main(argv=None):
     warn_if_checkpoints_not_loadable(runner)
     try:
         runner.train()
-    except (NonFiniteTrainingError, UnreadableImageError) as err:
+    except (NonFiniteTrainingError, UnreadableImageError,
+            CheckpointSaveError) as err:
         # the message says what happened and what to change; a traceback
         # (for a worker's error, two) would only bury it
         sys.exit(f'train.py: error: {last_line(str(err))}')
