@@ -10,6 +10,9 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mixedae_mm.cli_args import (existing_file,  # noqa: E402
+                                 non_negative_int)
+from mixedae_mm.checkpoint_io import CheckpointError  # noqa: E402
 from mixedae_mm.datasets import check_image_loading  # noqa: E402
 from mixedae_mm.engine.launch import \
     setup_distributed_without_gpu  # noqa: E402
@@ -17,7 +20,8 @@ from mixedae_mm.engine.launch import \
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (evaluate) a model')
-    parser.add_argument('config', help='test config file path')
+    parser.add_argument('config', type=existing_file,
+                        help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument(
@@ -30,7 +34,8 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank',
+                        type=non_negative_int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -51,11 +56,17 @@ def main(argv=None):
     if cfg.get('test_dataloader') is None:
         raise SystemExit(f'{args.config} has no test_dataloader: it is a '
                          'pretraining config; evaluate with a transfer config')
+    if '://' not in args.checkpoint and not osp.exists(args.checkpoint):
+        raise SystemExit(f'test.py: error: {args.checkpoint}: no such '
+                         'checkpoint file')
     cfg.load_from = args.checkpoint
     check_image_loading(cfg)
     setup_distributed_without_gpu(cfg)
     runner = Runner.from_cfg(cfg)
-    return runner.test()
+    try:
+        return runner.test()
+    except CheckpointError as err:  # truncated, pickled objects, shards
+        raise SystemExit(f'test.py: error: {err}') from None
 
 
 if __name__ == '__main__':

@@ -10,6 +10,8 @@ from mmengine.config import Config, DictAction
 # Make ``import mixedae_mm`` work from a plain clone, without installing.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mixedae_mm.cli_args import (existing_file,  # noqa: E402
+                                 non_negative_int)
 from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
                                  check_image_loading)
 from mixedae_mm.engine import (CheckpointSaveError,  # noqa: E402
@@ -22,7 +24,8 @@ from mixedae_mm.engine.launch import (  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
+    parser.add_argument('config', type=existing_file,
+                        help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume',
@@ -52,7 +55,8 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank',
+                        type=non_negative_int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
