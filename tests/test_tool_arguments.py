@@ -256,3 +256,42 @@ def test_a_file_that_is_no_checkpoint_is_not_called_pickled(tmp_path):
     torch.save({'args': argparse.Namespace(lr=1.)}, pickled)
     with pytest.raises(CheckpointError, match='holds pickled Python objects'):
         load_weights_only(pickled)
+
+
+FINETUNE = osp.join(ROOT, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py')
+DETECTION = osp.join(
+    ROOT, 'configs/det/mixedae_vitb_mask-rcnn_simplefpn-lsj-1x_coco.py')
+
+
+@pytest.mark.parametrize('script,argv,says', [
+    ('train.py', [CONFIG, '--cfg-options',
+                  'train_dataloader.dataset.data_root={missing}'],
+     'train.py: error: {missing} is not a folder (train_dataloader): put the '
+     'dataset there or pass --cfg-options '
+     'train_dataloader.dataset.data_root=PATH'),
+    # ImageNet layout: the root exists, its train/ split does not
+    ('train.py', [FINETUNE, '--cfg-options',
+                  'train_dataloader.dataset.data_root={empty}',
+                  'val_dataloader.dataset.data_root={empty}'],
+     'train.py: error: {empty}/train is not a folder (train_dataloader): put '
+     'the dataset there or pass --cfg-options '
+     'train_dataloader.dataset.data_root=PATH'),
+    # COCO is wrapped in a RepeatDataset: the key says where data_root is
+    ('train.py', [DETECTION, '--cfg-options',
+                  'train_dataloader.dataset.dataset.data_root={missing}'],
+     'train.py: error: {missing} is not a folder (train_dataloader): put the '
+     'dataset there or pass --cfg-options '
+     'train_dataloader.dataset.dataset.data_root=PATH'),
+    ('test.py', [FINETUNE, CONFIG, '--cfg-options',
+                 'test_dataloader.dataset.data_root={missing}'],
+     'test.py: error: {missing} is not a folder (test_dataloader): put the '
+     'dataset there or pass --cfg-options '
+     'test_dataloader.dataset.data_root=PATH'),
+])
+def test_train_and_test_name_a_missing_dataset_folder(capsys, tmp_path,
+                                                      script, argv, says):
+    """Before, the data loader's FileNotFoundError came as a traceback."""
+    folders = dict(missing=str(tmp_path / 'nowhere'), empty=str(tmp_path))
+    message = tool_error(capsys, tool(script).main,
+                         [a.format(**folders) for a in argv])
+    assert message == says.format(**folders)

@@ -14,8 +14,8 @@ from mixedae_mm.cli_args import (existing_file,  # noqa: E402
                                  non_negative_int)
 from mixedae_mm.checkpoint_io import CheckpointError  # noqa: E402
 from mixedae_mm.datasets import check_image_loading  # noqa: E402
-from mixedae_mm.engine.launch import \
-    setup_distributed_without_gpu  # noqa: E402
+from mixedae_mm.engine.launch import (  # noqa: E402
+    check_data_roots, setup_distributed_without_gpu)
 
 
 def parse_args(argv=None):
@@ -59,6 +59,7 @@ def main(argv=None):
     if '://' not in args.checkpoint and not osp.exists(args.checkpoint):
         raise SystemExit(f'test.py: error: {args.checkpoint}: no such '
                          'checkpoint file')
+    check_data_roots(cfg, ['test_dataloader'], 'test.py')
     cfg.load_from = args.checkpoint
     check_image_loading(cfg)
     setup_distributed_without_gpu(cfg)

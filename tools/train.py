@@ -18,8 +18,8 @@ from mixedae_mm.engine import (CheckpointSaveError,  # noqa: E402
                                NonFiniteTrainingError,
                                warn_if_checkpoints_not_loadable)
 from mixedae_mm.engine.launch import (  # noqa: E402
-    build_runner, repair_fsdp_strategy, setup_distributed_without_gpu,
-    uses_fsdp)
+    build_runner, check_data_roots, repair_fsdp_strategy,
+    setup_distributed_without_gpu, uses_fsdp)
 
 
 def parse_args(argv=None):
@@ -172,6 +172,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    check_data_roots(cfg, ['train_dataloader'] + (
+        ['val_dataloader'] if cfg.get('val_cfg') else []), 'train.py')
     setup_distributed_without_gpu(cfg)
     runner = build_runner(cfg)
     warn_if_checkpoints_not_loadable(runner)
