@@ -121,3 +121,19 @@ def test_bad_numbers_exit_2_naming_the_flag(flag, value, says, capsys):
     err = capsys.readouterr().err
     assert says in err
     assert 'Traceback' not in err
+
+
+def test_epochs_of_a_dataset_it_does_not_know(capsys):
+    config = osp.join(ROOT, 'configs/mixedae_vitb_1600e.py')
+    custom = ['--cfg-options', 'train_dataloader.dataset.type=CustomDataset']
+    with pytest.raises(SystemExit) as stop:
+        estimate_gpu_hours.main([config, '--images-per-second', '10'] +
+                                custom)
+    assert str(stop.value.code).startswith(
+        'estimate_gpu_hours.py: error: the size of a CustomDataset training '
+        'set is not known')
+    assert str(stop.value.code).endswith('pass --train-images N')
+    hours = estimate_gpu_hours.main(
+        [config, '--images-per-second', '10', '--train-images', '5000'] +
+        custom)
+    assert hours == 1600 * 5000 / 10 / 3600

@@ -69,6 +69,9 @@ def parse_args(argv=None):
                         help='FLOP-based only: the fraction of the peak '
                         'sustained, in (0, 1] (default: about what measured '
                         'MAE runs reached)')
+    parser.add_argument('--train-images', type=positive_int, metavar='N',
+                        help='images in one epoch of the training set '
+                        '(default: known for ImageNet, ADE20K, COCO)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
@@ -123,7 +126,10 @@ def pretraining_step_flops(model, hw) -> float:
     return trainer.flops(torch.randn(group, 3, *hw)) / group
 
 
-def images_seen(cfg, gpus):
+def images_seen(cfg, gpus, train_images=None):
+    """Images the schedule trains on: iterations x total batch, or epochs x
+    the training set (``train_images``, else the size of a known dataset
+    type)."""
     loader = cfg.train_dataloader
     batch = loader.batch_size * gpus
     train_cfg = cfg.train_cfg
@@ -133,7 +139,14 @@ def images_seen(cfg, gpus):
     while 'dataset' in dataset:  # RepeatDataset and friends
         repeats *= dataset.get('times', 1)
         dataset = dataset.dataset
-    return train_cfg.max_epochs * repeats * TRAIN_IMAGES[dataset.type]
+    if train_images is None:
+        if dataset.type not in TRAIN_IMAGES:
+            raise SystemExit(
+                f'estimate_gpu_hours.py: error: the size of a {dataset.type}'
+                f' training set is not known (only {sorted(TRAIN_IMAGES)}): '
+                'pass --train-images N')
+        train_images = TRAIN_IMAGES[dataset.type]
+    return train_cfg.max_epochs * repeats * train_images
 
 
 def gpu_hours(images: int, images_per_second: float) -> float:
@@ -146,7 +159,7 @@ def main(argv=None):
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    images = images_seen(cfg, args.gpus)
+    images = images_seen(cfg, args.gpus, args.train_images)
     if args.images_per_second:
         rate = args.images_per_second
         basis = f'{rate:g} images/s per GPU (given)'
