@@ -6,11 +6,11 @@
 # mae_vit-huge-p14_8xb512-amp-coslr-1600e_in1k.py), which is ViT-B's: AdamW
 # 0.9/0.95, wd 0.05, base lr 1.5e-4 per 256 images at 4096, 40 warm-up
 # epochs, cosine.
-# Cost: 297 GFLOP per image per step (fwd+bwd; torch.utils.flop_counter on
-# MixedAE's loss + backward at batch 4, the counter benchmark_vs_mae.py uses
-# -- it takes --arch h --patch-size 14), 6.1e20 FLOP in all: about 1360
-# A100-hours (170 h on 8 GPUs) at an assumed 40% of bf16 peak (an estimate,
-# not a measurement).
+# Cost (estimate, docs/train.md): ~5,700 A100-hours (~710 h on 8 GPUs) at
+# 100 images/s per A100: no measured MAE ViT-H time was found, so ViT-B's
+# measured-based 502 images/s scaled by the FLOPs per image and step, 58.9 G
+# for ViT-B and 294.3 G here (tools/analysis_tools/estimate_gpu_hours.py
+# counts them).
 # Memory: 512 images per GPU do not fit one 80 GB GPU; see docs/scale.md
 # (FSDP: configs/fsdp/mixedae_vith-p14_1600e_fsdp.py).
 _base_ = './mixedae_vitb_1600e.py'

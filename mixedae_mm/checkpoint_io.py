@@ -149,6 +149,14 @@ def _trust_advice(path: str) -> str:
             '--trust')
 
 
+def _starts_like_torch_save(path: str) -> bool:
+    """Whether the file begins as torch.save's output does: a zip archive
+    (``PK``) or, in the legacy format, a pickle protocol opcode."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return head == b'PK' or head[:1] == b'\x80'
+
+
 def load_weights_only(path: str, map_location='cpu'):
     """``torch.load(path, weights_only=True)`` with one-line errors that name
     the file: :class:`CheckpointError`, or ``FileNotFoundError``."""
@@ -165,6 +173,11 @@ def load_weights_only(path: str, map_location='cpu'):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _starts_like_torch_save(path):
+            raise CheckpointError(
+                f'{path}: not a checkpoint (torch.save writes a zip archive '
+                'or a pickle; this file is neither): give a .pth file saved '
+                'by torch') from None
         found = re.search(r'GLOBAL ([\w.]+)', str(err))
         what = f' ({found.group(1)})' if found else ''
         raise CheckpointError(
@@ -240,6 +253,11 @@ def check_weights_only(obj, name: str) -> None:
     try:
         torch.load(buffer, weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _starts_like_torch_save(path):
+            raise CheckpointError(
+                f'{path}: not a checkpoint (torch.save writes a zip archive '
+                'or a pickle; this file is neither): give a .pth file saved '
+                'by torch') from None
         found = re.search(r'GLOBAL ([\w.]+)', str(err))
         raise CheckpointError(
             f'{name}: holds an object that weights_only refuses and that '

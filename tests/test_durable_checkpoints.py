@@ -6,6 +6,7 @@ shrunk with ``--cfg-options``, as subprocesses (a real SIGKILL).
 """
 import os
 import os.path as osp
+import signal
 import stat
 import subprocess
 import sys
@@ -249,3 +250,64 @@ def test_converters_share_checkpoint_io_without_openmmlab_imports(
     assert imported == '[]'
     assert osp.samefile(path, osp.join(repo_root, 'mixedae_mm',
                                        'checkpoint_io.py'))
+
+
+def test_disk_full_while_saving_names_the_file_and_the_intact_checkpoint(
+        demo_data, tmp_path, monkeypatch):
+    """ENOSPC while iter_2.pth is written: one message naming that file and
+    iter_1.pth, which stays complete, loadable and named by
+    last_checkpoint."""
+    from conftest import short_demo_run
+    from mixedae_mm.engine import CheckpointSaveError, fileio
+
+    real_write = fileio.write_bytes_atomic
+
+    def disk_fills_at_iter_2(data, path):
+        if osp.basename(path) == 'iter_2.pth':
+            raise OSError(28, 'No space left on device')
+        return real_write(data, path)
+
+    monkeypatch.setattr(fileio, 'write_bytes_atomic', disk_fills_at_iter_2)
+
+    def every_iteration(cfg):
+        cfg.default_hooks.checkpoint.interval = 1
+
+    runner = short_demo_run(tmp_path, demo_data, iters=2, batch_size=8,
+                            name='disk_full', edit=every_iteration)
+    with pytest.raises(CheckpointSaveError) as failed:
+        runner.train()
+    first, second = tmp_path / 'iter_1.pth', tmp_path / 'iter_2.pth'
+    message = str(failed.value)
+    assert '\n' not in message
+    assert message.startswith(
+        f'could not write checkpoint {second}: No space left on device '
+        f'[Errno 28]; the last intact checkpoint is {first}')
+    assert '--resume' in message
+    assert not second.exists() and temp_files(tmp_path) == []
+    assert (tmp_path / 'last_checkpoint').read_text() == str(first)
+    assert load_weights_only(first)['meta']['iter'] == 1
+
+
+@pytest.mark.skipif(not hasattr(signal, 'SIGXFSZ'),
+                    reason='needs RLIMIT_FSIZE / SIGXFSZ (Unix)')
+def test_file_size_limit_while_saving_is_one_error_line(repo_root, demo_data,
+                                                        tmp_path):
+    """A real EFBIG: RLIMIT_FSIZE drops to 1 MiB once iter_1.pth is in
+    place, so iter_2.pth cannot be written. train.py ends with one line
+    naming both files, no traceback; iter_1.pth is intact."""
+    work = tmp_path / 'work'
+    result = run(repo_root, [
+        'tests/helpers/limit_file_size_after.py', 'iter_1.pth', 2**20,
+        'tools/train.py', DEMO, '--work-dir', work
+    ] + demo_overrides(demo_data, max_iters=3))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f'train.py: error: could not write checkpoint {work / "iter_2.pth"}'
+        f': File too large [Errno 27]; the last intact checkpoint is '
+        f'{work / "iter_1.pth"}: free disk space (or raise the file-size '
+        'limit, ulimit -f), then resume with --resume')
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_1.pth')
+    assert load_weights_only(work / 'iter_1.pth')['meta']['iter'] == 1
+    assert temp_files(work) == []

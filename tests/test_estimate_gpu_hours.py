@@ -1,9 +1,11 @@
-"""tools/analysis_tools/estimate_gpu_hours.py: the images a schedule sees, and a FLOP count
-that matches the ViT's closed form."""
+"""tools/analysis_tools/estimate_gpu_hours.py: the images a schedule sees, a FLOP
+count that matches the ViT's closed form, hours from a given throughput,
+and numeric flags checked."""
 import os.path as osp
 import sys
 
 import pytest
+import torch
 from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -51,3 +53,87 @@ def test_forward_flops_of_a_vit_classifier():
     expected = 6 * (24 * n * d * d + 4 * n * n * d) + \
         2 * 64 * 3 * 64 * d + 2 * d * 1000
     assert flops == expected
+
+
+IMAGENET = estimate_gpu_hours.TRAIN_IMAGES['ImageNet']
+
+
+@pytest.mark.parametrize('config,gpus,images', [
+    ('configs/mixedae_vitb_1600e.py', 8, 1600 * IMAGENET),
+    ('configs/mixedae_vitb_300e.py', 8, 300 * IMAGENET),
+    # iteration-based: 160k iterations x 2 images x 16 GPUs
+    ('configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py', 16,
+     160_000 * 2 * 16),
+])
+def test_hours_from_a_measured_throughput(config, gpus, images, capsys):
+    """--images-per-second: hours = images seen / images per second per
+    GPU / 3600, no FLOPs counted, and the wall time on ``gpus`` GPUs."""
+    hours = estimate_gpu_hours.main(
+        [osp.join(ROOT, config), '--images-per-second', '502',
+         '--gpus', str(gpus)])
+    assert hours == images / 502 / 3600
+    line = capsys.readouterr().out
+    assert '502 images/s per GPU (given)' in line
+    assert f'{hours:,.0f} GPU hours ({hours / gpus:,.1f} h on {gpus})' \
+        in line
+
+
+def test_flop_fallback_counts_a_pretraining_step_not_a_full_forward():
+    """A MixedAE model's encoder sees a quarter of each image's patches:
+    its step is counted as benchmark_vs_mae.py counts it (forward and
+    backward of model.loss), not as 3 forwards of the full ViT."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/mixedae_vitb_1600e.py'))
+    cfg.merge_from_dict({
+        'model.backbone.arch': 'demo-tiny',
+        'model.backbone.img_size': 64,
+        'model.backbone.patch_size': 8,
+    })
+    flops, hw, step_factor = estimate_gpu_hours.forward_flops(cfg)
+    assert hw == (64, 64) and step_factor == 1
+
+    from benchmark_vs_mae import Trainer
+    from mixedae_mm.downstream import build_model
+    cfg.model.backbone.pop('init_cfg', None)
+    model = build_model(cfg.model, 'mmpretrain')
+    group = model.backbone.group_size
+    step = Trainer(model, torch.device('cpu'), 'none', False).flops(
+        torch.randn(group, 3, 64, 64))
+    assert flops == step / group
+
+
+@pytest.mark.parametrize('flag,value,says', [
+    ('--gpus', '-8', 'argument --gpus: must be an integer >= 1, got -8'),
+    ('--gpus', '0', 'argument --gpus: must be an integer >= 1, got 0'),
+    ('--images-per-second', '0',
+     'argument --images-per-second: must be > 0, got 0'),
+    ('--images-per-second', 'inf',
+     "argument --images-per-second: expected a finite number, got 'inf'"),
+    ('--peak-tflops', '-312', 'argument --peak-tflops: must be > 0'),
+    ('--utilisation', '1.5',
+     'argument --utilisation: must be in (0, 1], got 1.5'),
+    ('--utilisation', '0', 'argument --utilisation: must be in (0, 1]'),
+])
+def test_bad_numbers_exit_2_naming_the_flag(flag, value, says, capsys):
+    with pytest.raises(SystemExit) as stop:
+        estimate_gpu_hours.parse_args(
+            [osp.join(ROOT, 'configs/mixedae_vitb_1600e.py'), flag, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err
+    assert 'Traceback' not in err
+
+
+def test_epochs_of_a_dataset_it_does_not_know(capsys):
+    config = osp.join(ROOT, 'configs/mixedae_vitb_1600e.py')
+    custom = ['--cfg-options', 'train_dataloader.dataset.type=CustomDataset']
+    with pytest.raises(SystemExit) as stop:
+        estimate_gpu_hours.main([config, '--images-per-second', '10'] +
+                                custom)
+    assert str(stop.value.code).startswith(
+        'estimate_gpu_hours.py: error: the size of a CustomDataset training '
+        'set is not known')
+    assert str(stop.value.code).endswith('pass --train-images N')
+    hours = estimate_gpu_hours.main(
+        [config, '--images-per-second', '10', '--train-images', '5000'] +
+        custom)
+    assert hours == 1600 * 5000 / 10 / 3600

@@ -111,3 +111,23 @@ def test_readme_command_1_reaches_its_homologous_accuracy(repo_root,
                  'demo_curves'):
         assert osp.isfile(work / 'figures' / f'{name}.png')
         assert f'{name}.png' in out
+
+
+@pytest.mark.filterwarnings(
+    'error:Converting a tensor with requires_grad=True:UserWarning')
+def test_summary_hook_records_losses_without_the_requires_grad_warning(
+        repo_root, demo_data, tmp_path):
+    """mmengine hands after_train_iter the summed loss still attached to
+    the graph; recording it with float() warned on every iteration of every
+    run. Here that warning is an error."""
+    cfg = demo_cfg(repo_root, demo_data, tmp_path, max_iters=2)
+    cfg.default_hooks.logger.interval = 1
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hook = next(h for h in runner.hooks
+                if isinstance(h, TrainingSummaryHook))
+    assert len(hook.history['loss']) == 2
+    assert all(type(v) is float for v in hook.history['loss'])
+
+    attached = (torch.ones(3, requires_grad=True) * 2).sum()
+    TrainingSummaryHook().after_train_iter(None, 0, outputs={'loss': attached})

@@ -11,15 +11,19 @@ from mmengine.runner import Runner
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mixedae_mm.apis import load_checkpoint_for_use  # noqa: E402
-from mixedae_mm.checkpoint_io import CheckpointMismatchError  # noqa: E402
+from mixedae_mm.checkpoint_io import CheckpointError  # noqa: E402
+from mixedae_mm.cli_args import (existing_file,  # noqa: E402
+                                 non_negative_int)
 from mixedae_mm.datasets import check_image_loading  # noqa: E402
 from mixedae_mm.engine.launch import (  # noqa: E402
-    process_group_torn_down_at_exit, setup_distributed_without_gpu)
+    check_data_roots, process_group_torn_down_at_exit,
+    setup_distributed_without_gpu)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (evaluate) a model')
-    parser.add_argument('config', help='test config file path')
+    parser.add_argument('config', type=existing_file,
+                        help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument(
@@ -32,7 +36,8 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank',
+                        type=non_negative_int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -53,6 +58,10 @@ def main(argv=None):
     if cfg.get('test_dataloader') is None:
         raise SystemExit(f'{args.config} has no test_dataloader: it is a '
                          'pretraining config; evaluate with a transfer config')
+    if '://' not in args.checkpoint and not osp.exists(args.checkpoint):
+        raise SystemExit(f'test.py: error: {args.checkpoint}: no such '
+                         'checkpoint file')
+    check_data_roots(cfg, ['test_dataloader'], 'test.py')
     # loaded below, strictly: mmengine's load_from leaves what does not match
     # random and would evaluate that
     cfg.load_from = None
@@ -62,9 +71,9 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
         try:
             load_checkpoint_for_use(runner.model, args.checkpoint)
-        except CheckpointMismatchError as error:
-            raise SystemExit(f'error: {error}') from None
-        return runner.test()
+            return runner.test()
+        except CheckpointError as err:  # mismatched, truncated, shards, ...
+            raise SystemExit(f'test.py: error: {err}') from None
 
 
 if __name__ == '__main__':

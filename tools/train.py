@@ -10,18 +10,23 @@ from mmengine.config import Config, DictAction
 # Make ``import mixedae_mm`` work from a plain clone, without installing.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from mixedae_mm.cli_args import (existing_file,  # noqa: E402
+                                 non_negative_int)
 from mixedae_mm.datasets import (UnreadableImageError,  # noqa: E402
                                  check_image_loading)
-from mixedae_mm.engine import (NonFiniteTrainingError,  # noqa: E402
+from mixedae_mm.engine import (CheckpointSaveError,  # noqa: E402
+                               NonFiniteTrainingError,
                                warn_if_checkpoints_not_loadable)
 from mixedae_mm.engine.launch import (  # noqa: E402
-    build_runner, process_group_torn_down_at_exit, repair_fsdp_strategy,
+    build_runner, check_data_roots, process_group_torn_down_at_exit,
+    repair_fsdp_strategy,
     setup_distributed_without_gpu, uses_fsdp)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
+    parser.add_argument('config', type=existing_file,
+                        help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--resume',
@@ -51,7 +56,8 @@ def parse_args(argv=None):
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank',
+                        type=non_negative_int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -167,13 +173,16 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args)
+    check_data_roots(cfg, ['train_dataloader'] + (
+        ['val_dataloader'] if cfg.get('val_cfg') else []), 'train.py')
     with process_group_torn_down_at_exit():
         setup_distributed_without_gpu(cfg)
         runner = build_runner(cfg)
         warn_if_checkpoints_not_loadable(runner)
         try:
             runner.train()
-        except (NonFiniteTrainingError, UnreadableImageError) as err:
+        except (NonFiniteTrainingError, UnreadableImageError,
+                CheckpointSaveError) as err:
             # the message says what happened and what to change; a
             # traceback (for a worker's error, two) would only bury it
             sys.exit(f'train.py: error: {last_line(str(err))}')

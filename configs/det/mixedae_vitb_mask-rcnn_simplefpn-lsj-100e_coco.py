@@ -6,11 +6,9 @@
 # model zoo (Li et al., arXiv 2203.16527), Mask R-CNN ViT-B, MAE IN-1K,
 # 100 epochs: APbox 51.6, APmask 45.9. Compare MixedAE against MAE fine-tuned
 # with the same config, not against numbers from another protocol.
-# Cost: 1.67 TFLOP per 1024x1024 forward (tools/analysis_tools/estimate_gpu_hours.py), 11.7M
-# images: ~130 A100-hours at an assumed 40% of bf16 peak. Detection runs far
-# below that; the 0.314 s per training image that the ViTDet model zoo lists
-# for ViT-B extrapolates to ~1,000 GPU-hours: budget for that (estimates,
-# not measured here).
+# Cost (estimate, docs/transfer.md): ~1,020 A100-hours for 11.7M images at
+# the 0.314 s per training image per A100 that the ViTDet model zoo lists
+# for ViT-B (not measured here).
 # Recipe (ViTDet): ViT-B with 14x14 windowed attention except in blocks 2, 5,
 # 8, 11 (global), relative position biases, drop path 0.1, no cls token;
 # SimpleFPN (strides 4-32 from the stride-16 map, + P6) with LayerNorm;

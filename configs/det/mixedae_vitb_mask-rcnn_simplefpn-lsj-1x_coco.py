@@ -4,8 +4,8 @@
 # For quick comparisons between pretrainings (MixedAE vs MAE with this same
 # config); it does not reach the 100-epoch numbers (paper target: APmask
 # 43.5; ViTDet MAE ViT-B, 100 epochs: 51.6 / 45.9).
-# Cost: 12% of the long schedule: ~16 A100-hours by FLOPs at 40% of peak,
-# ~120 GPU-hours extrapolated from ViTDet's timing (see the 100-epoch config).
+# Cost (estimate): 12% of the long schedule, ~120 A100-hours at ViTDet's
+# measured rate (see the 100-epoch config).
 checkpoint = 'work_dirs/mixedae_vitb_1600e/epoch_1600.pth'  # MixedAE pretraining
 
 _base_ = './mixedae_vitb_mask-rcnn_simplefpn-lsj-100e_coco.py'

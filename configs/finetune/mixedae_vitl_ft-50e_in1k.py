@@ -4,9 +4,8 @@
 # paper, Table 9): AdamW lr 4e-3 @ 1024 (1e-3 per 256), layer decay 0.75,
 # drop path 0.2, 5 warm-up epochs then cosine to 1e-6 at epoch 50; augments,
 # label smoothing, bf16 AMP and batch as ViT-B.
-# Cost: 123.1 GFLOP per 224x224 forward, 64M images: ~53 A100-hours at an
-# assumed 40% of bf16 peak (tools/analysis_tools/estimate_gpu_hours.py; an estimate, not
-# measured).
+# Cost (estimate, docs/transfer.md): ~280 V100-hours, MAE's measured ViT-L
+# fine-tuning time (~8 h 52 min on 32 V100s).
 checkpoint = 'work_dirs/mixedae_vitl_1600e/epoch_1600.pth'  # MixedAE pretraining
 
 _base_ = './mixedae_vitb_ft-100e_in1k.py'

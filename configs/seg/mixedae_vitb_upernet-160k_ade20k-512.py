@@ -1,9 +1,9 @@
 # ADE20K semantic segmentation with UperNet on a MixedAE ViT-B/16, 512x512,
 # 160k iterations, 8 GPUs x 2 images.
 # Target (paper): 48.7 mIoU single-scale after 1600-epoch pretraining
-# (+1.7 over MAE). Cost: 1.21 TFLOP per 512x512 forward, 2.56M images:
-# ~21 A100-hours at an assumed 40% of bf16 peak (tools/analysis_tools/estimate_gpu_hours.py;
-# an estimate, not measured).
+# (+1.7 over MAE). Cost (estimate, docs/transfer.md): 1.21 TFLOP per
+# 512x512 forward, 2.56M images: ~83 A100-hours at 10% of bf16 peak, about
+# what measured MAE runs reach (no measured UperNet time was found).
 # The recipe is MAE's ADE20K recipe from mmsegmentation, inherited: UperNet +
 # auxiliary FCN head on Feature2Pyramid (blocks 4/6/8/12 resampled
 # x4/x2/x1/x0.5), AdamW lr 1e-4 betas (0.9, 0.999) wd 0.05, layer decay 0.65,

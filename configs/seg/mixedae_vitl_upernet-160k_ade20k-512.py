@@ -9,9 +9,8 @@
 # the lr per entry): layer decay 0.75, MAE's ViT-L ImageNet rate, as the
 # ViT-B recipe uses MAE's ViT-B rate 0.65; lr 1e-4, 512x512 crops, batch 16
 # and schedule as ViT-B.
-# Cost: 2.49 TFLOP per 512x512 forward, 2.56M images: ~43 A100-hours at an
-# assumed 40% of bf16 peak (tools/analysis_tools/estimate_gpu_hours.py; an estimate, not
-# measured).
+# Cost (estimate, docs/transfer.md): 2.49 TFLOP per 512x512 forward, 2.56M
+# images: ~170 A100-hours at 10% of bf16 peak (no measured time found).
 checkpoint = 'work_dirs/mixedae_vitl_1600e/epoch_1600.pth'  # MixedAE pretraining
 
 _base_ = './mixedae_vitb_upernet-160k_ade20k-512.py'

@@ -1,5 +1,5 @@
 from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
-from .checkpoint_hook import (DurableCheckpointHook,
+from .checkpoint_hook import (CheckpointSaveError, DurableCheckpointHook,
                               warn_if_checkpoints_not_loadable)
 from .fileio import AtomicLocalBackend
 from .fsdp import MixedAEFSDPStrategy
@@ -12,7 +12,8 @@ from .schedule import ConfigScheduleHook
 from .visualization_hook import ReconstructionVisualizationHook
 
 __all__ = [
-    'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
+    'AtomicLocalBackend', 'BatchLRReportHook', 'CheckpointSaveError',
+    'ConfigScheduleHook',
     'DurableCheckpointHook', 'MixedAEFSDPStrategy', 'MixedAERunner',
     'NonFiniteGuardHook', 'NonFiniteTrainingError', 'OnlineKNNHook',
     'ReconstructionVisualizationHook',

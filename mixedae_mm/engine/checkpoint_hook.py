@@ -22,6 +22,12 @@ leaves a partial file that ``last_checkpoint`` does not name.
 
 It saves weights-only loadable checkpoints itself (what
 ``WeightsOnlyCheckpointHook`` does), so a config needs this one hook.
+
+A save that fails for want of space (``ENOSPC``) or a file-size limit
+(``EFBIG``), or any other ``OSError``, raises :class:`CheckpointSaveError`:
+one line naming the file that could not be written and the intact
+checkpoint ``last_checkpoint`` still names, to resume from once there is
+room.
 """
 import os.path as osp
 from collections import deque
@@ -39,6 +45,39 @@ from .fsdp import is_sharded
 
 def _is_local(path) -> bool:
     return path is None or '://' not in str(path)
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint (or the ``last_checkpoint`` pointer) could not be
+    written; the message names it and the checkpoint to resume from."""
+
+
+def _os_reason(err: OSError) -> str:
+    if err.errno is None:
+        return str(err)
+    return f'{err.strerror or err} [Errno {err.errno}]'
+
+
+def read_last_checkpoint(work_dir: str):
+    """The checkpoint ``work_dir/last_checkpoint`` names, or None."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    try:
+        with open(pointer) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def checkpoint_save_failed(path, intact, err: OSError) -> str:
+    """The one-line message of a checkpoint ``path`` that could not be
+    written, with ``intact`` the checkpoint to resume from (None: none)."""
+    fix = 'free disk space (or raise the file-size limit, ulimit -f)'
+    if intact is None:
+        return (f'could not write checkpoint {path}: {_os_reason(err)}; no '
+                f'earlier checkpoint was saved: {fix} and start again')
+    return (f'could not write checkpoint {path}: {_os_reason(err)}; the '
+            f'last intact checkpoint is {intact}: {fix}, then resume with '
+            '--resume')
 
 
 @HOOKS.register_module()
@@ -93,16 +132,23 @@ class DurableCheckpointHook(CheckpointHook):
         self.last_ckpt = self.file_backend.join_path(self.out_dir,
                                                      ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        runner.save_checkpoint(
-            self.out_dir,
-            ckpt_filename,
-            self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta,
-            by_epoch=self.by_epoch,
-            backend_args=self.backend_args,
-            **self.args)
+        try:
+            runner.save_checkpoint(
+                self.out_dir,
+                ckpt_filename,
+                self.file_client_args,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler,
+                meta=meta,
+                by_epoch=self.by_epoch,
+                backend_args=self.backend_args,
+                **self.args)
+        except OSError as err:
+            # the atomic write left no partial file and last_checkpoint
+            # untouched: say which checkpoint is still there to resume from
+            raise CheckpointSaveError(checkpoint_save_failed(
+                self.last_ckpt, read_last_checkpoint(runner.work_dir),
+                err)) from err
         if self.max_keep_ckpts > 0:
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
@@ -114,9 +160,16 @@ class DurableCheckpointHook(CheckpointHook):
         if not is_main_process():
             return
 
-        write_bytes_atomic(
-            str(self.last_ckpt).encode(),
-            osp.join(runner.work_dir, 'last_checkpoint'))
+        pointer = osp.join(runner.work_dir, 'last_checkpoint')
+        intact = read_last_checkpoint(runner.work_dir)
+        try:
+            write_bytes_atomic(str(self.last_ckpt).encode(), pointer)
+        except OSError as err:
+            raise CheckpointSaveError(
+                f'could not write {pointer}: {_os_reason(err)}; the '
+                f'checkpoint {self.last_ckpt} is complete but {pointer} '
+                f'still names {intact}: free disk space, then resume with '
+                f'--resume {self.last_ckpt}') from err
         for old_step in dropped:
             path = self.file_backend.join_path(
                 self.out_dir, self.filename_tmpl.format(old_step))

@@ -9,6 +9,15 @@ from mmpretrain.registry import HOOKS
 from .runner import accumulative_counts
 
 
+def _scalar(value) -> float:
+    """A logged value as a float. The summed ``loss`` mmengine returns is
+    still attached to the graph: detached first, as converting a tensor
+    that requires grad warns (and copies nothing more)."""
+    if hasattr(value, 'detach'):
+        value = value.detach()
+    return float(value)
+
+
 @HOOKS.register_module()
 class TrainingSummaryHook(Hook):
     """Print a compact loss curve and the checkpoint path when training ends.
@@ -67,7 +76,7 @@ class TrainingSummaryHook(Hook):
                          outputs=None) -> None:
         for key, value in (outputs or {}).items():
             if self._wanted(key) or key == self._last_layer_key:
-                self.history[key].append(float(value))
+                self.history[key].append(_scalar(value))
 
     def after_train(self, runner) -> None:
         if not self.history:

@@ -112,3 +112,29 @@ def setup_distributed_without_gpu(cfg) -> None:
     if cfg.launcher == 'pytorch' and not dist.is_initialized():
         extra = {k: v for k, v in dist_cfg.items() if k != 'backend'}
         dist.init_process_group(backend='gloo', **extra)
+
+
+def check_data_roots(cfg, loaders, tool: str) -> None:
+    """Exit with one line naming a dataset folder of ``loaders`` (config
+    keys such as ``'train_dataloader'``) that does not exist, and the
+    setting to change; without it the data loader stops the run with a
+    traceback. Wrapped datasets (``RepeatDataset``...) are looked into;
+    remote roots and datasets without a ``data_root`` are left alone."""
+    import os.path as osp
+    for name in loaders:
+        dataset, key = (cfg.get(name) or {}).get('dataset'), name + '.dataset'
+        while isinstance(dataset, dict) and isinstance(
+                dataset.get('dataset'), dict):
+            dataset, key = dataset['dataset'], key + '.dataset'
+        root = dataset.get('data_root') if isinstance(dataset, dict) else None
+        if not root or '://' in str(root):
+            continue
+        prefix = dataset.get('data_prefix') or dataset.get('split') or ''
+        if isinstance(prefix, dict):
+            prefix = prefix.get('img_path') or prefix.get('img') or ''
+        for folder in (root, osp.join(root, prefix) if prefix else None):
+            if folder and not osp.isdir(folder):
+                raise SystemExit(
+                    f'{tool}: error: {folder} is not a folder ({name}): put '
+                    f'the dataset there or pass --cfg-options '
+                    f'{key}.data_root=PATH')

@@ -61,6 +61,9 @@ from flop_counting import flop_counter  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 from mixedae_mm import cpu_kernels, ops  # noqa: E402
+from mixedae_mm.cli_args import (non_negative_int,  # noqa: E402
+                                 positive_float, positive_int,
+                                 positive_multiple_of)
 
 #: dense peak TFLOP/s by device name substring, per compute dtype (tensor
 #: cores for bf16/fp16, TF32 off for fp32); ``--peak-tflops`` overrides
@@ -355,17 +358,19 @@ def parse_args(argv=None):
     parser.add_argument('--arch', default='b',
                         help="ViT size: mmpretrain's (b, l, ...) or "
                         'demo-tiny')
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--patch-size', type=int, default=16)
-    parser.add_argument('--decoder', type=int, nargs=3, default=(512, 8, 16),
+    parser.add_argument('--img-size', type=positive_int, default=224)
+    parser.add_argument('--patch-size', type=positive_int, default=16)
+    parser.add_argument('--decoder', type=positive_int, nargs=3,
+                        default=(512, 8, 16),
                         metavar=('DIM', 'DEPTH', 'HEADS'))
-    parser.add_argument('--batch-size', type=int, default=8,
+    parser.add_argument('--batch-size', default=8,
+                        type=positive_multiple_of(4, 'the group size'),
                         help='images per step (a multiple of the group '
                         'size 4)')
-    parser.add_argument('--steps', type=int, default=9,
+    parser.add_argument('--steps', type=non_negative_int, default=9,
                         help='timed steps per model (0: memory and FLOPs '
                         'only)')
-    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--warmup', type=non_negative_int, default=2)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available()
                         else 'cpu')
     parser.add_argument('--amp', choices=('none', 'bf16', 'fp16'),
@@ -379,22 +384,32 @@ def parse_args(argv=None):
     parser.add_argument('--no-split', action='store_true',
                         help='skip the cost split')
     parser.add_argument('--no-flops', action='store_true')
-    parser.add_argument('--peak-tflops', type=float,
+    parser.add_argument('--peak-tflops', type=positive_float,
                         help='device peak for MFU (default: table by name)')
-    parser.add_argument('--threads', type=int,
+    parser.add_argument('--threads', type=positive_int,
                         help='torch.set_num_threads on the CPU')
     parser.add_argument('--malloc', choices=('pinned', 'default'),
                         default='pinned',
                         help="CPU: pin glibc malloc's mmap/trim thresholds "
                         'so that page faults do not depend on which model '
                         'stepped before (default), or leave them adaptive')
-    parser.add_argument('--profile-ops', type=int, default=0, metavar='N',
+    parser.add_argument('--profile-ops', type=non_negative_int, default=0,
+                        metavar='N',
                         help='after the timed steps, profile N more steps '
                         'of each model, interleaved (torch.profiler): self '
                         'time per op, the totals and their ratio, the ops '
                         'that differ most')
     parser.add_argument('--json', metavar='OUT', help='write results here')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    side, rest = divmod(args.img_size, args.patch_size)
+    if rest:
+        parser.error(f'--img-size {args.img_size} is not a multiple of '
+                     f'--patch-size {args.patch_size}')
+    if side * side % 4:
+        parser.error(f'{side}x{side} = {side * side} patches per image: '
+                     'pick --img-size / --patch-size so that the patch '
+                     'count is a multiple of the group size 4')
+    return args
 
 
 def main(argv=None) -> dict:

@@ -37,6 +37,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # benchmark_vs_mae
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from benchmark_vs_mae import Trainer  # noqa: E402
+from mixedae_mm.cli_args import existing_file, positive_int  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 GiB = 1024**3
@@ -47,20 +48,24 @@ BYTES_PER_TRAINABLE = dict(weights=4, gradients=4, optimizer=8)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config')
-    parser.add_argument('--batch-size', type=int,
+    parser.add_argument('config', type=existing_file)
+    parser.add_argument('--batch-size', type=positive_int,
                         help='images per GPU (default: the config\'s '
                         'train_dataloader.batch_size)')
-    parser.add_argument('--fsdp-world-size', type=int, default=1,
+    parser.add_argument('--fsdp-world-size', type=positive_int, default=1,
                         help='GPUs the model states are sharded over (FSDP '
                         'full sharding); 1 = every GPU holds all (DDP)')
-    parser.add_argument('--sample-batch', type=int, default=4,
+    parser.add_argument('--sample-batch', type=positive_int, default=4,
                         help='activations are measured at this batch and at '
                         'twice it (a multiple of the mixing group size)')
     parser.add_argument('--amp', choices=('bf16', 'none'), default='bf16',
                         help='autocast dtype of the measured forward')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
+
+
+class SampleBatchError(ValueError):
+    """The batch activations are measured at cannot be mixed."""
 
 
 def model_state_bytes(model: torch.nn.Module, world_size: int = 1) -> dict:
@@ -98,6 +103,11 @@ def estimate(cfg, batch_size=None, fsdp_world_size=1, sample_batch=4,
     cfg.model.backbone.pop('init_cfg', None)
     model = MODELS.build(cfg.model)
     batch_size = batch_size or cfg.train_dataloader.batch_size
+    group = model.backbone.group_size
+    if sample_batch % group:
+        raise SampleBatchError(
+            f'--sample-batch {sample_batch} is not a multiple of the mixing '
+            f'group size {group} of this config')
     size = model.backbone.img_size
     states = model_state_bytes(model, fsdp_world_size)
     samples = (sample_batch, 2 * sample_batch)
@@ -119,8 +129,11 @@ def main(argv=None) -> dict:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    result = estimate(cfg, args.batch_size, args.fsdp_world_size,
-                      args.sample_batch, args.amp)
+    try:
+        result = estimate(cfg, args.batch_size, args.fsdp_world_size,
+                          args.sample_batch, args.amp)
+    except SampleBatchError as err:
+        raise SystemExit(f'estimate_memory.py: error: {err}') from None
     shard = '' if args.fsdp_world_size == 1 else \
         f', model states sharded over {args.fsdp_world_size} GPUs (FSDP)'
     print(f'{args.config}: ESTIMATE per GPU, batch {result["batch_size"]}'

@@ -36,6 +36,8 @@ LINEAR = 'configs/finetune/mixedae_vitb_linear-90e_in1k.py'
 
 
 def parse_args(argv=None):
+    from mixedae_mm.cli_args import (non_negative_int, positive_float,
+                                     positive_int)
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='pretraining config (or recipe name)')
     parser.add_argument('checkpoint', help='its checkpoint')
@@ -46,12 +48,12 @@ def parse_args(argv=None):
         'test_pipeline); default: the linear probe recipe, ImageNet')
     parser.add_argument('--data-root', help="override the datasets' "
                         'data_root')
-    parser.add_argument('--k', type=int, default=20)
-    parser.add_argument('--temperature', type=float, default=0.07)
+    parser.add_argument('--k', type=positive_int, default=20)
+    parser.add_argument('--temperature', type=positive_float, default=0.07)
     parser.add_argument('--feature', choices=['cls', 'mean'], default='cls',
                         help='cls token or mean of the patch tokens')
-    parser.add_argument('--batch-size', type=int, default=128)
-    parser.add_argument('--num-workers', type=int, default=4)
+    parser.add_argument('--batch-size', type=positive_int, default=128)
+    parser.add_argument('--num-workers', type=non_negative_int, default=4)
     parser.add_argument('--device', default=None,
                         help='default: cuda if available, else cpu')
     parser.add_argument('--save-features', metavar='PATH',
@@ -62,6 +64,25 @@ def parse_args(argv=None):
                         help='pytorch: one process per GPU under torchrun '
                         '(gloo on a machine without GPUs)')
     return parser.parse_args(argv)
+
+
+def check_split_folders(data_cfg, data_root=None) -> None:
+    """Exit with one line naming a split's missing image folder (ImageNet
+    layout: ``data_root/train``, ``data_root/val``) before anything is
+    loaded; a dataset whose folder cannot be told is left to its loader."""
+    for split in ('train', 'val'):
+        dataset = data_cfg[f'{split}_dataloader'].dataset
+        root = data_root or dataset.get('data_root', '')
+        prefix = dataset.get('data_prefix') or dataset.get('split')
+        if isinstance(prefix, dict):
+            prefix = prefix.get('img_path')
+        if not prefix or '://' in str(root):
+            continue
+        folder = osp.join(root, prefix)
+        if not osp.isdir(folder):
+            raise SystemExit(
+                f'error: no {split} split: {folder} is not a folder; '
+                '--data-root must hold the train/ and val/ image folders')
 
 
 def gather_in_dataset_order(local: torch.Tensor, size: int) -> torch.Tensor:
@@ -123,6 +144,7 @@ def evaluate(args):
                          '(see configs/mixedae_vitb_1600e.py)')
     pipeline = model._config.test_dataloader.dataset.pipeline
     data_cfg = Config.fromfile(args.data_config)
+    check_split_folders(data_cfg, args.data_root)
     loaders = {}
     for split in ('train', 'val'):
         dataset = data_cfg[f'{split}_dataloader'].dataset

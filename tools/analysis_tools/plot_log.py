@@ -21,12 +21,13 @@ sys.path.insert(
 
 
 def parse_args(argv=None):
+    from mixedae_mm.cli_args import positive_int
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('log', help='work dir, run dir or scalars.json')
     parser.add_argument('--keys', nargs='+', default=None,
                         help='scalars to draw (default: loss*, lr, '
                         'homo_acc*)')
-    parser.add_argument('--group-size', type=int, default=4,
+    parser.add_argument('--group-size', type=positive_int, default=4,
                         help='G, for the chance level of homo_acc')
     parser.add_argument('--out', required=True, help='PNG to write')
     return parser.parse_args(argv)
@@ -48,17 +49,23 @@ def read_scalars(path: str):
     """``{key: ([step, ...], [value, ...])}`` of every numeric scalar."""
     curves = defaultdict(lambda: ([], []))
     with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
+        lines = [(number, line) for number, line in enumerate(f, 1)
+                 if line.strip()]
+    for index, (number, line) in enumerate(lines):
+        try:
             record = json.loads(line)
-            step = record.get('step', record.get('iter'))
-            for key, value in record.items():
-                if key in ('step', 'iter', 'epoch') or not isinstance(
-                        value, (int, float)):
-                    continue
-                curves[key][0].append(step)
-                curves[key][1].append(value)
+        except json.JSONDecodeError:
+            if index == len(lines) - 1:
+                continue  # the line a running job is still writing
+            raise SystemExit(f'error: {path}, line {number}: not a JSON '
+                             'record; the file is damaged') from None
+        step = record.get('step', record.get('iter'))
+        for key, value in record.items():
+            if key in ('step', 'iter', 'epoch') or not isinstance(
+                    value, (int, float)):
+                continue
+            curves[key][0].append(step)
+            curves[key][1].append(value)
     return dict(curves)
 
 
@@ -77,6 +84,10 @@ def plot(path: str, out: str, keys=None, group_size: int = 4) -> str:
     from mixedae_mm.ops import homologous_accuracy_chance
 
     curves = read_scalars(path)
+    if not curves:
+        raise SystemExit(
+            f'error: {path} holds no scalars yet: the run has not logged '
+            'once (default_hooks.logger.interval iterations); plot it later')
     keys = keys or sorted(
         k for k in curves
         if k.startswith(('loss', 'homo_acc')) or k == 'lr')

@@ -37,10 +37,11 @@ NAMES = ('demo_reconstruction.png', 'demo_homologous_attention.png',
 
 
 def parse_args(argv=None):
+    from mixedae_mm.cli_args import existing_file
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('work_dir', help='work dir of a finished run')
     parser.add_argument('--out', required=True, help='folder for the PNGs')
-    parser.add_argument('--config', default=None,
+    parser.add_argument('--config', default=None, type=existing_file,
                         help="default: the config the run dumped into "
                         'WORK_DIR')
     parser.add_argument('--device', default='cpu')

@@ -23,14 +23,16 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 def common_parser(doc: str, seed_help: str) -> argparse.ArgumentParser:
     """The arguments every picture tool of this folder takes."""
+    from mixedae_mm.cli_args import existing_file, non_negative_int
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
+    parser.add_argument('config', type=existing_file)
+    parser.add_argument('checkpoint', type=existing_file)
     parser.add_argument('images', nargs='+', help='image files or folders')
     parser.add_argument('--out', required=True, help='folder for the PNGs')
-    parser.add_argument('--seed', type=int, default=0, help=seed_help)
+    parser.add_argument('--seed', type=non_negative_int, default=0,
+                        help=seed_help)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--scale', type=int, default=0,
+    parser.add_argument('--scale', type=non_negative_int, default=0,
                         help='cell upscaling; 0: to at least 128 px')
     return parser
 
@@ -60,9 +62,9 @@ def load_model_and_images(args):
     prints a note when images are repeated to fill the last group."""
     from mixedae_mm import visualization as vis
 
+    paths = image_paths(args.images)  # before the model: bad files fail fast
     model, pipeline = load_model(args.config, args.checkpoint, args.device)
     group_size = model.backbone.group_size
-    paths = image_paths(args.images)
     padded = vis.pad_to_groups(paths, group_size)
     if len(padded) > len(paths):
         print(f'note: {len(paths)} images are not a multiple of the group '
@@ -83,6 +85,8 @@ def parse_args(argv=None):
 
 
 def image_paths(inputs):
+    """The image files named by ``inputs`` (files, or folders searched for
+    image suffixes), each checked to decode as an image."""
     paths = []
     for item in inputs:
         if osp.isdir(item):
@@ -96,7 +100,24 @@ def image_paths(inputs):
             paths.append(item)
         else:
             raise SystemExit(f'error: {item} is neither a file nor a folder')
+    for path in paths:
+        check_image(path)
     return paths
+
+
+def check_image(path: str) -> None:
+    """Exit with one line naming ``path`` unless it decodes as an image
+    (an image suffix does not make a file an image)."""
+    import mmcv
+    try:
+        decoded = mmcv.imread(path) is not None
+    except Exception:  # decoders raise anything on bad bytes
+        decoded = False
+    if not decoded:
+        size = osp.getsize(path)
+        what = 'is empty (0 bytes)' if size == 0 else \
+            f'holds {size} bytes that do not decode as an image'
+        raise SystemExit(f'error: {path} {what}: give image files')
 
 
 def save_reconstructions(model, pipeline, paths, out, seed=0, scale=0,

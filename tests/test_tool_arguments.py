@@ -1,0 +1,297 @@
+"""Every numeric flag of the tools in tools/ refuses a value it cannot use
+(zero or negative sizes, a utilisation above 1, not a number) with exit
+status 2 and one line naming the flag, before any model is built; a missing
+config or checkpoint file is named the same way."""
+import importlib.util
+import os
+import os.path as osp
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py')
+PICTURE_TOOLS = ['visualization/vis_reconstruction.py',
+                 'visualization/vis_homologous_attention.py']
+
+
+def tool(relative_path):
+    """The tool's module, loaded from its file (tools/ is no package)."""
+    path = osp.join(ROOT, 'tools', relative_path)
+    name = 'tool_' + relative_path.replace('/', '_')[:-3]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def refused(capsys, parse_args, argv):
+    with pytest.raises(SystemExit) as stop:
+        parse_args(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    # argparse's "PROG: error: MESSAGE", PROG being sys.argv[0] (pytest's
+    # here, the tool's name when run)
+    prog, _, message = err.strip().splitlines()[-1].partition(': error: ')
+    assert prog and message
+    return message
+
+
+@pytest.mark.parametrize('flag,value,says', [
+    ('--batch-size', '-4', 'must be an integer >= 1, got -4'),
+    ('--batch-size', '0', 'must be an integer >= 1, got 0'),
+    ('--fsdp-world-size', '0', 'must be an integer >= 1, got 0'),
+    ('--sample-batch', '-1', 'must be an integer >= 1, got -1'),
+    ('--batch-size', '2.5', "expected an integer, got '2.5'"),
+])
+def test_estimate_memory(capsys, flag, value, says):
+    line = refused(capsys,
+                   tool('analysis_tools/estimate_memory.py').parse_args,
+                   [CONFIG, flag, value])
+    assert line == f'argument {flag}: {says}'
+
+
+@pytest.mark.parametrize('flag,value,says', [
+    ('--batch-size', '6',
+     'must be a positive multiple of 4 (the group size), got 6'),
+    ('--batch-size', '0',
+     'must be a positive multiple of 4 (the group size), got 0'),
+    ('--img-size', '0', 'must be an integer >= 1, got 0'),
+    ('--patch-size', '-16', 'must be an integer >= 1, got -16'),
+    ('--steps', '-1', 'must be an integer >= 0, got -1'),
+    ('--warmup', '-2', 'must be an integer >= 0, got -2'),
+    ('--peak-tflops', '0', 'must be > 0, got 0'),
+    ('--threads', '0', 'must be an integer >= 1, got 0'),
+    ('--profile-ops', '-3', 'must be an integer >= 0, got -3'),
+])
+def test_benchmark_vs_mae(capsys, flag, value, says):
+    line = refused(capsys, tool('analysis_tools/benchmark_vs_mae.py')
+                   .parse_args, [flag, value])
+    assert line == f'argument {flag}: {says}'
+
+
+def test_benchmark_decoder_sizes(capsys):
+    line = refused(capsys, tool('analysis_tools/benchmark_vs_mae.py')
+                   .parse_args, ['--decoder', '512', '0', '16'])
+    assert line == 'argument --decoder: must be an integer >= 1, got 0'
+
+
+@pytest.mark.parametrize('flag,value,says', [
+    ('--k', '0', 'must be an integer >= 1, got 0'),
+    ('--temperature', '0', 'must be > 0, got 0'),
+    ('--temperature', '-0.07', 'must be > 0, got -0.07'),
+    ('--batch-size', '-128', 'must be an integer >= 1, got -128'),
+    ('--num-workers', '-1', 'must be an integer >= 0, got -1'),
+])
+def test_knn_eval(capsys, flag, value, says):
+    line = refused(capsys, tool('analysis_tools/knn_eval.py').parse_args,
+                   [CONFIG, 'ckpt.pth', flag, value])
+    assert line == f'argument {flag}: {says}'
+
+
+def test_plot_log_group_size(capsys):
+    line = refused(capsys, tool('analysis_tools/plot_log.py').parse_args,
+                   ['work_dir', '--out', 'x.png', '--group-size', '0'])
+    assert line == 'argument --group-size: must be an integer >= 1, got 0'
+
+
+@pytest.mark.parametrize('script', PICTURE_TOOLS)
+@pytest.mark.parametrize('flag,value,says', [
+    ('--scale', '-2', 'must be an integer >= 0, got -2'),
+    ('--seed', '-1', 'must be an integer >= 0, got -1'),
+])
+def test_picture_tools(capsys, script, flag, value, says):
+    line = refused(capsys, tool(script).parse_args,
+                   [CONFIG, CONFIG, 'img.png', '--out', 'o', flag, value])
+    assert line == f'argument {flag}: {says}'
+
+
+@pytest.mark.parametrize('script,argv,says', [
+    ('train.py', ['missing.py'], 'argument config: no such file: missing.py'),
+    ('train.py', [CONFIG, '--local-rank', '-1'],
+     'argument --local_rank/--local-rank: must be an integer >= 0, got -1'),
+    ('test.py', [ROOT, 'x.pth'],
+     f'argument config: a folder, not a file: {ROOT}'),
+    ('analysis_tools/estimate_memory.py', ['missing.py'],
+     'argument config: no such file: missing.py'),
+    ('visualization/vis_reconstruction.py',
+     [CONFIG, 'missing.pth', 'img.png', '--out', 'o'],
+     'argument checkpoint: no such file: missing.pth'),
+    ('visualization/demo_figures.py',
+     ['work_dir', '--out', 'o', '--config', 'missing.py'],
+     'argument --config: no such file: missing.py'),
+])
+def test_missing_files(capsys, script, argv, says):
+    line = refused(capsys, tool(script).parse_args, argv)
+    assert line == says
+
+
+def tool_error(capsys, main, argv):
+    """The one line a tool exits with (SystemExit's message)."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    message = str(stop.value.code)
+    assert '\n' not in message and 'Traceback' not in capsys.readouterr().err
+    return message
+
+
+def test_plot_log_on_an_empty_scalars_file(capsys, tmp_path):
+    """A run that has not logged yet has an empty vis_data/scalars.json."""
+    scalars = tmp_path / 'vis_data' / 'scalars.json'
+    scalars.parent.mkdir()
+    scalars.write_text('')
+    message = tool_error(capsys, tool('analysis_tools/plot_log.py').main,
+                         [str(tmp_path), '--out', str(tmp_path / 'c.png')])
+    assert message == (
+        f'error: {scalars} holds no scalars yet: the run has not logged '
+        'once (default_hooks.logger.interval iterations); plot it later')
+
+
+def test_plot_log_skips_the_line_a_running_job_is_writing(tmp_path):
+    plot_log = tool('analysis_tools/plot_log.py')
+    scalars = tmp_path / 'scalars.json'
+    scalars.write_text('{"loss": 1.5, "step": 1}\n{"loss": 1.2, "step": 2}\n'
+                       '{"loss": 1.')
+    assert plot_log.read_scalars(str(scalars)) == {'loss': ([1, 2],
+                                                            [1.5, 1.2])}
+    scalars.write_text('{"loss": 1.5, "step": 1}\n{"loss": 1.\n'
+                       '{"loss": 1.1, "step": 3}\n')
+    with pytest.raises(SystemExit, match=f'{scalars}, line 2: not a JSON '
+                       'record; the file is damaged'):
+        plot_log.read_scalars(str(scalars))
+
+
+@pytest.mark.parametrize('script', PICTURE_TOOLS)
+@pytest.mark.parametrize('content,says', [
+    (b'', 'is empty (0 bytes)'),
+    (b'<html>not a picture</html>',
+     'holds 26 bytes that do not decode as an image'),
+])
+def test_picture_tools_name_a_file_that_is_no_image(
+        capsys, tmp_path, script, content, says):
+    """Checked before the model is loaded (the 'checkpoint' here is never
+    read), given directly or found in a folder."""
+    fake = tmp_path / 'photos' / 'cat.jpg'
+    fake.parent.mkdir()
+    fake.write_bytes(content)
+    main = tool(script).main
+    for given in (fake, fake.parent):
+        message = tool_error(capsys, main, [CONFIG, CONFIG, str(given),
+                                            '--out', str(tmp_path / 'o')])
+        assert message == f'error: {fake} {says}: give image files'
+
+
+@pytest.mark.parametrize('missing', ['val', 'train'])
+def test_knn_eval_names_a_missing_split_folder(repo_root,
+                                               pretrained_checkpoint,
+                                               tmp_path, missing):
+    """Before, a data root without val/ extracted every training feature
+    and then died with FileNotFoundError on the first val image."""
+    import shutil
+    import subprocess
+    import sys
+
+    from test_transfer_cls import tiny_imagenet
+    data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
+    shutil.rmtree(osp.join(data, missing))
+    result = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/knn_eval.py', CONFIG,
+         pretrained_checkpoint, '--data-root', data, '--num-workers', '0',
+         '--device', 'cpu'],
+        cwd=repo_root, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: no {missing} split: {osp.join(data, missing)} is not a '
+        'folder; --data-root must hold the train/ and val/ image folders')
+
+
+@pytest.mark.parametrize('sizes,says', [
+    (['--img-size', '60', '--patch-size', '8'],
+     '--img-size 60 is not a multiple of --patch-size 8'),
+    (['--img-size', '56', '--patch-size', '8'],
+     '7x7 = 49 patches per image: pick --img-size / --patch-size so that '
+     'the patch count is a multiple of the group size 4'),
+])
+def test_benchmark_sizes_that_cannot_be_mixed(capsys, sizes, says):
+    line = refused(capsys, tool('analysis_tools/benchmark_vs_mae.py')
+                   .parse_args, ['--arch', 'demo-tiny'] + sizes)
+    assert line == says
+
+
+def test_estimate_memory_sample_batch_the_model_cannot_mix(capsys):
+    message = tool_error(capsys,
+                         tool('analysis_tools/estimate_memory.py').main,
+                         [CONFIG, '--sample-batch', '6'])
+    assert message == ('estimate_memory.py: error: --sample-batch 6 is not '
+                       'a multiple of the mixing group size 4 of this '
+                       'config')
+
+
+def test_test_tool_names_a_missing_checkpoint(capsys):
+    message = tool_error(capsys, tool('test.py').main, [
+        osp.join(ROOT, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py'),
+        'missing.pth'])
+    assert message == 'test.py: error: missing.pth: no such checkpoint file'
+
+
+def test_a_file_that_is_no_checkpoint_is_not_called_pickled(tmp_path):
+    """Bytes that are neither torch.save's zip nor a pickle (a text file,
+    an image renamed .pth) used to be reported as 'holds pickled Python
+    objects' with advice to trust them; a real pickled object still is."""
+    import argparse
+
+    import torch
+
+    from mixedae_mm.checkpoint_io import CheckpointError, load_weights_only
+    text = tmp_path / 'notes.pth'
+    text.write_text('not a checkpoint\n')
+    with pytest.raises(CheckpointError) as refused_file:
+        load_weights_only(text)
+    assert str(refused_file.value) == (
+        f'{text}: not a checkpoint (torch.save writes a zip archive or a '
+        'pickle; this file is neither): give a .pth file saved by torch')
+    pickled = tmp_path / 'pickled.pth'
+    torch.save({'args': argparse.Namespace(lr=1.)}, pickled)
+    with pytest.raises(CheckpointError, match='holds pickled Python objects'):
+        load_weights_only(pickled)
+
+
+FINETUNE = osp.join(ROOT, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py')
+DETECTION = osp.join(
+    ROOT, 'configs/det/mixedae_vitb_mask-rcnn_simplefpn-lsj-1x_coco.py')
+
+
+@pytest.mark.parametrize('script,argv,says', [
+    ('train.py', [CONFIG, '--cfg-options',
+                  'train_dataloader.dataset.data_root={missing}'],
+     'train.py: error: {missing} is not a folder (train_dataloader): put the '
+     'dataset there or pass --cfg-options '
+     'train_dataloader.dataset.data_root=PATH'),
+    # ImageNet layout: the root exists, its train/ split does not
+    ('train.py', [FINETUNE, '--cfg-options',
+                  'train_dataloader.dataset.data_root={empty}',
+                  'val_dataloader.dataset.data_root={empty}'],
+     'train.py: error: {empty}/train is not a folder (train_dataloader): put '
+     'the dataset there or pass --cfg-options '
+     'train_dataloader.dataset.data_root=PATH'),
+    # COCO is wrapped in a RepeatDataset: the key says where data_root is
+    ('train.py', [DETECTION, '--cfg-options',
+                  'train_dataloader.dataset.dataset.data_root={missing}'],
+     'train.py: error: {missing} is not a folder (train_dataloader): put the '
+     'dataset there or pass --cfg-options '
+     'train_dataloader.dataset.dataset.data_root=PATH'),
+    ('test.py', [FINETUNE, CONFIG, '--cfg-options',
+                 'test_dataloader.dataset.data_root={missing}'],
+     'test.py: error: {missing} is not a folder (test_dataloader): put the '
+     'dataset there or pass --cfg-options '
+     'test_dataloader.dataset.data_root=PATH'),
+])
+def test_train_and_test_name_a_missing_dataset_folder(capsys, tmp_path,
+                                                      script, argv, says):
+    """Before, the data loader's FileNotFoundError came as a traceback."""
+    folders = dict(missing=str(tmp_path / 'nowhere'), empty=str(tmp_path))
+    message = tool_error(capsys, tool(script).main,
+                         [a.format(**folders) for a in argv])
+    assert message == says.format(**folders)
