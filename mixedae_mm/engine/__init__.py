@@ -6,6 +6,7 @@ from .fsdp import MixedAEFSDPStrategy
 from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
+from .preemption import PreemptionHook, TrainingPreempted
 from .runner import MixedAERunner
 from .schedule import ConfigScheduleHook
 from .visualization_hook import ReconstructionVisualizationHook
@@ -13,9 +14,9 @@ from .visualization_hook import ReconstructionVisualizationHook
 __all__ = [
     'AtomicLocalBackend', 'BatchLRReportHook', 'ConfigScheduleHook',
     'DurableCheckpointHook', 'MixedAEFSDPStrategy', 'MixedAERunner',
-    'NonFiniteGuardHook', 'NonFiniteTrainingError',
+    'NonFiniteGuardHook', 'NonFiniteTrainingError', 'PreemptionHook',
     'ReconstructionVisualizationHook',
-    'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
+    'StepSeedHook', 'TF32Hook', 'TrainingPreempted', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',
     'warn_if_checkpoints_not_loadable'
 ]
