@@ -21,8 +21,12 @@ when only some were signalled. Data-loading workers ignore these signals:
 Slurm and torchrun signal the whole process group, and a worker killed
 under the trainer would end the run before it could save.
 """
+import atexit
+import multiprocessing
+import os
 import signal
 import threading
+import weakref
 from contextlib import contextmanager
 
 import torch
@@ -49,20 +53,69 @@ class TrainingPreempted(SystemExit):
         self.checkpoint = checkpoint
 
 
+def stop_loader_workers(loop) -> None:
+    """Shut the train loader's workers down now, as the loader itself does
+    when its iterator is dropped. A stopped run keeps its loop, and with it
+    the workers, alive until the interpreter exits, where multiprocessing
+    would SIGTERM them and torch report each as killed."""
+    iterators = (getattr(getattr(loop, 'dataloader', None), '_iterator',
+                         None),  # persistent workers'
+                 getattr(getattr(loop, 'dataloader_iterator', None),
+                         '_iterator', None))  # iteration-based loop's
+    for iterator in iterators:
+        shutdown = getattr(iterator, '_shutdown_workers', None)
+        if shutdown is not None:
+            shutdown()
+
+
+#: set at exit, read by the workers' SIGTERM handler (IgnoreStopSignals)
+_exiting = None
+#: train loops whose workers ignore the stop signals
+_loops = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    for loop in list(_loops):
+        stop_loader_workers(loop)
+    _exiting.value = 1
+
+
+def trainer_exiting():
+    """A flag shared with the data-loading workers, set when this process
+    exits: workers left running then (a loader this module does not know)
+    are SIGTERMed by multiprocessing, and must obey. The exit function is
+    registered after multiprocessing's, so it runs before it."""
+    global _exiting
+    if _exiting is None:
+        _exiting = multiprocessing.RawValue('b', 0)
+        atexit.register(_at_exit)
+    return _exiting
+
+
 class IgnoreStopSignals:
     """A data loader's ``worker_init_fn`` that first makes the worker ignore
     the stop signals (the trainer decides when to stop and shuts its
-    workers down); picklable, for spawned workers."""
+    workers down), SIGTERM only until the trainer exits; picklable, for
+    spawned workers."""
 
     def __init__(self, worker_init_fn, signals) -> None:
         self.worker_init_fn = worker_init_fn
         self.signals = tuple(signals)
+        self.exiting = trainer_exiting()
 
     def __call__(self, worker_id: int) -> None:
         for name in self.signals:
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+            number = getattr(signal, name)
+            signal.signal(
+                number, self._on_sigterm
+                if number == signal.SIGTERM else signal.SIG_IGN)
         if self.worker_init_fn is not None:
             self.worker_init_fn(worker_id)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        if self.exiting.value:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
 
 def ignore_stop_signals_in_workers(loader, signals) -> bool:
@@ -171,6 +224,7 @@ class PreemptionHook(Hook):
     def before_train(self, runner) -> None:
         loop = runner.train_loop
         ignore_stop_signals_in_workers(loop.dataloader, self.signals)
+        _loops.add(loop)
         iterator = getattr(loop, 'dataloader_iterator', None)
         if (isinstance(loop, IterBasedTrainLoop) and iterator is not None
                 and iterator is self._iterator_at_start
@@ -246,6 +300,7 @@ class PreemptionHook(Hook):
                 f'{name}: stopped after iteration {iterations_done}, saved '
                 f'{path}; continue with --resume')
         self._uninstall()
+        stop_loader_workers(runner.train_loop)
         raise TrainingPreempted(signum, path)
 
     @staticmethod
