@@ -12,6 +12,9 @@ import sys
 
 from ..apis import PACKAGE_DIR
 
+#: the tool's default --data-config, by name
+LINEAR_PROBE_RECIPE = 'mixedae_vitb_linear-90e_in1k'
+
 
 def find_tool(relative_path: str) -> str:
     """``tools/<relative_path>``: shipped in the package (a wheel) or in
@@ -35,7 +38,28 @@ def load_tool(relative_path: str):
     return module
 
 
+def with_data_config_resolved(argv: list) -> list:
+    """The tool's ``--data-config`` is a path relative to a clone's root
+    (default: the linear-probe recipe): give it the shipped config, and
+    take a recipe's name for it too."""
+    from . import resolve_config
+    argv = list(argv)
+    for index, arg in enumerate(argv):
+        if arg == '--data-config' and index + 1 < len(argv):
+            argv[index + 1] = resolve_config(argv[index + 1])
+            return argv
+        if arg.startswith('--data-config='):
+            argv[index] = '--data-config=' + resolve_config(
+                arg.split('=', 1)[1])
+            return argv
+    if '-h' in argv or '--help' in argv:
+        return argv
+    return argv + ['--data-config',
+                   resolve_config(LINEAR_PROBE_RECIPE)]
+
+
 def console_main():
     """``mixedae-knn``."""
     sys.argv[0] = 'mixedae-knn'  # argparse's program name
-    load_tool('analysis_tools/knn_eval.py').main()
+    tool = load_tool('analysis_tools/knn_eval.py')
+    tool.main(with_data_config_resolved(sys.argv[1:]))
