@@ -254,3 +254,67 @@ def test_every_recipe_and_the_demo_stop_with_a_checkpoint(repo_root):
         cfg = Config.fromfile(osp.join(repo_root, path))
         hooks = [h['type'] for h in cfg.custom_hooks]
         assert hooks.count('PreemptionHook') == 1, path
+
+
+def _sbatch_script_from_docs(repo_root):
+    text = open(osp.join(repo_root, 'docs/train.md')).read()
+    script, = [block for block in re.findall(r'```bash\n(.*?)```', text, re.S)
+               if '#SBATCH --signal=B:USR1@120' in block]
+    return script
+
+
+def test_the_documented_sbatch_script_passes_usr1_on_and_requeues(
+        repo_root, tmp_path):
+    """docs/train.md's Slurm script, run by bash with stand-ins for srun
+    (started by the real tools/slurm_train.sh; it exits 138 on USR1, as
+    train.py does after saving) and scontrol (records its arguments)."""
+    bin_dir, ready, record, stopped = (
+        tmp_path / n for n in ('bin', 'ready', 'log', 'stopped'))
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(
+        f'#!{sys.executable}\n'
+        'import os, pathlib, signal, sys\n'
+        'def stop(*_):\n'
+        f'    pathlib.Path({str(stopped)!r}).write_text("USR1")\n'
+        '    sys.exit(138)\n'
+        'signal.signal(signal.SIGUSR1, stop)\n'
+        f'pathlib.Path({str(tmp_path / "pid")!r}).write_text(str(os.getpid()))\n'
+        f'pathlib.Path({str(ready)!r}).write_text(" ".join(sys.argv[1:]))\n'
+        'if os.environ.get("FINISH_AT_ONCE"):\n'
+        '    sys.exit(0)\n'
+        'while True:\n'
+        '    signal.pause()\n')
+    (bin_dir / 'scontrol').write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    for stub in ('srun', 'scontrol'):
+        os.chmod(bin_dir / stub, 0o755)
+    script = tmp_path / 'mixedae.sbatch'
+    script.write_text(_sbatch_script_from_docs(repo_root))
+    env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+               SLURM_JOB_ID='42', SLURM_JOB_PARTITION='gpu')
+
+    # the time limit nears: Slurm sends USR1 to the batch script
+    process = subprocess.Popen(['bash', str(script)], cwd=repo_root, env=env)
+    try:
+        while not ready.exists():
+            assert process.poll() is None, 'the script ended early'
+            time.sleep(0.1)  # polling for the stand-in, no timing asserted
+        process.send_signal(signal.SIGUSR1)
+        assert process.wait(timeout=60) == 138
+    finally:
+        if process.poll() is None:
+            process.kill()
+        try:  # a stand-in the signal missed would wait for ever
+            os.kill(int((tmp_path / 'pid').read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    assert stopped.exists(), 'USR1 did not reach srun'
+    assert record.read_text().split() == ['requeue', '42']
+    srun_args = ready.read_text()
+    assert srun_args.startswith('-p gpu ') and srun_args.endswith('--resume')
+
+    # a run that ends by itself is not requeued
+    ready.unlink(), record.unlink()
+    result = subprocess.run(['bash', str(script)], cwd=repo_root,
+                            env=dict(env, FINISH_AT_ONCE='1'), timeout=60)
+    assert result.returncode == 0 and ready.exists()
+    assert not record.exists()
