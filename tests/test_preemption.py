@@ -318,3 +318,47 @@ def test_the_documented_sbatch_script_passes_usr1_on_and_requeues(
                             env=dict(env, FINISH_AT_ONCE='1'), timeout=60)
     assert result.returncode == 0 and ready.exists()
     assert not record.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signalled_at, saved, resumed_at', [
+    (2, 'iter_3.pth', 'resumed epoch: 1, iter: 3'),  # mid-epoch 2
+    (3, 'epoch_2.pth', 'resumed epoch: 2, iter: 4'),  # epoch 2's last
+])
+def test_epoch_based_recipe_stopped_mid_epoch_or_at_its_end_resumes_exactly(
+        repo_root, tmp_path, signalled_at, saved, resumed_at):
+    """configs/mixedae_vitb_1600e.py shrunk (2 iterations per epoch, 3
+    epochs, checkpoints per epoch, 2 persistent workers), sent SIGTERM by
+    itself before a given iteration: mid-epoch it saves that iteration
+    outside the epoch rotation, in an epoch's last iteration that epoch;
+    either way --resume ends with the uninterrupted run's weights."""
+    from mmengine.config import Config
+
+    from test_launch import _imagenet_layout
+    from test_resume import RECIPE, _tiny_recipe_overrides, _train
+    base = osp.join(repo_root, RECIPE)
+    shipped = Config.fromfile(base)
+    signalled = tmp_path / 'signalled.py'
+    signalled.write_text(
+        f'_base_ = {base!r}\n'
+        f'custom_imports = dict(imports={shipped.custom_imports.imports!r}'
+        " + ['signal_hook'], allow_failed_imports=False)\n"
+        f'custom_hooks = {[dict(h) for h in shipped.custom_hooks]!r} + '
+        f"[dict(type='SignalAtIterHook', iteration={signalled_at})]\n")
+    overrides = _tiny_recipe_overrides(
+        _imagenet_layout(str(tmp_path / 'imagenet'), size=72))
+
+    full, part = tmp_path / 'full', tmp_path / 'part'
+    result = _train(repo_root, str(signalled), part, overrides)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    name, iteration, path = STOPPED.findall(result.stdout + result.stderr)[0]
+    assert (name, int(iteration)) == ('SIGTERM', signalled_at + 1)
+    assert path == str(part / saved)
+    assert (part / 'last_checkpoint').read_text() == path
+    assert not (part / 'epoch_3.pth').exists()
+    result = _train(repo_root, base, part, overrides, '--resume')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert resumed_at in result.stdout + result.stderr
+    result = _train(repo_root, base, full, overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_weights(full / 'epoch_3.pth', part / 'epoch_3.pth')
