@@ -75,9 +75,11 @@ _loops = weakref.WeakSet()
 
 
 def _at_exit() -> None:
+    # first: a worker that does not stop when asked is SIGTERMed by the
+    # shutdown, and must then obey
+    _exiting.value = 1
     for loop in list(_loops):
         stop_loader_workers(loop)
-    _exiting.value = 1
 
 
 def trainer_exiting():
