@@ -9,10 +9,11 @@ HERE = osp.dirname(osp.abspath(__file__))
 
 
 class BuildPyWithModelIndex(build_py):
-    """Ships ``model-index.yml`` and ``configs/`` inside the package, in
-    ``mixedae_mm/.mim`` (where ``mixedae_mm.apis.find_model_index`` looks
-    first), so ``mmpretrain.get_model(name)`` works from an installed wheel;
-    an editable install reads them from the clone."""
+    """Ships ``model-index.yml``, ``configs/`` and ``tools/`` inside the
+    package, in ``mixedae_mm/.mim`` (where ``mixedae_mm.apis.find_model_index``
+    and ``mixedae_mm.cli.knn_eval.find_tool`` look first), so
+    ``mmpretrain.get_model(name)`` and ``mixedae-knn`` work from an installed
+    wheel; an editable install reads them from the clone."""
 
     def run(self):
         super().run()
@@ -20,7 +21,10 @@ class BuildPyWithModelIndex(build_py):
         shutil.rmtree(target, ignore_errors=True)
         os.makedirs(target)
         shutil.copy(osp.join(HERE, 'model-index.yml'), target)
-        shutil.copytree(osp.join(HERE, 'configs'), osp.join(target, 'configs'))
+        for folder in ('configs', 'tools'):
+            shutil.copytree(
+                osp.join(HERE, folder), osp.join(target, folder),
+                ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
 
 
 def get_version():
@@ -64,5 +68,18 @@ setup(
     },
     license='Apache-2.0',
     cmdclass={'build_py': BuildPyWithModelIndex},
+    # the tools of tools/ that a pip-installed package needs (mixedae_mm.cli)
+    entry_points={
+        'console_scripts': [
+            'mixedae-train = mixedae_mm.cli.train:console_main',
+            'mixedae-test = mixedae_mm.cli.test:console_main',
+            'mixedae-knn = mixedae_mm.cli.knn_eval:console_main',
+            'mixedae-vis-reconstruction = '
+            'mixedae_mm.cli.vis_reconstruction:console_main',
+            'mixedae-vis-attention = '
+            'mixedae_mm.cli.vis_homologous_attention:console_main',
+            'mixedae-demo-data = mixedae_mm.datasets.demo_data:main',
+        ],
+    },
     zip_safe=False,
 )

@@ -32,7 +32,8 @@ def test_recipe_trains_in_bf16_with_tf32_and_a_scaled_lr(config):
     assert 'loss_scale' not in cfg.optim_wrapper  # bf16 needs none
     assert cfg.get('fp16') is None  # nothing half-configured for fp16
     hooks = [h.type for h in cfg.custom_hooks]
-    for hook in ('TF32Hook', 'BatchLRReportHook', 'StepSeedHook'):
+    for hook in ('TF32Hook', 'BatchLRReportHook', 'StepSeedHook',
+                 'PreemptionHook'):
         assert hooks.count(hook) == 1, hook
     # durable, weights-only loadable checkpoints
     assert cfg.default_hooks.checkpoint.type == 'DurableCheckpointHook'

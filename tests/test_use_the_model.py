@@ -215,30 +215,38 @@ def test_det_inferencer():
     assert instances.masks.shape[1:] == (512, 512)
 
 
-def test_an_installed_wheel_ships_the_model_index(tmp_path):
-    """A wheel built from this clone carries model-index.yml and configs/
-    (mixedae_mm/.mim): installed elsewhere, names still resolve to configs
-    inside the package and build."""
-    # built from a copy: setuptools writes build/ and *.egg-info in place
-    source, wheels, site = (tmp_path / d for d in ('src', 'wheels', 'site'))
+def build_wheel(tmp_path):
+    """A wheel built from a copy of this clone (setuptools writes build/
+    and *.egg-info in place); returns its path."""
+    source, wheels = tmp_path / 'src', tmp_path / 'wheels'
     source.mkdir()
     for part in ('setup.py', 'README.md', 'model-index.yml', 'requirements',
-                 'mixedae_mm', 'configs'):
+                 'mixedae_mm', 'configs', 'tools'):
         path = osp.join(ROOT, part)
         if osp.isdir(path):
             shutil.copytree(path, str(source / part),
                             ignore=shutil.ignore_patterns('__pycache__'))
         else:
             shutil.copy(path, str(source))
-    pip = [sys.executable, '-m', 'pip', '-q']
-    for command in (
-            lambda: ['wheel', '--no-deps', '--no-build-isolation', '-w',
-                     str(wheels), str(source)],
-            lambda: ['install', '--no-deps', '--target', str(site)] +
-            glob.glob(str(wheels / '*.whl'))):
-        result = subprocess.run(pip + command(), cwd=str(tmp_path),
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-4000:]
+    result = subprocess.run(
+        [sys.executable, '-m', 'pip', '-q', 'wheel', '--no-deps',
+         '--no-build-isolation', '-w', str(wheels), str(source)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    wheel, = glob.glob(str(wheels / '*.whl'))
+    return wheel
+
+
+def test_an_installed_wheel_ships_the_model_index(tmp_path):
+    """A wheel built from this clone carries model-index.yml and configs/
+    (mixedae_mm/.mim): installed elsewhere, names still resolve to configs
+    inside the package and build."""
+    site = tmp_path / 'site'
+    result = subprocess.run(
+        [sys.executable, '-m', 'pip', '-q', 'install', '--no-deps',
+         '--target', str(site), build_wheel(tmp_path)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
     env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS='1')
     result = subprocess.run(
         [sys.executable, '-c',
@@ -257,3 +265,51 @@ def test_an_installed_wheel_ships_the_model_index(tmp_path):
     assert count == len(recipe_configs())
     assert config == str(
         site / 'mixedae_mm/.mim/configs/mixedae_vitl_1600e.py')
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_has_the_tools_as_commands(tmp_path):
+    """pip-installed (a fresh venv over this Python's packages, the wheel
+    without dependencies), the tools are commands that work from a folder
+    outside the clone: build the demo data, train the demo recipe by name,
+    draw its reconstructions; the others answer --help."""
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages',
+                    str(venv)], check=True, timeout=300)
+    bin_dir = venv / 'bin'
+    result = subprocess.run(
+        [str(bin_dir / 'pip'), 'install', '-q', '--no-deps',
+         build_wheel(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    user = tmp_path / 'elsewhere'
+    user.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env.update(OMP_NUM_THREADS='1',
+               PATH=str(bin_dir) + os.pathsep + env.get('PATH', ''))
+
+    def run(*command):
+        result = subprocess.run(command, cwd=str(user), env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (command, result.stderr[-4000:])
+        return result.stdout
+
+    package = run('python', '-c',
+                  'import mixedae_mm; print(mixedae_mm.__file__)')
+    assert package.strip().startswith(str(venv))
+    for command in ('mixedae-train', 'mixedae-test', 'mixedae-knn',
+                    'mixedae-vis-reconstruction', 'mixedae-vis-attention',
+                    'mixedae-demo-data'):
+        assert f'usage: {command}' in run(command, '--help')
+    run('mixedae-demo-data', 'photos', '--crops-per-photo', '1',
+        '--crop-size', '72')
+    run('mixedae-train', 'mixedae_vit-tiny-p8_demo', '--work-dir', 'work',
+        '--cfg-options', 'train_dataloader.dataset.data_root=photos',
+        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'train_cfg.max_iters=2')
+    checkpoint = user / 'work' / 'iter_2.pth'
+    assert checkpoint.exists()
+    images = sorted(glob.glob(str(user / 'photos' / 'train' / '*.png')))[:4]
+    out = run('mixedae-vis-reconstruction', 'mixedae_vit-tiny-p8_demo',
+              str(checkpoint), *images, '--out', 'pictures')
+    assert 'pictures/group_0.png' in out
+    assert (user / 'pictures' / 'group_0.png').exists()

@@ -12,8 +12,11 @@ CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-srun -p "$PARTITION" \
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# exec: this script's pid becomes srun's, so a signal sent to it (an sbatch
+# script's trap, docs/train.md "Stopping and requeueing") reaches srun,
+# which passes it on to the tasks
+exec srun -p "$PARTITION" \
   --job-name="$JOB_NAME" \
   --gres=gpu:"$GPUS_PER_NODE" \
   --ntasks="$GPUS" \

@@ -19,4 +19,7 @@ custom_hooks = [
     # prints the real total batch and lr, warns when they differ from the
     # recipe's
     dict(type='BatchLRReportHook'),
+    # SIGTERM / SIGUSR1 / Ctrl-C (Slurm, Kubernetes, torchrun): finish the
+    # iteration, save a checkpoint, exit 128 + signal; --resume continues
+    dict(type='PreemptionHook'),
 ]

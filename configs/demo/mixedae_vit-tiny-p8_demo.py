@@ -100,6 +100,9 @@ custom_hooks = [
     # partition) every 100 iterations -> work_dir/<timestamp>/vis_data/
     # vis_image/reconstruction_group0_<iter>.png; see docs/visualize.md
     dict(type='ReconstructionVisualizationHook', interval=100, num_images=4),
+    # SIGTERM / SIGUSR1 / Ctrl-C: finish the iteration, save a checkpoint,
+    # exit 128 + signal; --resume continues (docs/train.md)
+    dict(type='PreemptionHook'),
 ]
 # the mmpretrain base's visualizer, written out: PNGs and scalars.json under
 # vis_data/. For TensorBoard, add dict(type='TensorboardVisBackend'):

@@ -27,4 +27,5 @@ custom_hooks = [
     dict(type='StepSeedHook'),
     dict(type='ConfigScheduleHook'),
     {{_base_.online_knn}},
+    dict(type='PreemptionHook'),
 ]

@@ -18,20 +18,22 @@ def register_in(models, hooks, transforms) -> None:
     """Register what transfer configs use in another codebase's registries:
     the backbone, the hooks of every recipe (durable, weights-only loadable
     checkpoints, exact resumes, non-finite steps caught, the config's
-    schedule on resume, TF32, the batch/lr report) and the image loader that
-    names unreadable files (mmpretrain's registries, where they live, are
-    not searched from mmseg or mmdet scope)."""
+    schedule on resume, TF32, the batch/lr report, a checkpoint on SIGTERM)
+    and the image loader that names unreadable files (mmpretrain's
+    registries, where they live, are not searched from mmseg or mmdet
+    scope)."""
     from mixedae_mm.datasets import (CheckedLoadImageFromFile,
                                      UnreadableImageReportHook)
     from mixedae_mm.engine import (BatchLRReportHook, ConfigScheduleHook,
                                    DurableCheckpointHook, NonFiniteGuardHook,
-                                   StepSeedHook, TF32Hook,
+                                   PreemptionHook, StepSeedHook, TF32Hook,
                                    WeightsOnlyCheckpointHook)
     from mixedae_mm.models.backbones import MixedAEViT
     models.register_module(name='MixedAEViT', module=MixedAEViT)
     for hook in (DurableCheckpointHook, WeightsOnlyCheckpointHook,
                  StepSeedHook, NonFiniteGuardHook, ConfigScheduleHook,
-                 UnreadableImageReportHook, TF32Hook, BatchLRReportHook):
+                 UnreadableImageReportHook, TF32Hook, BatchLRReportHook,
+                 PreemptionHook):
         hooks.register_module(module=hook)
     transforms.register_module(module=CheckedLoadImageFromFile)
     # this codebase's inferencer modules may have been imported after

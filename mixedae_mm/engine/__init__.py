@@ -7,6 +7,7 @@ from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .knn_hook import OnlineKNNHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
+from .preemption import PreemptionHook, TrainingPreempted
 from .runner import MixedAERunner
 from .schedule import ConfigScheduleHook
 from .visualization_hook import ReconstructionVisualizationHook
@@ -16,8 +17,9 @@ __all__ = [
     'ConfigScheduleHook',
     'DurableCheckpointHook', 'MixedAEFSDPStrategy', 'MixedAERunner',
     'NonFiniteGuardHook', 'NonFiniteTrainingError', 'OnlineKNNHook',
+    'PreemptionHook',
     'ReconstructionVisualizationHook',
-    'StepSeedHook', 'TF32Hook', 'TrainingSummaryHook',
+    'StepSeedHook', 'TF32Hook', 'TrainingPreempted', 'TrainingSummaryHook',
     'ViTLayerDecayOptimWrapperConstructor', 'WeightsOnlyCheckpointHook',
     'warn_if_checkpoints_not_loadable'
 ]

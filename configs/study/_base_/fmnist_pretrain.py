@@ -97,6 +97,9 @@ custom_hooks = [
     # reconstructions of 4 training images, every epoch (MixedAE models)
     dict(type='ReconstructionVisualizationHook', interval=iters_per_epoch,
          num_images=4),
+    # SIGTERM / Ctrl-C: finish the iteration, save it, exit; the study
+    # continues the run from there
+    dict(type='PreemptionHook'),
 ]
 visualizer = dict(
     type='UniversalVisualizer',

@@ -1,0 +1,33 @@
+"""The command-line tools, installed with the package as console commands.
+
+=============================  =============================================
+command                        the same as, in a clone
+=============================  =============================================
+``mixedae-train``              ``python tools/train.py``
+``mixedae-test``               ``python tools/test.py``
+``mixedae-knn``                ``python tools/analysis_tools/knn_eval.py``
+``mixedae-vis-reconstruction`` ``python tools/visualization/vis_reconstruction.py``
+``mixedae-vis-attention``      ``python tools/visualization/vis_homologous_attention.py``
+``mixedae-demo-data``          ``python tools/dataset_converters/build_demo_data.py``
+=============================  =============================================
+
+Where a tool takes a config, it also takes a recipe's name (the config
+file's name without ``.py``, as ``mmpretrain.list_models('*mixedae*')``
+lists them): the config shipped inside the package is used.
+"""
+import os.path as osp
+
+
+def resolve_config(config: str) -> str:
+    """The path of ``config``: a config file, or the name of a recipe
+    (``mixedae_vit-tiny-p8_demo``), whose config ships in the package."""
+    if osp.isfile(config) or osp.splitext(config)[1] == '.py':
+        return config  # a path (a missing file is reported by mmengine)
+    import mixedae_mm  # noqa: F401 (registers the recipes by name)
+    from mmpretrain.apis.model import ModelHub
+    try:
+        return ModelHub.get(config).config.filename
+    except ValueError:
+        raise SystemExit(
+            f'{config}: neither a config file nor a recipe name; the names '
+            "are those of mmpretrain.list_models('*mixedae*')") from None
