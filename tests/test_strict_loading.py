@@ -6,6 +6,7 @@ import glob
 import logging
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -120,7 +121,9 @@ def _run(*args):
 def _assert_refused(result, model='MixedAE'):
     assert result.returncode == 1, result.stdout[-2000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith('error: ') and f'does not match {model}' in last
+    # 'error: ...' or, like train.py's, 'test.py: error: ...'
+    assert re.match(r'(\S+\.py: )?error: ', last), last
+    assert f'does not match {model}' in last
     assert 'Traceback' not in result.stderr
 
 
