@@ -134,3 +134,12 @@ def test_a_checkpoint_of_another_arm_is_refused(repo_root, tmp_path):
     from mixedae_mm.checkpoint_io import CheckpointMismatchError
     with pytest.raises(CheckpointMismatchError, match='does not match'):
         load_strictly(mixedae, str(path))
+
+
+def test_the_benchmark_knows_the_study_encoder_by_name(repo_root):
+    """benchmark_vs_mae.py --arch study-tiny times the study's encoder."""
+    from mmengine.config import Config
+
+    from mixedae_mm.models import MixedAEViT
+    cfg = Config.fromfile(osp.join(repo_root, ARMS['mixedae']))
+    assert MixedAEViT.arch_zoo['study-tiny'] == cfg.study_arch

@@ -133,6 +133,14 @@ class MixedAEViT(VisionTransformer):
             num_layers=6,
             num_heads=3,
             feedforward_channels=768),
+        # the small-scale study's encoder (configs/study/, docs/results.md),
+        # by name for tools/analysis_tools/benchmark_vs_mae.py
+        'study-tiny':
+        dict(
+            embed_dims=128,
+            num_layers=8,
+            num_heads=4,
+            feedforward_channels=512),
     }
 
     def __init__(self,
