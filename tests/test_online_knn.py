@@ -121,3 +121,11 @@ def test_study_config_writes_knn_and_a_picture_to_tensorboard(
     scalars = [json.loads(line) for line in
                open(next(work.glob('*/vis_data/scalars.json')))]
     assert [r['step'] for r in scalars if 'knn_top1' in r] == [2]
+    # and plot_log.py draws it by default
+    plotted = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/plot_log.py', str(work),
+         '--out', str(tmp_path / 'curves.png')],
+        cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    assert 'knn_top1' in plotted.stdout.split(' from ')[0]
+    assert (tmp_path / 'curves.png').stat().st_size > 0

@@ -3,9 +3,9 @@
     python tools/analysis_tools/plot_log.py WORK_DIR_OR_SCALARS_JSON \
         [--keys loss loss_rec ...] [--group-size 4] --out curves.png
 
-Panels: the loss terms, the learning rate, and the homologous accuracy
-(mean, bold, and per homologous-attention layer) with its chance level
-``1 / G`` as a dashed line. A work dir holding several runs (one
+Panels: the loss terms, the learning rate, the homologous accuracy (mean,
+bold, and per homologous-attention layer) with its chance level ``1 / G``
+as a dashed line, and the online kNN accuracy (``OnlineKNNHook``). A work dir holding several runs (one
 ``<timestamp>/`` folder each) is read from its latest run.
 """
 import argparse
@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('log', help='work dir, run dir or scalars.json')
     parser.add_argument('--keys', nargs='+', default=None,
                         help='scalars to draw (default: loss*, lr, '
-                        'homo_acc*)')
+                        'homo_acc*, knn_*)')
     parser.add_argument('--group-size', type=positive_int, default=4,
                         help='G, for the chance level of homo_acc')
     parser.add_argument('--out', required=True, help='PNG to write')
@@ -90,7 +90,7 @@ def plot(path: str, out: str, keys=None, group_size: int = 4) -> str:
             'once (default_hooks.logger.interval iterations); plot it later')
     keys = keys or sorted(
         k for k in curves
-        if k.startswith(('loss', 'homo_acc')) or k == 'lr')
+        if k.startswith(('loss', 'homo_acc', 'knn_')) or k == 'lr')
     missing = [k for k in keys if k not in curves]
     if missing:
         raise SystemExit(f'error: {path} has no {missing}; it has '
@@ -99,6 +99,8 @@ def plot(path: str, out: str, keys=None, group_size: int = 4) -> str:
         'loss': [k for k in keys if k.startswith('loss')],
         'learning rate': [k for k in keys if k == 'lr'],
         'homologous accuracy': [k for k in keys if k.startswith('homo_acc')],
+        # OnlineKNNHook's
+        'online kNN accuracy (%)': [k for k in keys if k.startswith('knn_')],
     }
     other = [k for k in keys if not any(k in v for v in panels.values())]
     if other:
