@@ -75,6 +75,10 @@ def with_test_pipeline(config):
 #: ``Pretrained`` passes ``strict=False`` (our backbone verifies its own
 #: ``init_cfg``).
 FOR_USE_LOADERS = (
+    # at the source first: a module imported later (mmseg's and mmdet's
+    # inferencers are imported on first use) binds the strict version
+    ('mmengine.runner.checkpoint', 'load_checkpoint'),
+    ('mmengine.runner.checkpoint', '_load_checkpoint_to_model'),
     ('mmengine.runner', 'load_checkpoint'),
     ('mmpretrain.apis.base', 'load_checkpoint'),
     ('mmseg.apis.inference', 'load_checkpoint'),

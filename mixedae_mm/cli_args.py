@@ -81,6 +81,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def config_file_or_recipe(text: str) -> str:
+    """A config file that exists, or the name of a recipe (no ``.py``, no
+    folder: ``mixedae_vit-tiny-p8_demo``), resolved when the tool runs."""
+    if text.endswith('.py') or os.sep in text or os.path.exists(text):
+        return existing_file(text)
+    return text
+
+
 def existing_file(text: str) -> str:
     """A path to a file that exists (a config, a checkpoint); a URL passes
     unchecked (its loader reports a failed download)."""

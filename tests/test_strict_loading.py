@@ -242,3 +242,19 @@ def test_the_backbone_names_a_shape_mismatch(tmp_path):
         target.load_pretrained(str(path))
     assert '\n' not in str(info.value)
     assert isinstance(info.value, RuntimeError)  # as load_pretrained raised
+
+
+def test_inferencers_imported_after_the_package_load_strictly_too():
+    """mmseg's and mmdet's inferencer modules imported after ``import
+    mixedae_mm`` and its downstream modules (as in a long session) bind the
+    strict loader: the test above failed in the full suite for want of it."""
+    code = (
+        'import mixedae_mm, mixedae_mm.downstream.mmseg, '
+        'mixedae_mm.downstream.mmdet\n'
+        'import mmseg.apis.mmseg_inferencer as s, '
+        'mmdet.apis.det_inferencer as d\n'
+        'print(s._load_checkpoint_to_model.strict_for_mixedae_mm, '
+        'd._load_checkpoint_to_model.strict_for_mixedae_mm)\n')
+    result = _run('-c', code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ['True', 'True']

@@ -20,12 +20,16 @@ DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 
 
 def recipe_configs():
-    """Every config a user runs: all of configs/ but the _base_ parts."""
+    """Every config a user runs: all of configs/ but the _base_ parts and
+    the small-scale study's family (configs/study/, run by
+    ablation_study.py and reported in docs/results.md, not published as
+    models)."""
     return sorted(
         osp.relpath(p, ROOT)
         for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
                            recursive=True)
-        if '_base_' not in p.split(os.sep))
+        if not {'_base_', 'study'} & set(
+            osp.relpath(p, ROOT).split(os.sep)[:-1]))
 
 
 def run_fresh(code, cwd):

@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 
 from ..apis import load_checkpoint_for_use
 from ..checkpoint_io import CheckpointError
-from ..cli_args import non_negative_int
+from ..cli_args import config_file_or_recipe, non_negative_int
 from ..datasets import check_image_loading
 from ..engine.launch import (check_data_roots,
                              process_group_torn_down_at_exit,
@@ -25,7 +25,8 @@ def parse_args(argv=None, prog=None):
     parser = argparse.ArgumentParser(
         prog=prog, description='Test (evaluate) a model')
     parser.add_argument(
-        'config', help='test config file path, or the name of a recipe '
+        'config', type=config_file_or_recipe,
+        help='test config file path, or the name of a recipe '
         '(its config shipped in the package)')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')

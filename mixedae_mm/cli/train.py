@@ -11,7 +11,7 @@ import sys
 
 from mmengine.config import Config, DictAction
 
-from ..cli_args import non_negative_int
+from ..cli_args import config_file_or_recipe, non_negative_int
 from ..datasets import UnreadableImageError, check_image_loading
 from ..engine import (CheckpointSaveError, NonFiniteTrainingError,
                       warn_if_checkpoints_not_loadable)
@@ -25,7 +25,8 @@ from . import resolve_config
 def parse_args(argv=None, prog=None):
     parser = argparse.ArgumentParser(prog=prog, description='Train a model')
     parser.add_argument(
-        'config', help='train config file path, or the name of a recipe '
+        'config', type=config_file_or_recipe,
+        help='train config file path, or the name of a recipe '
         '(e.g. mixedae_vit-tiny-p8_demo: its config shipped in the package)')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(

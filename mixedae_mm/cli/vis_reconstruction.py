@@ -22,10 +22,12 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 def common_parser(doc: str, seed_help: str,
                   prog=None) -> argparse.ArgumentParser:
     """The arguments every picture tool takes."""
-    from ..cli_args import existing_file, non_negative_int
+    from ..cli_args import (config_file_or_recipe, existing_file,
+                            non_negative_int)
     parser = argparse.ArgumentParser(
         prog=prog, description=doc.splitlines()[0])
-    parser.add_argument('config', help='config file or recipe name')
+    parser.add_argument('config', type=config_file_or_recipe,
+                        help='config file or recipe name')
     parser.add_argument('checkpoint', type=existing_file)
     parser.add_argument('images', nargs='+', help='image files or folders')
     parser.add_argument('--out', required=True, help='folder for the PNGs')
