@@ -15,7 +15,24 @@ Where a tool takes a config, it also takes a recipe's name (the config
 file's name without ``.py``, as ``mmpretrain.list_models('*mixedae*')``
 lists them): the config shipped inside the package is used.
 """
+import os
 import os.path as osp
+
+
+def parse_with_launcher(parser, argv=None):
+    """Add the launcher arguments train and test share (mmpretrain's
+    ``--launcher`` and the ``--local_rank`` old launchers pass), parse, and
+    export ``LOCAL_RANK`` when the launcher did not."""
+    from ..cli_args import non_negative_int
+    parser.add_argument('--launcher',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank',
+                        type=non_negative_int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def resolve_config(config: str) -> str:

@@ -5,7 +5,6 @@ config of mixedae_mm (the flags of mmpretrain's ``tools/test.py``).
 in a clone.
 """
 import argparse
-import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
@@ -13,12 +12,12 @@ from mmengine.runner import Runner
 
 from ..apis import load_checkpoint_for_use
 from ..checkpoint_io import CheckpointError
-from ..cli_args import config_file_or_recipe, non_negative_int
+from ..cli_args import config_file_or_recipe
 from ..datasets import check_image_loading
 from ..engine.launch import (check_data_roots,
                              process_group_torn_down_at_exit,
                              setup_distributed_without_gpu)
-from . import resolve_config
+from . import parse_with_launcher, resolve_config
 
 
 def parse_args(argv=None, prog=None):
@@ -35,17 +34,7 @@ def parse_args(argv=None, prog=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, key=value')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank',
-                        type=non_negative_int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_with_launcher(parser, argv)
 
 
 def main(argv=None, prog=None):

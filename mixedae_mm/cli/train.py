@@ -5,13 +5,12 @@ mixedae_mm (the same flags as mmpretrain's ``tools/train.py``).
 in a clone.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
 
-from ..cli_args import config_file_or_recipe, non_negative_int
+from ..cli_args import config_file_or_recipe
 from ..datasets import UnreadableImageError, check_image_loading
 from ..engine import (CheckpointSaveError, NonFiniteTrainingError,
                       warn_if_checkpoints_not_loadable)
@@ -19,7 +18,7 @@ from ..engine.launch import (build_runner, check_data_roots,
                              process_group_torn_down_at_exit,
                              repair_fsdp_strategy,
                              setup_distributed_without_gpu, uses_fsdp)
-from . import resolve_config
+from . import parse_with_launcher, resolve_config
 
 
 def parse_args(argv=None, prog=None):
@@ -53,17 +52,7 @@ def parse_args(argv=None, prog=None):
         action=DictAction,
         help='override settings of the config, key=value, e.g. '
         'train_cfg.max_iters=10')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank',
-                        type=non_negative_int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_with_launcher(parser, argv)
 
 
 def configure_amp(cfg: Config, amp_flag: bool) -> None:
