@@ -129,3 +129,13 @@ def test_study_config_writes_knn_and_a_picture_to_tensorboard(
     assert plotted.returncode == 0, plotted.stderr[-2000:]
     assert 'knn_top1' in plotted.stdout.split(' from ')[0]
     assert (tmp_path / 'curves.png').stat().st_size > 0
+
+
+def test_a_config_without_test_pipeline_names_the_setting():
+    from types import SimpleNamespace
+
+    from mixedae_mm.engine import OnlineKNNHook
+    hook = OnlineKNNHook(train_dataset={}, val_dataset={})
+    runner = SimpleNamespace(model=torch.nn.Linear(1, 1), cfg=Config({}))
+    with pytest.raises(ValueError, match='top-level test_pipeline'):
+        hook.before_train(runner)

@@ -143,3 +143,13 @@ def test_the_benchmark_knows_the_study_encoder_by_name(repo_root):
     from mixedae_mm.models import MixedAEViT
     cfg = Config.fromfile(osp.join(repo_root, ARMS['mixedae']))
     assert MixedAEViT.arch_zoo['study-tiny'] == cfg.study_arch
+
+
+def test_too_few_images_per_class_names_the_flags():
+    from mixedae_mm.evaluation.study import balanced_subset
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    assert balanced_subset(labels, 2).tolist() in (
+        [0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 3, 4])
+    with pytest.raises(ValueError, match='--frozen-per-class or '
+                       '--finetune-per-class'):
+        balanced_subset(labels, 3)

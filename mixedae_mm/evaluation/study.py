@@ -117,17 +117,17 @@ def homologous_accuracy(model, images: Tensor, seed: int = 0
     if not getattr(backbone, 'mixing', False) or not backbone.homo_attn_layers:
         return None
     usable = len(images) - len(images) % backbone.group_size
+    chunks = images[:usable].split(512)
     was_training = model.training
     model.eval()
     try:
         with seeded_rng(seed, images.device):
-            per_batch = [backbone(chunk, mask=True).homo_accuracy
-                         for chunk in images[:usable].split(512)]
+            per_chunk = torch.stack([backbone(chunk, mask=True).homo_accuracy
+                                     for chunk in chunks])
     finally:
         model.train(was_training)
-    sizes = torch.tensor([len(c) for c in images[:usable].split(512)],
-                         dtype=torch.float)
-    mean = (torch.stack(per_batch) * sizes[:, None]).sum(0) / sizes.sum()
+    sizes = torch.tensor([len(chunk) for chunk in chunks], dtype=torch.float)
+    mean = (per_chunk * sizes[:, None]).sum(0) / sizes.sum()
     return [round(v, 4) for v in mean.tolist()]
 
 
@@ -243,20 +243,20 @@ def markdown_table(results: List[dict]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def read_curves(scalars_json: str) -> Dict[str, tuple]:
+def read_curves(scalars_jsons: Sequence[str]) -> Dict[str, tuple]:
     """``{key: (steps, values)}`` of ``knn_top1`` and ``homo_acc`` in a
-    run's ``scalars.json``."""
+    run's ``scalars.json`` files (one per attempt of a resumed run, in time
+    order), joined."""
     curves = {}
-    if not osp.isfile(scalars_json):
-        return curves
-    with open(scalars_json) as f:
-        for line in f:
-            record = json.loads(line) if line.strip() else {}
-            for key in ('knn_top1', 'homo_acc'):
-                if key in record:
-                    steps, values = curves.setdefault(key, ([], []))
-                    steps.append(record['step'])
-                    values.append(record[key])
+    for path in scalars_jsons:
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line) if line.strip() else {}
+                for key in ('knn_top1', 'homo_acc'):
+                    if key in record:
+                        steps, values = curves.setdefault(key, ([], []))
+                        steps.append(record['step'])
+                        values.append(record[key])
     return curves
 
 

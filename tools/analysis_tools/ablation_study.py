@@ -134,7 +134,6 @@ def _hook_data_root_options(config, data_root):
 
 
 def load_data(args, log):
-    import torch
 
     from mixedae_mm.datasets import load_fashion_mnist
     from mixedae_mm.evaluation.study import balanced_subset
@@ -154,7 +153,6 @@ def load_data(args, log):
         f'images for the frozen probes, {len(data["finetune_index"])} of '
         f'them labelled for fine-tuning, {len(data["test_labels"])} test '
         'images')
-    torch.set_num_threads(torch.get_num_threads())
     return data
 
 
@@ -186,14 +184,8 @@ def run_one(arm, seed, args, data, cfg_options, log):
         model, cfg = build_model(osp.join(ROOT, config), overrides)
         load_strictly(model, checkpoint)
         import glob
-        scalars = sorted(glob.glob(
-            osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-        curves = {}
-        for path in scalars:  # one per attempt, in time order
-            for key, (steps, values) in read_curves(path).items():
-                old = curves.setdefault(key, ([], []))
-                old[0].extend(steps)
-                old[1].extend(values)
+        curves = read_curves(sorted(glob.glob(  # one per attempt, in order
+            osp.join(work_dir, '*', 'vis_data', 'scalars.json'))))
         result.update(pretrain_seconds=round(seconds, 1),
                       pretrain_peak_rss_mib=round(rss, 1),
                       checkpoint=osp.relpath(checkpoint, args.out),
