@@ -22,10 +22,17 @@ try:
     runpy.run_path(tool, run_name='__main__')
 finally:
     alive = dist.is_available() and dist.is_initialized()
+    # a destroyed group whose C++ object something still holds keeps its
+    # gloo threads running until interpreter shutdown: name them
+    threads = sorted(
+        name for name in (open(f'/proc/self/task/{task}/comm').read().strip()
+                          for task in os.listdir('/proc/self/task'))
+        if 'gloo' in name)
     sys.stdout.flush()
     # one write(2) of a short line: the two ranks share the pipe, and
     # print's separate writes of text and newline could interleave
-    os.write(1, f'group alive after the tool: {alive}\\n'.encode())
+    os.write(1, f'group alive after the tool: {alive} '
+                f'gloo threads: {",".join(threads) or "none"}\\n'.encode())
 '''
 
 
@@ -55,6 +62,51 @@ def test_without_a_group_the_block_does_nothing():
     assert not dist.is_initialized()
 
 
+def _gloo_threads() -> int:
+    import os
+    return sum('gloo' in open(f'/proc/self/task/{task}/comm').read()
+               for task in os.listdir('/proc/self/task'))
+
+
+def _train_a_wrapped_model(fail: bool) -> None:
+    """What a runner does to the group: a DDP wrapper (its reducer owns the
+    group) that lives only in this frame."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+    model = DistributedDataParallel(torch.nn.Linear(4, 2))
+    model(torch.randn(3, 4)).sum().backward()
+    if fail:
+        raise RuntimeError('boom')
+
+
+def test_a_wrapped_model_does_not_keep_the_group_alive(tmp_path):
+    # counted against the start: a group another test leaked would show in
+    # both counts
+    before = _gloo_threads()
+    with process_group_torn_down_at_exit():
+        _one_process_group(tmp_path)
+        assert _gloo_threads() > before
+        _train_a_wrapped_model(fail=False)
+    assert not dist.is_initialized()
+    assert _gloo_threads() == before
+
+
+def test_an_error_does_not_keep_the_group_alive(tmp_path):
+    before = _gloo_threads()
+    try:
+        with process_group_torn_down_at_exit():
+            _one_process_group(tmp_path)
+            _train_a_wrapped_model(fail=True)
+    except RuntimeError as err:
+        # while the error (and its traceback, a user's handler may keep it)
+        # still exists: its frames held the wrapper until they were cleared
+        assert str(err) == 'boom'
+        assert not dist.is_initialized()
+        assert _gloo_threads() == before
+    else:
+        pytest.fail('the error did not propagate')
+
+
 def _run_two_ranks(repo_root, tmp_path, tool, args):
     wrapper = tmp_path / 'report_group.py'
     wrapper.write_text(REPORTING_WRAPPER)
@@ -67,8 +119,10 @@ def _run_two_ranks(repo_root, tmp_path, tool, args):
     # torchrun exits 0 only when every rank did
     assert result.returncode == 0, (result.stdout[-2000:] +
                                     result.stderr[-4000:])
-    reports = re.findall(r'group alive after the tool: (\w+)', result.stdout)
-    assert reports == ['False', 'False'], result.stdout
+    reports = re.findall(
+        r'group alive after the tool: (\w+) gloo threads: (\S+)',
+        result.stdout)
+    assert reports == [('False', 'none'), ('False', 'none')], result.stdout
 
 
 @pytest.mark.slow

@@ -61,12 +61,19 @@ def main(argv=None, prog=None):
     check_image_loading(cfg)
     with process_group_torn_down_at_exit():
         setup_distributed_without_gpu(cfg)
-        runner = Runner.from_cfg(cfg)
         try:
-            load_checkpoint_for_use(runner.model, args.checkpoint)
-            return runner.test()
+            return _test(cfg, args.checkpoint)
         except CheckpointError as err:  # mismatched, truncated, shards, ...
             raise SystemExit(f'test.py: error: {err}') from None
+
+
+def _test(cfg, checkpoint: str) -> dict:
+    """Build the runner, load ``checkpoint`` strictly, return the metrics.
+    The runner lives only in this frame: its model wrapper owns the process
+    group, which must be released before it is destroyed."""
+    runner = Runner.from_cfg(cfg)
+    load_checkpoint_for_use(runner.model, checkpoint)
+    return runner.test()
 
 
 def console_main():

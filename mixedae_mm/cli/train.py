@@ -160,8 +160,17 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def _train(cfg) -> None:
+    """Build and run the runner. It lives only in this frame: its model
+    wrapper owns the process group, which must be released before
+    ``process_group_torn_down_at_exit`` destroys it."""
+    runner = build_runner(cfg)
+    warn_if_checkpoints_not_loadable(runner)
+    runner.train()
+
+
 def main(argv=None, prog='train.py'):
-    """Train; returns the runner. Stopped by SIGTERM, SIGUSR1 or Ctrl-C
+    """Train. Stopped by SIGTERM, SIGUSR1 or Ctrl-C
     (``PreemptionHook``), it raises ``SystemExit(128 + signal number)``
     after the checkpoint is saved."""
     try:
@@ -172,9 +181,7 @@ def main(argv=None, prog='train.py'):
             ['val_dataloader'] if cfg.get('val_cfg') else []), prog)
         with process_group_torn_down_at_exit():
             setup_distributed_without_gpu(cfg)
-            runner = build_runner(cfg)
-            warn_if_checkpoints_not_loadable(runner)
-            runner.train()
+            _train(cfg)
     except (NonFiniteTrainingError, UnreadableImageError,
             CheckpointSaveError) as err:
         # the message says what happened and what to change; a traceback
@@ -185,7 +192,6 @@ def main(argv=None, prog='train.py'):
         print(f'{prog}: interrupted (Ctrl-C) without saving a checkpoint; '
               '--resume continues from the last one', file=sys.stderr)
         sys.exit(130)
-    return runner
 
 
 def console_main():

@@ -1,6 +1,8 @@
 """Launcher helpers shared by ``tools/train.py``, ``tools/test.py`` and the
 analysis tools."""
 import contextlib
+import gc
+import traceback
 
 import torch
 import torch.distributed as dist
@@ -22,14 +24,26 @@ def process_group_torn_down_at_exit():
     barrier, so none tears the group down while another still needs it. On an
     exception there is no barrier (the other ranks may never arrive); the
     group is destroyed and the exception propagates.
+
+    ``destroy_process_group`` only unregisters the group: its C++ object and
+    threads live on while anything else owns it, and a model wrapper does
+    (DDP's reducer, FSDP's state). So the block must not keep a runner
+    alive past its end (build and run it in a function whose frame ends
+    inside the block), and before destroying, the runner's reference cycles
+    are collected and a propagating exception's finished frames, which still
+    hold it, are cleared. ``tests/test_process_groups.py`` checks that no
+    gloo thread survives on any rank.
     """
     try:
         yield
-    except BaseException:
+    except BaseException as err:
         if _group_is_up():
+            traceback.clear_frames(err.__traceback__)
+            gc.collect()
             dist.destroy_process_group()
         raise
     if _group_is_up():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
