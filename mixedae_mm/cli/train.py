@@ -8,6 +8,7 @@ import argparse
 import os.path as osp
 import sys
 
+import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
 from ..cli_args import config_file_or_recipe
@@ -160,19 +161,20 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
-def _train(cfg) -> None:
-    """Build and run the runner. It lives only in this frame: its model
-    wrapper owns the process group, which must be released before
-    ``process_group_torn_down_at_exit`` destroys it."""
+def _train(cfg):
+    """Build the runner, train, return it."""
     runner = build_runner(cfg)
     warn_if_checkpoints_not_loadable(runner)
     runner.train()
+    return runner
 
 
 def main(argv=None, prog='train.py'):
-    """Train. Stopped by SIGTERM, SIGUSR1 or Ctrl-C
-    (``PreemptionHook``), it raises ``SystemExit(128 + signal number)``
-    after the checkpoint is saved."""
+    """Train; returns the runner of a single-process run, ``None`` under a
+    launcher (there the runner's model wrapper owns the process group, so
+    the runner is released before the group is destroyed). Stopped by
+    SIGTERM, SIGUSR1 or Ctrl-C (``PreemptionHook``), it raises
+    ``SystemExit(128 + signal number)`` after the checkpoint is saved."""
     try:
         args = parse_args(argv, prog)
         cfg = Config.fromfile(resolve_config(args.config))
@@ -181,7 +183,9 @@ def main(argv=None, prog='train.py'):
             ['val_dataloader'] if cfg.get('val_cfg') else []), prog)
         with process_group_torn_down_at_exit():
             setup_distributed_without_gpu(cfg)
-            _train(cfg)
+            runner = _train(cfg)
+            if dist.is_initialized():
+                runner = None
     except (NonFiniteTrainingError, UnreadableImageError,
             CheckpointSaveError) as err:
         # the message says what happened and what to change; a traceback
@@ -192,6 +196,7 @@ def main(argv=None, prog='train.py'):
         print(f'{prog}: interrupted (Ctrl-C) without saving a checkpoint; '
               '--resume continues from the last one', file=sys.stderr)
         sys.exit(130)
+    return runner
 
 
 def console_main():
