@@ -59,7 +59,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests')),
     # the C source of the CPU attention kernels, compiled on first use
-    package_data={'mixedae_mm': ['csrc/*.c']},
+    package_data={'mixedae_mm.ops.fast': ['csrc/*.c']},
     python_requires='>=3.8',
     install_requires=parse_requirements('requirements/runtime.txt'),
     extras_require={

@@ -9,7 +9,6 @@ from mixedae_mm.models import MixedAEViT
 from mixedae_mm.models.backbones.attention import (relative_position_index,
                                                    window_partition,
                                                    window_unpartition)
-from mixedae_mm.models.backbones.mixedae_vit import encoder_layer_forward
 
 TINY = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 
@@ -61,7 +60,7 @@ def test_window_covering_the_grid_equals_global_attention_on_patches():
     tokens, grid = plain.patch_embed(x)
     tokens = tokens + plain.pos_embed[:, 1:]
     for layer in plain.layers:
-        tokens, _ = encoder_layer_forward(layer, tokens, grid)
+        tokens, _ = layer(tokens, grid)
     torch.testing.assert_close(windowed(x)[0], plain.ln1(tokens))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mixedae_mm import cpu_kernels
+from mixedae_mm.ops.fast import cpu_kernels
 
 TOOLS = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'
 

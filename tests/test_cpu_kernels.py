@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from mixedae_mm import cpu_kernels
+from mixedae_mm.ops.fast import cpu_kernels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,7 +18,8 @@ PROBE = '''
 import warnings
 warnings.simplefilter('always')
 import torch
-from mixedae_mm import cpu_kernels, ops
+from mixedae_mm import ops
+from mixedae_mm.ops.fast import cpu_kernels
 torch.manual_seed(0)
 q, k, v = (torch.randn(2, 3, 197, 64) for _ in range(3))
 fast = ops.topk_attention(q, k, v, 49).out
@@ -50,7 +51,7 @@ def test_without_a_compiler_the_cpu_falls_back_with_a_warning(tmp_path):
 
 
 def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path):
-    """README Troubleshooting: a cache folder that cannot be created (here
+    """docs/troubleshooting.md: a cache folder that cannot be created (here
     under a regular file, which even root cannot write into) is reported,
     and MIXEDAE_KERNEL_CACHE is the way to move it."""
     blocker = tmp_path / 'not_a_folder'

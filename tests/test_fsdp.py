@@ -20,7 +20,7 @@ DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 FSDP_OPTIONS = [
     'runner_type=FlexibleRunner', 'strategy.type=FSDPStrategy',
     'strategy.model_wrapper.auto_wrap_policy.type='
-    'mixedae_mm.engine.fsdp.attention_and_mlp_wrap_policy',
+    'mixedae_mm.engine.fsdp.encoder_layer_wrap_policy',
 ]
 
 
@@ -107,14 +107,16 @@ def test_fsdp_configs_are_their_recipe_plus_the_strategy(repo_root, name):
         assert cfg[key] == recipe[key], key
 
 
-def test_wrap_policy_makes_every_attention_and_mlp_a_unit(repo_root):
-    """The encoder calls its layers' attention and MLP itself: those must
-    be the FSDP units (a unit's weights are gathered by its forward)."""
+def test_wrap_policy_makes_every_transformer_layer_a_unit(repo_root):
+    """Whole encoder and decoder layers are the FSDP units (a unit's
+    weights are gathered by its forward: the encoder calls each layer's)."""
     from mmengine.registry import FUNCTIONS
+    from mmpretrain.models.backbones.vision_transformer import \
+        TransformerEncoderLayer
     from mmpretrain.registry import MODELS
 
     import mixedae_mm  # noqa: F401
-    from mixedae_mm.engine.fsdp import WRAPPED_MODULES
+    from mixedae_mm.models.backbones.encoder_layer import MixedAEEncoderLayer
     cfg = Config.fromfile(osp.join(repo_root, DEMO))
     model = MODELS.build(cfg.model)
     with FUNCTIONS.switch_scope_and_registry(None):
@@ -122,11 +124,14 @@ def test_wrap_policy_makes_every_attention_and_mlp_a_unit(repo_root):
             FSDP_OPTIONS[2].split('=')[1])
     wrapped = [name for name, m in model.named_modules()
                if policy(m, recurse=False, nonwrapped_numel=0)]
-    layers = cfg.model.neck.decoder_depth + 6  # demo: 6 encoder layers
-    assert len(wrapped) == 2 * layers
-    assert all(name.endswith(('.attn', '.ffn')) for name in wrapped)
-    assert all(isinstance(model.get_submodule(n), WRAPPED_MODULES)
-               for n in wrapped)
+    encoder = [f'backbone.layers.{i}' for i in range(6)]  # demo: 6 layers
+    decoder = [f'neck.decoder_blocks.{i}'
+               for i in range(cfg.model.neck.decoder_depth)]
+    assert wrapped == encoder + decoder
+    assert all(isinstance(model.get_submodule(n), MixedAEEncoderLayer)
+               for n in encoder)
+    assert all(isinstance(model.get_submodule(n), TransformerEncoderLayer)
+               for n in decoder)
 
 
 def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, repo_root):
@@ -144,7 +149,7 @@ def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, repo_root):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU fallback')
 def test_fsdp_recipe_runs_fp32_on_a_cpu_and_refuses_amp(repo_root, capsys):
-    """README Troubleshooting: on a machine without GPU the shipped FSDP
+    """docs/troubleshooting.md: on a machine without GPU the shipped FSDP
     recipe drops FSDP mixed precision and says so; --amp is an error."""
     from test_nonfinite import train_tool
     tool = train_tool(repo_root)
@@ -160,7 +165,7 @@ def test_fsdp_recipe_runs_fp32_on_a_cpu_and_refuses_amp(repo_root, capsys):
 
 
 def test_local_state_dict_is_refused_at_start_up():
-    """README Troubleshooting: sharded ('local') FSDP checkpoints are
+    """docs/troubleshooting.md: sharded ('local') FSDP checkpoints are
     refused when the strategy is built, naming the setting to change."""
     from mixedae_mm.engine import MixedAEFSDPStrategy
     with pytest.raises(ValueError, match="state_dict_cfg='local'.*only full "

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixedae_mm import cpu_kernels, ops
+from mixedae_mm import ops
+from mixedae_mm.ops.fast import cpu_kernels, sparse_attention
 
 
 @pytest.fixture(params=['c_kernel', 'torch_ops'])
@@ -217,7 +218,8 @@ def test_sparse_probabilities_are_the_masked_softmax():
     patch_probs = torch.cat((scores[..., 1:, :1], selected), -1).softmax(-1)
     prefix_probs = scores[..., :1, :].softmax(-1)
     for index in (indices, indices.to(torch.uint8)):
-        probs = ops._dense_probabilities(prefix_probs, patch_probs, index)
+        probs = sparse_attention._dense_probabilities(prefix_probs,
+                                                      patch_probs, index)
         torch.testing.assert_close(probs, expected)
 
 
@@ -375,7 +377,8 @@ def test_non_finite_scores_as_in_the_reference(sparse_softmax_path):
     keep, selection = ops.topk_attention_mask(scores, top_k)
     expected = (scores * scale).masked_fill(~keep, -math.inf).softmax(-1)
     probs = scores.clone()
-    _, _, topk_indices = ops._topk_softmax(probs, 1, top_k, scale)
+    _, _, topk_indices = sparse_attention._topk_softmax(probs, 1, top_k,
+                                                        scale)
     assert _same_selection(topk_indices, selection)
     nan_rows = expected.isnan().any(-1)
     assert nan_rows.sum() == 3 and probs.isnan().any(-1).equal(nan_rows)

@@ -80,8 +80,11 @@ def test_ops_import_needs_only_torch(repo_root):
     code = ('import sys; sys.modules["mmpretrain"] = None; '
             'sys.modules["mmengine"] = None; '
             'import importlib.util as u; '
-            'spec = u.spec_from_file_location("ops", "mixedae_mm/ops.py"); '
-            'm = u.module_from_spec(spec); spec.loader.exec_module(m); '
+            'spec = u.spec_from_file_location('
+            '"ops", "mixedae_mm/ops/__init__.py", '
+            'submodule_search_locations=["mixedae_mm/ops"]); '
+            'm = u.module_from_spec(spec); sys.modules["ops"] = m; '
+            'spec.loader.exec_module(m); '
             'print(m.sample_partition(1, 4, 2).shape)')
     out = subprocess.run([sys.executable, '-c', code], cwd=repo_root,
                          capture_output=True, text=True)

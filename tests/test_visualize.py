@@ -12,7 +12,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from mixedae_mm import ops
+from mixedae_mm.visualization import pixels as pixel_space
 
 DEMO_CONFIG = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 
@@ -37,26 +37,27 @@ def test_pixel_round_trip_is_exact(repo_root):
     patches = head.patchify(inputs)
     assert torch.equal(head.unpatchify(patches), inputs)
     target = head.construct_target(inputs)  # what the loss compares with
-    mean, var = ops.patch_statistics(patches)
-    restored = ops.denormalize_patches(target, mean, var)
+    mean, var = pixel_space.patch_statistics(patches)
+    restored = pixel_space.denormalize_patches(target, mean, var)
     torch.testing.assert_close(restored, patches, atol=1e-5, rtol=1e-5)
-    back = ops.to_pixels(head.unpatchify(restored), pre.mean, pre.std)
+    back = pixel_space.to_pixels(head.unpatchify(restored), pre.mean, pre.std)
     torch.testing.assert_close(back, pixels, atol=1e-3, rtol=0)
 
 
 def test_patch_statistics_from_visible_patches_only():
     patches = torch.randn(2, 4, 12)
     visible = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 1]]).bool()
-    mean, var = ops.patch_statistics(patches, visible)
+    mean, var = pixel_space.patch_statistics(patches, visible)
     assert mean.shape == var.shape == (2, 4, 1)
     torch.testing.assert_close(mean[0, 3, 0], patches[0, :2].mean(-1).mean())
     torch.testing.assert_close(var[1, 0, 0], patches[1, 3].var())
     # the hidden patches' values do not matter
     changed = patches.clone()
     changed[~visible] += 100
-    assert torch.equal(ops.patch_statistics(changed, visible)[0], mean)
+    assert torch.equal(pixel_space.patch_statistics(changed, visible)[0], mean)
     with pytest.raises(ValueError, match='no visible patch'):
-        ops.patch_statistics(patches, torch.zeros(2, 4, dtype=torch.bool))
+        pixel_space.patch_statistics(patches,
+                                     torch.zeros(2, 4, dtype=torch.bool))
 
 
 @pytest.mark.parametrize('ablation', ['none', 'mae'])
@@ -77,7 +78,8 @@ def test_reconstruct_shapes_paste_and_rng(repo_root, ablation):
     # each image sees 16 of 64 patches (its share of 4, or MAE's 25 %)
     assert rec.visible.sum(1).tolist() == [16] * 8
     torch.testing.assert_close(rec.original, pixels, atol=1e-3, rtol=0)
-    own = ops.patch_mask_to_pixels(rec.visible, (8, 8), 8).expand_as(pixels)
+    own = pixel_space.patch_mask_to_pixels(rec.visible, (8, 8),
+                                           8).expand_as(pixels)
     torch.testing.assert_close(rec.pasted[own], pixels[own], atol=1e-3,
                                rtol=0)
     assert torch.equal(rec.pasted[~own], rec.reconstruction[~own])
@@ -286,7 +288,7 @@ def test_plot_log_tool(repo_root, logged_run, tmp_path):
 
 def test_topk_key_frequency():
     indices = torch.tensor([[[[0, 1], [2, 3]], [[0, 2], [2, 1]]]])  # 1,2,2,2
-    freq = ops.topk_key_frequency(indices, 4)
+    freq = pixel_space.topk_key_frequency(indices, 4)
     assert freq.shape == (1, 2, 4)
     assert freq[0, 0].tolist() == [1., .5, .5, 0.]
     assert freq[0, 1].tolist() == [0., .5, 1., .5]

@@ -1,13 +1,13 @@
 # FSDP (fully sharded data parallel) through mmengine's FlexibleRunner, on
 # top of a pretraining recipe (configs/fsdp/*.py; docs/scale.md, "FSDP").
 # Parameters, gradients and optimizer state are split over the GPUs; each
-# attention and MLP module is an FSDP unit, gathered only while it runs.
+# transformer layer is an FSDP unit, gathered only while it runs.
 runner_type = 'FlexibleRunner'
 strategy = dict(
     type='MixedAEFSDPStrategy',  # mmengine's FSDPStrategy, resume repaired
     model_wrapper=dict(
         auto_wrap_policy=dict(
-            type='mixedae_mm.engine.fsdp.attention_and_mlp_wrap_policy'),
+            type='mixedae_mm.engine.fsdp.encoder_layer_wrap_policy'),
         # FSDP casts the gathered weights itself: bf16 compute, gradients
         # averaged in fp32, fp32 master weights and AdamW state (the recipe's
         # AmpOptimWrapper becomes a plain OptimWrapper in configs/fsdp/).

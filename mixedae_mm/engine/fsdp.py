@@ -1,12 +1,10 @@
 """What FSDP (mmengine's ``FSDPStrategy``) needs from mixedae_mm.
 
-The ViT encoder runs its layers' attention and MLP itself
-(:func:`~mixedae_mm.models.backbones.mixedae_vit.encoder_layer_forward`,
-for homologous attention and windows), not through
-``TransformerEncoderLayer.forward``; an FSDP unit's parameters are
-gathered only when the unit's own ``forward`` runs. So the units are the
-attention and the MLP of every transformer layer, encoder and decoder
-alike; the rest (embeddings, norms, heads) stays in the root unit.
+The FSDP units are the transformer layers, encoder and decoder alike
+(:func:`encoder_layer_wrap_policy`, as mmpretrain's FSDP configs wrap
+``TransformerEncoderLayer``): each one is called through its own
+``forward``, which is when FSDP gathers a unit's parameters. The rest
+(embeddings, norms, heads) stays in the root unit.
 
 :class:`MixedAEFSDPStrategy` is mmengine's ``FSDPStrategy`` with resuming
 repaired for this torch.
@@ -14,26 +12,36 @@ repaired for this torch.
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine._strategy import FSDPStrategy
 from mmengine.registry import STRATEGIES
+from mmpretrain.models.backbones.vision_transformer import \
+    TransformerEncoderLayer
 from mmpretrain.models.utils import MultiheadAttention
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from .runner import scale_lr_for_accumulation
 
-#: modules that become FSDP units (each one called through its forward)
-WRAPPED_MODULES = (MultiheadAttention, FFN)
+
+def encoder_layer_wrap_policy(module: nn.Module, recurse: bool,
+                              nonwrapped_numel: int) -> bool:
+    """FSDP ``auto_wrap_policy``: each transformer layer (the encoder's
+    ``MixedAEEncoderLayer`` and the decoder's blocks) is a unit.
+
+    In a config: ``strategy.model_wrapper.auto_wrap_policy=dict(type=
+    'mixedae_mm.engine.fsdp.encoder_layer_wrap_policy')``.
+    """
+    if recurse:
+        return True
+    return isinstance(module, TransformerEncoderLayer)
 
 
 def attention_and_mlp_wrap_policy(module: nn.Module, recurse: bool,
                                   nonwrapped_numel: int) -> bool:
-    """FSDP ``auto_wrap_policy``: wrap each attention and MLP module.
-
-    In a config: ``strategy.model_wrapper.auto_wrap_policy=dict(type=
-    'mixedae_mm.engine.fsdp.attention_and_mlp_wrap_policy')``.
-    """
+    """FSDP ``auto_wrap_policy`` with smaller units, each layer's attention
+    and MLP (the default before layers were units; kept for configs that
+    name it)."""
     if recurse:
         return True
-    return isinstance(module, WRAPPED_MODULES)
+    return isinstance(module, (MultiheadAttention, FFN))
 
 
 def is_sharded(model: nn.Module) -> bool:

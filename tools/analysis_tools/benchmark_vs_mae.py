@@ -60,7 +60,8 @@ import mixedae_mm  # noqa: E402,F401
 from flop_counting import flop_counter  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
-from mixedae_mm import cpu_kernels, ops  # noqa: E402
+from mixedae_mm import ops  # noqa: E402
+from mixedae_mm.ops.fast import cpu_kernels  # noqa: E402
 from mixedae_mm.cli_args import (non_negative_int,  # noqa: E402
                                  positive_float, positive_int,
                                  positive_multiple_of)

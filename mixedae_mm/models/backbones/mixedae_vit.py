@@ -4,8 +4,6 @@ import torch
 import torch.utils.checkpoint
 from mmengine.logging import MMLogger
 from mmpretrain.models import VisionTransformer
-from mmpretrain.models.backbones.vision_transformer import \
-    TransformerEncoderLayer
 from mmpretrain.models.utils import (build_2d_sincos_position_embedding,
                                      resize_pos_embed)
 from mmpretrain.registry import MODELS
@@ -13,7 +11,7 @@ from torch import Tensor, nn
 
 from ... import ops
 from ...checkpoint_io import load_checkpoint_strict
-from .attention import MixedAEAttention, window_partition, window_unpartition
+from .encoder_layer import MixedAEEncoderLayer
 
 
 class MixedEncoding(NamedTuple):
@@ -33,40 +31,6 @@ class MixedEncoding(NamedTuple):
     owner: Tensor
     homo_accuracy: Tensor
     topk_indices: Optional[Tuple[Tensor, ...]] = None
-
-
-def encoder_layer_forward(
-        layer: TransformerEncoderLayer,
-        x: Tensor,
-        grid_hw: Tuple[int, int],
-        top_k: Optional[int] = None,
-        window_size: int = 0) -> Tuple[Tensor, Optional[Tensor]]:
-    """``TransformerEncoderLayer.forward`` with the options of MixedAE.
-
-    Args:
-        x: ``(S, L, D)`` tokens.
-        grid_hw: patch grid of the sequences.
-        top_k: homologous attention with this ``k`` (pretraining).
-        window_size: attend within non-overlapping windows of this many
-            patches per side (ViTDet); ``x`` then holds patch tokens only.
-
-    Returns:
-        The layer output and, with ``top_k``, the selected keys
-        ``(S, heads, N, k)``.
-    """
-    y = layer.ln1(x)
-    topk_indices = None
-    if top_k is not None:
-        y, topk_indices = layer.attn(y, top_k=top_k)
-    elif window_size:
-        windows, padded_hw = window_partition(y, grid_hw, window_size)
-        windows = layer.attn(windows, grid_hw=(window_size, window_size))
-        y = window_unpartition(windows, grid_hw, padded_hw, window_size)
-    else:
-        y = layer.attn(y, grid_hw=grid_hw)
-    x = x + y
-    x = layer.ffn(layer.ln2(x), identity=x)
-    return x, topk_indices
 
 
 @MODELS.register_module()
@@ -220,13 +184,14 @@ class MixedAEViT(VisionTransformer):
             for i in range(self.num_layers)
         ]
         self.use_rel_pos_bias = use_rel_pos_bias
-        for layer, window in zip(self.layers, self.window_sizes):
+        for i, window in enumerate(self.window_sizes):
             rel_pos_grid = None
             if use_rel_pos_bias:
                 rel_pos_grid = (window, window) if window else \
                     self.patch_resolution
-            layer.attn = MixedAEAttention.replace(
-                layer.attn,
+            self.layers[i] = MixedAEEncoderLayer.replace(
+                self.layers[i],
+                window_size=window,
                 rel_pos_grid=rel_pos_grid,
                 with_cls=not window_size)
 
@@ -291,17 +256,17 @@ class MixedAEViT(VisionTransformer):
             logger=MMLogger.get_current_instance())
 
     # --------------------------------------------------------------- forward
-    def _run_layer(self, layer, x: Tensor, grid_hw, **kwargs):
-        """:func:`encoder_layer_forward`, checkpointed with ``with_cp``.
+    def _run_layer(self, layer: MixedAEEncoderLayer, x: Tensor, grid_hw,
+                   top_k: Optional[int] = None):
+        """``layer(x, grid_hw, top_k)``, checkpointed with ``with_cp``.
 
         The recomputation in backward selects the same top-k keys: the
         selection is a deterministic function of the recomputed q and k.
         """
         if self.with_cp and torch.is_grad_enabled() and x.requires_grad:
             return torch.utils.checkpoint.checkpoint(
-                encoder_layer_forward, layer, x, grid_hw,
-                use_reentrant=False, **kwargs)
-        return encoder_layer_forward(layer, x, grid_hw, **kwargs)
+                layer, x, grid_hw, top_k, use_reentrant=False)
+        return layer(x, grid_hw, top_k)
 
     def forward(self,
                 x: Tensor,
@@ -334,8 +299,7 @@ class MixedAEViT(VisionTransformer):
 
         outs = []
         for i, layer in enumerate(self.layers):
-            x, _ = self._run_layer(
-                layer, x, grid_hw, window_size=self.window_sizes[i])
+            x, _ = self._run_layer(layer, x, grid_hw)
             if i == len(self.layers) - 1 and self.final_norm:
                 x = self.ln1(x)
             if i in self.out_indices:

@@ -10,6 +10,7 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from ... import ops
+from ...visualization import pixels as pixel_space
 from ...apis import with_test_pipeline
 
 #: ``ablation`` presets: the paper's ablations, one config line each. A
@@ -192,16 +193,11 @@ class MixedAE(BaseSelfSupervisor):
     def loss(self, inputs: Tensor, data_samples: List[DataSample],
              **kwargs) -> Dict[str, Tensor]:
         """Named loss terms, plus homologous accuracy for logging."""
-        if not self.backbone.mixing:
-            latent, mask, ids_restore = self.backbone(inputs, mask=True)
-            pred = self.neck(latent, ids_restore=ids_restore)
-            return self.head.loss(pred, inputs, mask)
-
-        encoding = self.backbone(inputs, mask=True)
-        pred = self.neck(encoding.tokens, owner=encoding.owner)
-        mask = ops.reconstruction_mask(encoding.owner, self.backbone.group_size)
+        pred, hidden, encoding = self._predict(inputs)
+        if encoding is None:  # the MAE ablation
+            return self.head.loss(pred, inputs, hidden)
         losses = self.head.loss(
-            pred, inputs, mask, latent=encoding.tokens, owner=encoding.owner)
+            pred, inputs, hidden, latent=encoding.tokens, owner=encoding.owner)
         accuracy = encoding.homo_accuracy
         if accuracy.numel():
             losses['homo_acc'] = accuracy.mean()
@@ -225,33 +221,37 @@ class MixedAE(BaseSelfSupervisor):
                 patch's true mean/var, as MAE's visualisation; hidden
                 patches borrow theirs) or ``'visible'`` (one mean/var per
                 image from its visible patches: nothing hidden leaks). See
-                :func:`ops.patch_statistics`.
+                :func:`pixel_space.patch_statistics`.
 
         Runs in eval mode without gradients and restores the mode after.
         """
-        if pixel_stats not in ops.PIXEL_STATS_CHOICES:
-            raise ValueError(f'pixel_stats must be one of '
-                             f'{ops.PIXEL_STATS_CHOICES}, got {pixel_stats!r}')
+        if pixel_stats not in pixel_space.PIXEL_STATS_CHOICES:
+            raise ValueError(
+                f'pixel_stats must be one of '
+                f'{pixel_space.PIXEL_STATS_CHOICES}, got {pixel_stats!r}')
         was_training = self.training
         self.eval()
         try:
             with seeded_rng(seed, inputs.device):
-                pred, visible, owner = self._predict(inputs)
+                pred, hidden, encoding = self._predict(inputs)
         finally:
             self.train(was_training)
 
+        visible = hidden == 0
+        owner = None if encoding is None else encoding.owner
         head = self.head
         patches = head.patchify(inputs)
         if head.norm_pix:
-            mean, var = ops.patch_statistics(
+            mean, var = pixel_space.patch_statistics(
                 patches, visible if pixel_stats == 'visible' else None)
-            pred = ops.denormalize_patches(pred, mean, var)
-        pasted = ops.paste_visible(pred, patches, visible)
+            pred = pixel_space.denormalize_patches(pred, mean, var)
+        pasted = pixel_space.paste_visible(pred, patches, visible)
 
         preprocessor = self.data_preprocessor
 
         def pixels(images: Tensor) -> Tensor:
-            return ops.to_pixels(images, preprocessor.mean, preprocessor.std)
+            return pixel_space.to_pixels(images, preprocessor.mean,
+                                         preprocessor.std)
 
         original = pixels(inputs)
         if owner is not None:
@@ -260,7 +260,7 @@ class MixedAE(BaseSelfSupervisor):
                 inputs, owner, self.backbone.patch_size)).repeat_interleave(
                     group_size, dim=0)
         else:
-            model_input = original * ops.patch_mask_to_pixels(
+            model_input = original * pixel_space.patch_mask_to_pixels(
                 visible, self.backbone.patch_resolution,
                 self.backbone.patch_size).to(original)
         return Reconstruction(original, model_input, visible, owner,
@@ -268,12 +268,15 @@ class MixedAE(BaseSelfSupervisor):
                               pixels(head.unpatchify(pasted)))
 
     def _predict(self, inputs: Tensor):
-        """Decoder output ``(B, N, P)``, visible ``(B, N)`` bool, owner."""
+        """Encode, decode: ``(pred (B, N, P), hidden (B, N), encoding)``,
+        ``hidden`` 1 where the loss counts a patch, ``encoding`` the
+        backbone's :class:`MixedEncoding` (``None`` for the MAE ablation:
+        the one place the method forks)."""
         if not self.backbone.mixing:
             latent, mask, ids_restore = self.backbone(inputs, mask=True)
-            return self.neck(latent, ids_restore=ids_restore), mask == 0, None
+            return self.neck(latent, ids_restore=ids_restore), mask, None
         encoding = self.backbone(inputs, mask=True)
         pred = self.neck(encoding.tokens, owner=encoding.owner)
         hidden = ops.reconstruction_mask(encoding.owner,
                                          self.backbone.group_size)
-        return pred, hidden == 0, encoding.owner
+        return pred, hidden, encoding

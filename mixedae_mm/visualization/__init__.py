@@ -15,7 +15,8 @@ import numpy as np
 from mmengine.dataset import Compose, default_collate
 from torch import Tensor
 
-from . import ops
+from .. import ops
+from . import pixels
 
 #: one colour per group slot (RGB), repeated beyond 6
 SLOT_COLOURS = np.array([(230, 25, 75), (60, 180, 75), (0, 130, 200),
@@ -213,8 +214,8 @@ def reconstruction_grids(rec, group_size: int, patch_size: int,
         raise ValueError(f'{len(image_names)} image names for {batch} '
                          'images')
     grid_hw = (height // patch_size, width // patch_size)
-    visible_px = ops.patch_mask_to_pixels(rec.visible, grid_hw,
-                                          patch_size).cpu().numpy()
+    visible_px = pixels.patch_mask_to_pixels(rec.visible, grid_hw,
+                                             patch_size).cpu().numpy()
     visible_px = visible_px.transpose(0, 2, 3, 1).astype(bool)  # B H W 1
     rows = {name: _to_rgb_uint8(images, channels_are_rgb).astype(np.float32)
             for name, images in (('original', rec.original),
@@ -223,7 +224,7 @@ def reconstruction_grids(rec, group_size: int, patch_size: int,
                                  ('reconstruction + visible', rec.pasted))}
     rows['visible'] = np.where(visible_px, rows['original'], 128.)
     if rec.owner is not None:
-        owner_px = ops.patch_mask_to_pixels(rec.owner, grid_hw, patch_size)
+        owner_px = pixels.patch_mask_to_pixels(rec.owner, grid_hw, patch_size)
         owner_px = owner_px.cpu().numpy()[:, 0]  # M H W
         tint = SLOT_COLOURS[owner_px % len(SLOT_COLOURS)]
         owner_px = owner_px.repeat(group_size, axis=0)[..., None]
@@ -328,7 +329,7 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
     """
     import torch
 
-    from .models.selfsup.mixedae import seeded_rng
+    from ..models.selfsup.mixedae import seeded_rng
     backbone = model.backbone
     if not backbone.mixing or not backbone.homo_attn_layers:
         raise ValueError('the model has no homologous attention to show '
@@ -345,7 +346,7 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
     group_size, patch = backbone.group_size, backbone.patch_size
     grid_h, grid_w = backbone.patch_resolution
     # (layers, M, N, N) fraction of heads picking key j for query i
-    freq = torch.stack([ops.topk_key_frequency(t, num_patches)
+    freq = torch.stack([pixels.topk_key_frequency(t, num_patches)
                         for t in encoding.topk_indices]).cpu()
     owner = owner.cpu()
     rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w),
@@ -354,8 +355,8 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
             (cols - (grid_w - 1) / 2)**2).flatten().float()
     pre = model.data_preprocessor
     mixed = _to_rgb_uint8(
-        ops.to_pixels(ops.mix_images(inputs, encoding.owner, patch),
-                      pre.mean, pre.std), channels_are_rgb(model))
+        pixels.to_pixels(ops.mix_images(inputs, encoding.owner, patch),
+                         pre.mean, pre.std), channels_are_rgb(model))
     mixed = mixed.astype(np.float32)
     cell_w = mixed.shape[2] * scale
     layers = freq.shape[0]
@@ -379,7 +380,7 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
                 picks = freq[layer, m, query]  # (N,)
                 precision[m, layer, g] = (picks * (owner[m] == g)).sum() / \
                     picks.sum()
-                weight = ops.patch_mask_to_pixels(
+                weight = pixels.patch_mask_to_pixels(
                     picks[None], (grid_h, grid_w), patch)[0, 0].numpy()
                 cell = mixed[m] * (0.2 + 0.8 * weight[..., None])
                 y0, x0 = (query // grid_w) * patch, (query % grid_w) * patch
