@@ -64,13 +64,26 @@ def test_without_a_group_the_block_does_nothing():
 
 def _gloo_threads() -> int:
     """gloo threads alive in this process, once garbage is collected: a
-    group an earlier test left to the collector (a model wrapper in a
-    reference cycle) would otherwise vanish in the middle of a count."""
+    group an earlier test of this process left to the collector (a model
+    wrapper in a reference cycle) would otherwise vanish mid-test."""
     import gc
     import os
     gc.collect()
     return sum('gloo' in open(f'/proc/self/task/{task}/comm').read()
                for task in os.listdir('/proc/self/task'))
+
+
+def _gloo_threads_seen(more_than: int) -> bool:
+    """Whether the new group's threads show up: each thread takes its
+    'gloo' name itself once it first runs, which on a loaded machine can
+    be after ``init_process_group`` returns."""
+    import time
+    deadline = time.monotonic() + 60
+    while _gloo_threads() <= more_than:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _train_a_wrapped_model(fail: bool) -> None:
@@ -90,7 +103,7 @@ def test_a_wrapped_model_does_not_keep_the_group_alive(tmp_path):
     before = _gloo_threads()
     with process_group_torn_down_at_exit():
         _one_process_group(tmp_path)
-        assert _gloo_threads() > before
+        assert _gloo_threads_seen(more_than=before)
         _train_a_wrapped_model(fail=False)
     assert not dist.is_initialized()
     assert _gloo_threads() == before
