@@ -101,12 +101,12 @@ def load_to_model_strict(model, checkpoint: dict, source: str,
     """mmengine's ``_load_checkpoint_to_model`` made strict: every tensor
     of ``model`` (unwrapped from DDP) must come from ``checkpoint`` by name
     and shape, and every checkpoint tensor must be used
-    (:func:`mixedae_mm.checkpoint_io.load_state_dict_strict`). Returns
+    (:func:`mixedae_mm.checkpoints.load_state_dict_strict`). Returns
     ``checkpoint``."""
     from mmengine.logging import MMLogger
     from mmengine.model import is_model_wrapper
 
-    from .checkpoint_io import load_state_dict_strict, state_dict_of
+    from .checkpoints import load_state_dict_strict, state_dict_of
     if is_model_wrapper(model):
         model = model.module
     state = state_dict_of(checkpoint, source)
@@ -126,7 +126,7 @@ def load_checkpoint_for_use(model, filename: str, map_location=None,
     carries e.g. ``dataset_meta``)."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from .checkpoint_io import CheckpointError
+    from .checkpoints import CheckpointError
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location,
                                                   logger)
     if not isinstance(checkpoint, dict):

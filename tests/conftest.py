@@ -1,11 +1,29 @@
+import importlib.util
+import os
 import os.path as osp
 import sys
 
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# tests import the package from this clone, installed or not
+# tests, and the tools they start, import the package from this clone,
+# installed or not
 sys.path.insert(0, ROOT)
+os.environ['PYTHONPATH'] = os.pathsep.join(
+    p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
+
+
+def load_tool(relative_path: str):
+    """``tools/<relative_path>`` as a module (tools/ is no package), for
+    tests that call a command line's functions in-process."""
+    path = osp.join(ROOT, 'tools', relative_path)
+    name = 'tool_' + relative_path.replace('/', '_')[:-len('.py')]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def pytest_configure(config):

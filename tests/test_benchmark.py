@@ -1,5 +1,4 @@
 """tools/analysis_tools/benchmark_vs_mae.py end to end, on a tiny size."""
-import importlib.util
 import json
 import os
 import platform
@@ -16,11 +15,8 @@ TOOLS = Path(__file__).resolve().parents[1] / 'tools' / 'analysis_tools'
 
 @pytest.fixture(scope='module')
 def bench_tool():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_vs_mae', TOOLS / 'benchmark_vs_mae.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool('analysis_tools/benchmark_vs_mae.py')
 
 
 @pytest.mark.parametrize('extra', [[], ['--with-cp', '--amp', 'bf16']])

@@ -7,27 +7,28 @@ import torch
 from mmengine.fileio import get_file_backend
 
 from conftest import short_demo_run
-from mixedae_mm.engine.fileio import AtomicLocalBackend, write_atomic
+from mixedae_mm.checkpoints import atomic_write
+from mixedae_mm.engine.fileio import AtomicLocalBackend
 
 
-def test_write_atomic_replaces_whole_file(tmp_path):
+def test_atomic_write_replaces_whole_file(tmp_path):
     target = tmp_path / 'sub' / 'iter_1.pth'
-    write_atomic(b'first', target)
-    write_atomic(b'second version', target)
+    atomic_write(target, b'first')
+    atomic_write(target, b'second version')
     assert target.read_bytes() == b'second version'
     assert os.listdir(target.parent) == ['iter_1.pth']  # no temp left
 
 
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / 'iter_1.pth'
-    write_atomic(b'complete checkpoint', target)
+    atomic_write(target, b'complete checkpoint')
 
     def disk_full(fd):
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(os, 'fsync', disk_full)
     with pytest.raises(OSError, match='No space left'):
-        write_atomic(b'half a checkp', target)
+        atomic_write(target, b'half a checkp')
     assert target.read_bytes() == b'complete checkpoint'
     assert os.listdir(tmp_path) == ['iter_1.pth']
 

@@ -4,7 +4,7 @@ import os.path as osp
 import pytest
 
 from mixedae_mm.cli import resolve_config
-from mixedae_mm.cli.knn_eval import find_tool, with_data_config_resolved
+from mixedae_mm.cli.knn_eval import parse_args
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 LINEAR = osp.join(ROOT, 'configs/finetune/mixedae_vitb_linear-90e_in1k.py')
@@ -21,14 +21,13 @@ def test_a_recipe_name_gives_its_shipped_config():
 
 
 def test_knn_command_defaults_to_the_shipped_linear_probe_data_config():
-    assert with_data_config_resolved(['cfg', 'ckpt']) == [
-        'cfg', 'ckpt', '--data-config', LINEAR]
-    assert with_data_config_resolved(
-        ['cfg', 'ckpt', '--data-config', 'mixedae_vitb_linear-90e_in1k',
-         '--k', '5']) == ['cfg', 'ckpt', '--data-config', LINEAR, '--k', '5']
-    assert with_data_config_resolved(['c', 'k', '--data-config=d.py']) == [
-        'c', 'k', '--data-config=d.py']
-    assert with_data_config_resolved(['--help']) == ['--help']
-    # from a clone, the tool is the clone's own
-    assert find_tool('analysis_tools/knn_eval.py') == osp.join(
-        ROOT, 'tools/analysis_tools/knn_eval.py')
+    """mixedae-knn and tools/analysis_tools/knn_eval.py are one command:
+    its --data-config is a config file or a recipe's name, by default the
+    linear-probe recipe's shipped config, wherever it runs from."""
+    def data_config(*argv):
+        return resolve_config(parse_args(['cfg', 'ckpt', *argv]).data_config)
+
+    assert data_config() == LINEAR
+    assert data_config('--data-config', 'mixedae_vitb_linear-90e_in1k',
+                       '--k', '5') == LINEAR
+    assert data_config('--data-config=d.py') == 'd.py'

@@ -16,13 +16,12 @@ import pytest
 import torch
 from torch import nn
 
-CONVERTERS = osp.join(
-    osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
-    'model_converters')
-sys.path.insert(0, CONVERTERS)
-import convert_timm  # noqa: E402
-import extract_backbone  # noqa: E402
-import keymap  # noqa: E402
+from conftest import load_tool
+
+from mixedae_mm.checkpoints import CheckpointError, keymap, read_state_dict
+
+convert_timm = load_tool('model_converters/convert_timm.py')
+extract_backbone = load_tool('model_converters/extract_backbone.py')
 
 IMG, PATCH = 64, 8
 #: the demo encoder (tests/conftest.py DEMO_ARCH) as timm arguments
@@ -122,7 +121,7 @@ def test_extract_segment_embed_only_on_request():
     assert sorted(dropped) == ['backbone.segment_embed', 'neck.mask_token']
     kept, _ = extract_backbone.extract(state, keep_segment_embed=True)
     assert sorted(kept) == ['cls_token', 'segment_embed']
-    with pytest.raises(keymap.CheckpointError, match='already an extracted'):
+    with pytest.raises(CheckpointError, match='already an extracted'):
         extract_backbone.extract(kept)
 
 
@@ -223,7 +222,7 @@ def test_official_mae_layout_round_trip(pretrained_checkpoint):
         convert_timm.convert(full, 'to mae'), 'to mae', 'iter_2.pth')
     assert_same_tensors(packed['model'], mae.state)
     backbone_only, _ = keymap.strip_prefix(full, 'backbone.')
-    with pytest.raises(keymap.CheckpointError, match='use --to timm'):
+    with pytest.raises(CheckpointError, match='use --to timm'):
         convert_timm.convert(backbone_only, 'to mae')
 
 
@@ -312,5 +311,5 @@ def test_cli_reports_unknown_key_and_writes_nothing(repo_root, tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     src = tmp_path / 'mae_training_checkpoint.pth'
     torch.save({'model': {}, 'args': argparse.Namespace(lr=1.0)}, src)
-    with pytest.raises(keymap.CheckpointError, match='argparse.Namespace'):
-        keymap.load_weights(str(src))
+    with pytest.raises(CheckpointError, match='argparse.Namespace'):
+        read_state_dict(str(src))

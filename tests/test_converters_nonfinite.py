@@ -2,17 +2,14 @@
 command lines, called in-process; test_converters.py runs them as
 subprocesses)."""
 import os.path as osp
-import sys
 
 import pytest
 import torch
 
-CONVERTERS = osp.join(
-    osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
-    'model_converters')
-sys.path.insert(0, CONVERTERS)
-import extract_backbone  # noqa: E402
-import publish_model  # noqa: E402
+from conftest import load_tool
+
+extract_backbone = load_tool('model_converters/extract_backbone.py')
+publish_model = load_tool('model_converters/publish_model.py')
 
 
 @pytest.fixture(scope='module')

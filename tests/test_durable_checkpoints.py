@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from mixedae_mm.checkpoint_io import (CheckpointError, atomic_write,
-                                      load_weights_only, remove_stale_temps)
+from mixedae_mm.checkpoints import (CheckpointError, atomic_write,
+                                    load_weights_only, remove_stale_temps)
 
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 UMASK = 0o022
@@ -237,19 +237,47 @@ def test_weights_only_is_passed_whatever_the_environment(tmp_path,
     assert not marker.exists()
 
 
-def test_converters_share_checkpoint_io_without_openmmlab_imports(
-        repo_root):
-    code = ('import sys; sys.path.insert(0, "tools/model_converters"); '
-            'import keymap, trust_checkpoint; '
-            'print(sorted(m for m in ("mmengine", "mmpretrain", "mixedae_mm")'
-            ' if m in sys.modules)); '
-            'print(keymap.checkpoint_io.__file__)')
-    result = run(repo_root, ['-c', code])
+#: runs each converter (argv lists) with OpenMMLab unimportable, as on a
+#: machine that has torch only
+WITHOUT_OPENMMLAB = (
+    'import json, runpy, sys\n'
+    'for name in ("mmcv", "mmengine", "mmpretrain"):\n'
+    '    sys.modules[name] = None\n'
+    'for argv in json.loads(sys.argv[1]):\n'
+    '    sys.argv = argv\n'
+    '    try:\n'
+    '        runpy.run_path(argv[0], run_name="__main__")\n'
+    '    except SystemExit as stop:\n'
+    '        assert stop.code in (0, None), (argv, stop.code)\n')
+
+
+def test_converters_run_where_openmmlab_is_not_installed(
+        repo_root, pretrained_checkpoint, tmp_path):
+    """The converters and mixedae_mm.checkpoints (their one atomic write and
+    weights-only read) need torch only."""
+    import json
+    pickled = tmp_path / 'official_mae.pth'
+    torch.save(dict(model={'cls_token': torch.zeros(1, 1, 8)},
+                    args=__import__('argparse').Namespace(lr=1.0)), pickled)
+    tools = 'tools/model_converters/'
+    runs = [
+        [tools + 'extract_backbone.py', pretrained_checkpoint,
+         tmp_path / 'backbone.pth'],
+        [tools + 'convert_timm.py', tmp_path / 'backbone.pth',
+         tmp_path / 'timm.pth', '--to', 'timm'],
+        [tools + 'publish_model.py', tmp_path / 'backbone.pth',
+         tmp_path / 'published.pth'],
+        [tools + 'trust_checkpoint.py', pickled, tmp_path / 'trusted.pth',
+         '--trust'],
+    ]
+    result = run(repo_root, ['-c', WITHOUT_OPENMMLAB,
+                             json.dumps([list(map(str, r)) for r in runs])])
     assert result.returncode == 0, result.stderr
-    imported, path = result.stdout.splitlines()
-    assert imported == '[]'
-    assert osp.samefile(path, osp.join(repo_root, 'mixedae_mm',
-                                       'checkpoint_io.py'))
+    assert set(torch.load(tmp_path / 'timm.pth', weights_only=True)) >= {
+        'cls_token', 'pos_embed', 'blocks.0.attn.qkv.weight'}
+    assert list(tmp_path.glob('published-*.pth'))
+    assert torch.load(tmp_path / 'trusted.pth', weights_only=True)[
+        'args'] == {'lr': 1.0}
 
 
 def test_disk_full_while_saving_names_the_file_and_the_intact_checkpoint(
@@ -260,14 +288,14 @@ def test_disk_full_while_saving_names_the_file_and_the_intact_checkpoint(
     from conftest import short_demo_run
     from mixedae_mm.engine import CheckpointSaveError, fileio
 
-    real_write = fileio.write_bytes_atomic
+    real_write = fileio.atomic_write
 
-    def disk_fills_at_iter_2(data, path):
+    def disk_fills_at_iter_2(path, content):
         if osp.basename(path) == 'iter_2.pth':
             raise OSError(28, 'No space left on device')
-        return real_write(data, path)
+        return real_write(path, content)
 
-    monkeypatch.setattr(fileio, 'write_bytes_atomic', disk_fills_at_iter_2)
+    monkeypatch.setattr(fileio, 'atomic_write', disk_fills_at_iter_2)
 
     def every_iteration(cfg):
         cfg.default_hooks.checkpoint.interval = 1
@@ -311,3 +339,15 @@ def test_file_size_limit_while_saving_is_one_error_line(repo_root, demo_data,
     assert (work / 'last_checkpoint').read_text() == str(work / 'iter_1.pth')
     assert load_weights_only(work / 'iter_1.pth')['meta']['iter'] == 1
     assert temp_files(work) == []
+
+
+def test_an_object_that_stays_unloadable_is_named():
+    """What to_weights_only cannot convert (here a date) is refused with its
+    type named, not with an error of the check itself."""
+    import datetime
+
+    from mixedae_mm.checkpoints import check_weights_only, to_weights_only
+    checkpoint = to_weights_only({'meta': {'day': datetime.date(2026, 1, 1)}})
+    with pytest.raises(CheckpointError, match=r'^old\.pth: holds an object '
+                       r'that weights_only refuses .*datetime'):
+        check_weights_only(checkpoint, 'old.pth')

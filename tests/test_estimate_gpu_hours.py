@@ -2,15 +2,14 @@
 count that matches the ViT's closed form, hours from a given throughput,
 and numeric flags checked."""
 import os.path as osp
-import sys
 
 import pytest
 import torch
+from conftest import load_tool
 from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-import estimate_gpu_hours  # noqa: E402
+estimate_gpu_hours = load_tool('analysis_tools/estimate_gpu_hours.py')
 
 COCO_TRAIN = estimate_gpu_hours.TRAIN_IMAGES['CocoDataset']
 
@@ -91,7 +90,7 @@ def test_flop_fallback_counts_a_pretraining_step_not_a_full_forward():
     flops, hw, step_factor = estimate_gpu_hours.forward_flops(cfg)
     assert hw == (64, 64) and step_factor == 1
 
-    from benchmark_vs_mae import Trainer
+    from mixedae_mm.analysis import Trainer
     from mixedae_mm.downstream import build_model
     cfg.model.backbone.pop('init_cfg', None)
     model = build_model(cfg.model, 'mmpretrain')

@@ -1,6 +1,5 @@
 """tools/gpu_check.sh (the GPU check) run end to end on the CPU at its tiny
 size, its offline install of the carried wheels, and its settings."""
-import importlib.util
 import json
 import math
 import os
@@ -32,11 +31,8 @@ RESUME_FIELDS = TRAIN_FIELDS - {'tries', 'data', 'iterations_per_epoch'} | {
 
 @pytest.fixture(scope='module')
 def gpu_check():
-    spec = importlib.util.spec_from_file_location(
-        'gpu_check', ROOT / 'tools' / 'analysis_tools' / 'gpu_check.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool('analysis_tools/gpu_check.py')
 
 
 def run_script(tmp_path, **env):

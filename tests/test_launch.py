@@ -307,7 +307,7 @@ def test_checkpoints_load_weights_only_and_untrusted_pickles_are_refused(
 
 
 def test_step_seed_depends_on_seed_rank_and_iteration():
-    from mixedae_mm.engine.checkpoint import step_seed
+    from mixedae_mm.engine.seeding import step_seed
     seeds = {step_seed(s, r, i) for s in (0, 1) for r in (0, 1)
              for i in range(50)}
     assert len(seeds) == 200

@@ -5,7 +5,6 @@ Every run goes through tools/train.py on the shipped demo config, shrunk by
 iteration with the shipped ``max_keep_ckpts``).
 """
 import glob
-import importlib.util
 import os.path as osp
 import re
 
@@ -18,11 +17,8 @@ GUARD = 'custom_hooks.0'
 
 
 def train_tool(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        'mixedae_train_tool', osp.join(repo_root, 'tools/train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+    return load_tool('train.py')
 
 
 def train(repo_root, work_dir, data_root, *options, iters=6, resume=None):

@@ -265,13 +265,8 @@ def test_slurm_train_asks_for_several_nodes(tmp_path):
 
 
 def _estimate_memory_tool():
-    import importlib
-    import sys
-    sys.path.insert(0, osp.join(ROOT, 'tools/analysis_tools'))
-    try:
-        return importlib.import_module('estimate_memory')
-    finally:
-        sys.path.pop(0)
+    from conftest import load_tool
+    return load_tool('analysis_tools/estimate_memory.py')
 
 
 def test_estimate_memory_counts_states_and_scales_activations():

@@ -2,11 +2,11 @@
 (zero or negative sizes, a utilisation above 1, not a number) with exit
 status 2 and one line naming the flag, before any model is built; a missing
 config or checkpoint file is named the same way."""
-import importlib.util
 import os
 import os.path as osp
 
 import pytest
+from conftest import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py')
@@ -14,14 +14,7 @@ PICTURE_TOOLS = ['visualization/vis_reconstruction.py',
                  'visualization/vis_homologous_attention.py']
 
 
-def tool(relative_path):
-    """The tool's module, loaded from its file (tools/ is no package)."""
-    path = osp.join(ROOT, 'tools', relative_path)
-    name = 'tool_' + relative_path.replace('/', '_')[:-3]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+tool = load_tool
 
 
 def refused(capsys, parse_args, argv):
@@ -148,7 +141,7 @@ def test_plot_log_on_an_empty_scalars_file(capsys, tmp_path):
 
 
 def test_plot_log_skips_the_line_a_running_job_is_writing(tmp_path):
-    plot_log = tool('analysis_tools/plot_log.py')
+    from mixedae_mm.visualization import curves as plot_log
     scalars = tmp_path / 'scalars.json'
     scalars.write_text('{"loss": 1.5, "step": 1}\n{"loss": 1.2, "step": 2}\n'
                        '{"loss": 1.')

@@ -1,6 +1,5 @@
 """Issue 13: see what MixedAE learned (reconstructions, tools, hook)."""
 import glob
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -275,10 +274,8 @@ def test_plot_log_tool(repo_root, logged_run, tmp_path):
     image = _png(out)
     assert image.shape == (3 * 260, 700, 3)  # 3 panels at 7 x 2.6 in, 100 dpi
     assert image.std() > 10
-    spec = importlib.util.spec_from_file_location(
-        'plot_log', osp.join(repo_root, 'tools/analysis_tools/plot_log.py'))
-    plot_log = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_log)
+    from conftest import load_tool
+    plot_log = load_tool('analysis_tools/plot_log.py')
     with pytest.raises(SystemExit, match="has no \\['nonsense'\\]"):
         plot_log.main([str(work_dir), '--keys', 'nonsense', '--out',
                        str(out)])
@@ -365,11 +362,8 @@ def test_run_demo_ends_with_the_pictures(repo_root):
 
 
 def test_demo_figures_names_what_is_missing(repo_root, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        'demo_figures',
-        osp.join(repo_root, 'tools/visualization/demo_figures.py'))
-    demo_figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_figures)
+    from conftest import load_tool
+    demo_figures = load_tool('visualization/demo_figures.py')
     with pytest.raises(SystemExit, match='last_checkpoint: give the work '
                        'dir of a run that saved a checkpoint'):
         demo_figures.main([str(tmp_path), '--out', str(tmp_path / 'o')])

@@ -77,6 +77,8 @@ fi
 echo "[gpu_check] install: $status"
 export GPU_CHECK_INSTALL_STATUS="$status"
 export OUT
+# the tools import mixedae_mm from this clone (it is not installed there)
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 rc=0
 "$PY" tools/analysis_tools/gpu_check.py || rc=$?

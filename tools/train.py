@@ -4,14 +4,8 @@ mixedae_mm (the same flags as mmpretrain's ``tools/train.py``).
 The code is ``mixedae_mm/cli/train.py``; an installed package has it as
 the ``mixedae-train`` command.
 """
-import os.path as osp
-import sys
-
-# Make ``import mixedae_mm`` work from a plain clone, without installing.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 # the helpers, for scripts and tests that load this file
-from mixedae_mm.cli.train import (FSDP_BF16, configure_amp,  # noqa: E402,F401
+from mixedae_mm.cli.train import (FSDP_BF16, configure_amp,  # noqa: F401
                                   configure_fsdp_precision, main, merge_args,
                                   parse_args)
 

@@ -11,7 +11,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from ..apis import load_checkpoint_for_use
-from ..checkpoint_io import CheckpointError
+from ..checkpoints import CheckpointError
 from ..cli_args import config_file_or_recipe
 from ..datasets import check_image_loading
 from ..engine.launch import (check_data_roots,

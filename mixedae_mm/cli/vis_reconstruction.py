@@ -48,7 +48,7 @@ def load_model(config, checkpoint, device='cpu'):
 
     import mixedae_mm  # noqa: F401  (get_model loads our models strictly)
     from mixedae_mm import visualization as vis
-    from mixedae_mm.checkpoint_io import CheckpointMismatchError
+    from mixedae_mm.checkpoints import CheckpointMismatchError
 
     from . import resolve_config
     cfg = Config.fromfile(resolve_config(config)) if isinstance(

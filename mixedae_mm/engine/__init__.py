@@ -1,15 +1,17 @@
-from .checkpoint import StepSeedHook, WeightsOnlyCheckpointHook
+from .checkpoint import WeightsOnlyCheckpointHook
 from .checkpoint_hook import (CheckpointSaveError, DurableCheckpointHook,
                               warn_if_checkpoints_not_loadable)
 from .fileio import AtomicLocalBackend
 from .fsdp import MixedAEFSDPStrategy
-from .hooks import BatchLRReportHook, TF32Hook, TrainingSummaryHook
 from .knn_hook import OnlineKNNHook
 from .nonfinite import NonFiniteGuardHook, NonFiniteTrainingError
 from .optim import ViTLayerDecayOptimWrapperConstructor
+from .precision import TF32Hook
 from .preemption import PreemptionHook, TrainingPreempted
 from .runner import MixedAERunner
-from .schedule import ConfigScheduleHook
+from .schedule import BatchLRReportHook, ConfigScheduleHook
+from .seeding import StepSeedHook
+from .summary import TrainingSummaryHook
 from .visualization_hook import ReconstructionVisualizationHook
 
 __all__ = [

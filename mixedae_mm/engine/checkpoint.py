@@ -7,19 +7,12 @@ run code. mmengine's own checkpoints do not pass that: the message hub holds
 pickles would also admit ``builtins.getattr``. :class:`WeightsOnlyCheckpointHook`
 writes the message hub as tensors and rebuilds the objects after loading, so
 resuming needs no allow-list at all.
-
-mmengine re-seeds on resume but does not restore RNG states, so a resumed
-run would draw other mixing partitions than an uninterrupted one.
-:class:`StepSeedHook` makes the model's randomness a function of
-``(seed, rank, iteration)`` instead, which needs no state in the checkpoint.
 """
-import torch
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmpretrain.registry import HOOKS
 
-from ..checkpoint_io import BUFFER_TAG, to_weights_only
-from .seeding import derive_seed, seed_all, seed_train_loop_data
+from ..checkpoints.files import BUFFER_TAG, to_weights_only
 
 
 def dict_to_history_buffer(state: dict) -> HistoryBuffer:
@@ -70,30 +63,3 @@ class WeightsOnlyCheckpointHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint_from_weights_only(checkpoint)
-
-
-def step_seed(seed: int, rank: int, iteration: int) -> int:
-    """A 63-bit seed for one rank's training step."""
-    return derive_seed(seed, rank, iteration)
-
-
-@HOOKS.register_module()
-class StepSeedHook(Hook):
-    """Make a run's randomness independent of where it was (re)started.
-
-    Before every step it seeds torch, numpy and ``random`` from ``(seed,
-    rank, iteration)``: the mixing partitions, masks, dropout, drop path and
-    batch augments (Mixup/CutMix draw from numpy) of step ``i`` are the same
-    whether or not the run was interrupted. Before training it rebuilds the
-    train loader so that each sample's pipeline is seeded from ``(seed,
-    rank, epoch, batch, slot)`` (:mod:`mixedae_mm.engine.seeding`), not from
-    the state of a data-loading worker. Nothing is stored in checkpoints.
-    """
-    priority = 'VERY_HIGH'
-
-    def before_train(self, runner) -> None:
-        seed_train_loop_data(runner)
-
-    def before_train_iter(self, runner, batch_idx: int,
-                          data_batch=None) -> None:
-        seed_all(step_seed(runner.seed, runner.rank, runner.iter))

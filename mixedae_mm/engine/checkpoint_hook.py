@@ -36,7 +36,7 @@ from mmengine.dist import barrier, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmpretrain.registry import HOOKS
 
-from ..checkpoint_io import remove_stale_temps, write_bytes_atomic
+from ..checkpoints import atomic_write, remove_stale_temps
 from .checkpoint import (WeightsOnlyCheckpointHook,
                          checkpoint_from_weights_only,
                          checkpoint_to_weights_only)
@@ -163,7 +163,7 @@ class DurableCheckpointHook(CheckpointHook):
         pointer = osp.join(runner.work_dir, 'last_checkpoint')
         intact = read_last_checkpoint(runner.work_dir)
         try:
-            write_bytes_atomic(str(self.last_ckpt).encode(), pointer)
+            atomic_write(pointer, str(self.last_ckpt).encode())
         except OSError as err:
             raise CheckpointSaveError(
                 f'could not write {pointer}: {_os_reason(err)}; the '

@@ -2,7 +2,7 @@
 
 Writes: mmengine's local backend writes a checkpoint in place, so a run
 killed while saving leaves a truncated ``iter_N.pth``. The ``atomic_local``
-backend writes through :func:`mixedae_mm.checkpoint_io.atomic_write`
+backend writes through :func:`mixedae_mm.checkpoints.atomic_write`
 (temporary file, fsync, rename, folder fsync)::
 
     default_hooks = dict(checkpoint=dict(
@@ -27,12 +27,7 @@ from mmengine.dist import get_dist_info
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..checkpoint_io import load_weights_only, write_bytes_atomic
-
-
-def write_atomic(data: bytes, filepath: Union[str, Path]) -> None:
-    """Write ``data`` to ``filepath`` all at once or not at all."""
-    write_bytes_atomic(data, str(filepath))
+from ..checkpoints import atomic_write, load_weights_only
 
 
 @register_backend('atomic_local')
@@ -40,13 +35,13 @@ class AtomicLocalBackend(LocalBackend):
     """``LocalBackend`` whose writes (``put``, ``put_text``) are atomic."""
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
-        write_bytes_atomic(obj, str(filepath))
+        atomic_write(str(filepath), obj)
 
     def put_text(self,
                  obj: str,
                  filepath: Union[str, Path],
                  encoding: str = 'utf-8') -> None:
-        write_bytes_atomic(obj.encode(encoding), str(filepath))
+        atomic_write(str(filepath), obj.encode(encoding))
 
 
 def load_from_local_weights_only(filename: str, map_location=None):

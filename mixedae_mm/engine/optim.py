@@ -7,7 +7,7 @@ configs all find it, and it reads depths from the parameter names of
 ``MixedAEViT`` (mmpretrain ViT names).
 """
 import re
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch.nn as nn
 from mmengine.logging import MMLogger

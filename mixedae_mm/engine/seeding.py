@@ -13,6 +13,12 @@ the sampler's epoch (``set_epoch``; mmengine's ``DistSamplerSeedHook`` and
 its iteration-based loop set it), or a count of passes for samplers without
 one (``InfiniteSampler``: one endless pass). A sample's augmentation is then
 the same with any number of workers, persistent or not, on any restart.
+
+The model's randomness (mixing partitions, masks, dropout, drop path) is
+seeded the same way: mmengine re-seeds on resume but does not restore RNG
+states, so a resumed run would draw other mixing partitions than an
+uninterrupted one. :class:`StepSeedHook` makes it a function of ``(seed,
+rank, iteration)``, which needs no state in the checkpoint.
 """
 import hashlib
 import inspect
@@ -21,10 +27,12 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 # the iteration-based loop's wrapper of its loader (mmengine 0.10)
 from mmengine.runner.loops import _InfiniteDataloaderIterator
+from mmpretrain.registry import HOOKS
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 #: key of one sample in the loader's stream: (pass, batch, slot in batch)
@@ -176,3 +184,30 @@ def seed_train_loop_data(runner) -> None:
                 f'Resumed in the middle of epoch {runner.epoch + 1}: '
                 f'continuing at its batch {done + 1} of {len(loader)}.',
                 logger='current')
+
+
+def step_seed(seed: int, rank: int, iteration: int) -> int:
+    """A 63-bit seed for one rank's training step."""
+    return derive_seed(seed, rank, iteration)
+
+
+@HOOKS.register_module()
+class StepSeedHook(Hook):
+    """Make a run's randomness independent of where it was (re)started.
+
+    Before every step it seeds torch, numpy and ``random`` from ``(seed,
+    rank, iteration)``: the mixing partitions, masks, dropout, drop path and
+    batch augments (Mixup/CutMix draw from numpy) of step ``i`` are the same
+    whether or not the run was interrupted. Before training it rebuilds the
+    train loader so that each sample's pipeline is seeded from ``(seed,
+    rank, epoch, batch, slot)`` (:mod:`mixedae_mm.engine.seeding`), not from
+    the state of a data-loading worker. Nothing is stored in checkpoints.
+    """
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        seed_train_loop_data(runner)
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        seed_all(step_seed(runner.seed, runner.rank, runner.iter))

@@ -83,7 +83,7 @@ def load_strictly(model, checkpoint: str) -> None:
     match by name and shape, or :class:`CheckpointMismatchError` says what
     differs (never evaluate a random encoder because a checkpoint belonged
     to another model)."""
-    from ..checkpoint_io import load_checkpoint_strict
+    from ..checkpoints import load_checkpoint_strict
     load_checkpoint_strict(model, checkpoint)
 
 

@@ -6,17 +6,31 @@ way the model's config says, run :meth:`MixedAE.reconstruct` and lay the
 result out as one labelled RGB picture per mixed group (row names, source
 images, per-panel numbers drawn in the image with PIL, so a picture reads
 without the docs).
+
+This file holds the two pictures (reconstruction, homologous attention);
+``inputs.py`` turns images into model inputs, ``layout.py`` draws labelled
+grids, ``pixels.py`` holds the pixel-space helpers, ``curves.py`` the
+training curves of ``tools/analysis_tools/plot_log.py``.
 """
-import copy
-import os.path as osp
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
-from mmengine.dataset import Compose, default_collate
 from torch import Tensor
 
 from .. import ops
 from . import pixels
+from .inputs import (channels_are_rgb, image_name, load_inputs,
+                     pad_to_groups, spread_image_paths, test_pipeline_of)
+from .layout import (GAP, LABEL_FONT_SIZE, PAD, Picture, compose, label_font,
+                     text_size)
+
+__all__ = [
+    'GAP', 'LABEL_FONT_SIZE', 'PAD', 'Picture', 'ROW_LABELS', 'ROW_NAMES',
+    'SLOT_COLOURS', 'cell_scale', 'channels_are_rgb', 'compose',
+    'homologous_attention_grids', 'image_name', 'label_font', 'load_inputs',
+    'pad_to_groups', 'reconstruction_grids', 'render', 'spread_image_paths',
+    'test_pipeline_of'
+]
 
 #: one colour per group slot (RGB), repeated beyond 6
 SLOT_COLOURS = np.array([(230, 25, 75), (60, 180, 75), (0, 130, 200),
@@ -32,149 +46,6 @@ ROW_LABELS = {
     'reconstruction': 'reconstruction',
     'reconstruction + visible': 'reconstruction\n+ visible pasted',
 }
-GAP = 2  # white pixels between cells
-PAD = 4  # white pixels around a label
-LABEL_FONT_SIZE = 12
-
-
-class Picture(NamedTuple):
-    """A labelled grid of image cells.
-
-    Attributes:
-        image: ``(H, W, 3)`` uint8 RGB.
-        labels: every text drawn, with the ``(x, y)`` of its top-left
-            corner (``PIL.ImageDraw.text`` coordinates, font
-            :func:`label_font`).
-        cells: ``(y, x)`` of each cell's top-left pixel, rows x columns.
-    """
-    image: np.ndarray
-    labels: List[Tuple[str, Tuple[int, int]]]
-    cells: List[List[Tuple[int, int]]]
-
-
-def label_font(size: int = LABEL_FONT_SIZE):
-    """PIL's built-in font (no font file needed), ``size`` pixels."""
-    from PIL import ImageFont
-    return ImageFont.load_default(size=size)
-
-
-def text_size(text: str, font) -> Tuple[int, int]:
-    """``(width, height)`` of the box ``ImageDraw.text`` fills from
-    ``(0, 0)``."""
-    from PIL import Image, ImageDraw
-    box = ImageDraw.Draw(Image.new('RGB', (1, 1))).multiline_textbbox(
-        (0, 0), text, font=font)
-    return box[2], box[3]
-
-
-def _fit(text: str, width: int, font) -> str:
-    """``text`` with each line cut at the left (file names differ at their
-    end) until it is at most ``width`` pixels wide."""
-    lines = []
-    for line in text.split('\n'):
-        if text_size(line, font)[0] > width:
-            while len(line) > 1 and text_size('...' + line,
-                                              font)[0] > width:
-                line = line[1:]
-            line = '...' + line
-        lines.append(line)
-    return '\n'.join(lines)
-
-
-def compose(cells: Sequence[Sequence[np.ndarray]],
-            row_labels: Sequence[str],
-            column_labels: Sequence[str],
-            column_colours: Optional[np.ndarray] = None,
-            captions: Optional[Sequence[Sequence[str]]] = None,
-            title: Optional[str] = None) -> Picture:
-    """Lay equal ``(h, w, 3)`` uint8 cells out as a labelled picture.
-
-    From the top: the title; one label per column (shortened to the cell
-    width); a strip in each ``column_colours`` row (RGB); then the rows of
-    cells, each with its label at the left and, under each cell, its
-    caption.
-    """
-    from PIL import Image, ImageDraw
-    font = label_font()
-    num_rows, num_cols = len(cells), len(cells[0])
-    cell_h, cell_w = cells[0][0].shape[:2]
-    column_labels = [_fit(t, cell_w, font) for t in column_labels]
-    if captions is not None:
-        captions = [[_fit(t, cell_w, font) for t in row] for row in captions]
-
-    def tallest(texts):
-        return max((text_size(t, font)[1] for t in texts), default=0)
-
-    left = max(text_size(t, font)[0] for t in row_labels) + 2 * PAD
-    title_h = tallest([title]) + 2 * PAD if title else 0
-    header_h = tallest(column_labels) + 2 * PAD
-    strip_h = max(2, cell_h // 16) if column_colours is not None else 0
-    caption_h = tallest([t for row in captions for t in row]) + PAD \
-        if captions is not None else 0
-    top = title_h + header_h + strip_h + GAP
-    row_h = cell_h + caption_h + GAP
-    width = max(left + num_cols * (cell_w + GAP),
-                text_size(title, font)[0] + 2 * PAD if title else 0)
-    canvas = np.full((top + num_rows * row_h, width, 3), 255, np.uint8)
-    origins = [[(top + r * row_h, left + c * (cell_w + GAP))
-                for c in range(num_cols)] for r in range(num_rows)]
-    for r, row in enumerate(cells):
-        for c, cell in enumerate(row):
-            y, x = origins[r][c]
-            canvas[y:y + cell_h, x:x + cell_w] = cell
-    if column_colours is not None:
-        for c in range(num_cols):
-            x = origins[0][c][1]
-            canvas[top - GAP - strip_h:top - GAP, x:x + cell_w] = \
-                column_colours[c % len(column_colours)]
-
-    labels = []
-    if title:
-        labels.append((title, (PAD, PAD)))
-    for c, text in enumerate(column_labels):
-        labels.append((text, (origins[0][c][1], title_h + PAD)))
-    for r, text in enumerate(row_labels):
-        text_h = text_size(text, font)[1]
-        y = origins[r][0][0] + max(0, (cell_h - text_h) // 2)
-        labels.append((text, (PAD, y)))
-    if captions is not None:
-        for r, row in enumerate(captions):
-            for c, text in enumerate(row):
-                y, x = origins[r][c]
-                labels.append((text, (x, y + cell_h + PAD // 2)))
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
-    for text, xy in labels:
-        draw.multiline_text(xy, text, fill=(0, 0, 0), font=font)
-    return Picture(np.asarray(image).copy(), labels, origins)
-
-
-def test_pipeline_of(cfg) -> list:
-    """The pipeline that turns an image file into a model input."""
-    pipeline = cfg.get('test_pipeline')
-    if not pipeline and 'test_dataloader' in cfg:
-        pipeline = cfg.test_dataloader.dataset.get('pipeline')
-    if not pipeline:
-        raise ValueError(
-            'the config has no test_pipeline: add a top-level test_pipeline '
-            '(LoadImageFromFile, a resize/crop to the backbone img_size, '
-            'PackInputs), as configs/demo/mixedae_vit-tiny-p8_demo.py does')
-    return list(pipeline)
-
-
-def load_inputs(images: Sequence, pipeline: list, model) -> Tensor:
-    """``(B, C, H, W)`` model inputs: ``images`` through ``pipeline`` and
-    the model's data preprocessor. An image is a file path, or the data
-    info of an in-memory dataset (a dict with an ``img`` array, as
-    mmpretrain's ``FashionMNIST`` gives)."""
-    from mmpretrain.registry import TRANSFORMS
-    transform = Compose([TRANSFORMS.build(t) for t in pipeline])
-    batch = default_collate([
-        transform(dict(img_path=image) if isinstance(image, str) else
-                  copy.deepcopy(image)) for image in images])
-    return model.data_preprocessor(batch, False)['inputs']
-
-
 def _to_rgb_uint8(images: Tensor, channels_are_rgb: bool) -> np.ndarray:
     """``(B, C, H, W)`` 0..255 float -> ``(B, H, W, 3)`` uint8 RGB."""
     array = images.detach().float().cpu().round().clamp(0, 255).byte()
@@ -251,12 +122,6 @@ def reconstruction_grids(rec, group_size: int, patch_size: int,
     return pictures
 
 
-def channels_are_rgb(model) -> bool:
-    """Whether the model sees RGB (``to_rgb=True``) or the files' BGR."""
-    return bool(getattr(model.data_preprocessor, '_channel_conversion',
-                        False))
-
-
 def cell_scale(inputs: Tensor) -> int:
     """The integer upscaling that makes a picture cell of ``inputs``
     ``(B, C, H, W)`` at least 128 pixels high."""
@@ -272,36 +137,6 @@ def render(model, inputs: Tensor, seed: int = 0, scale: int = 1,
     return reconstruction_grids(rec, model.backbone.group_size,
                                 model.backbone.patch_size,
                                 channels_are_rgb(model), scale, image_names)
-
-
-def spread_image_paths(dataset, count: int) -> list:
-    """``min(count, len(dataset))`` images evenly spaced over ``dataset``
-    (its first images, in a folder-sorted set, are often crops of one photo
-    or one class): their ``img_path``, or for a dataset held in memory
-    (``img`` arrays, no files) their data info, which :func:`load_inputs`
-    takes alike."""
-    count = min(count, len(dataset))
-    infos = [dataset.get_data_info(i * len(dataset) // count)
-             for i in range(count)]
-    return [info['img_path'] if 'img_path' in info else info
-            for info in infos]
-
-
-def image_name(image) -> str:
-    """How a picture labels an image of :func:`spread_image_paths`: its
-    file name, or ``image <index>`` for one held in memory."""
-    if isinstance(image, str):
-        return osp.basename(image)
-    return f'image {image.get("sample_idx", "?")}'
-
-
-def pad_to_groups(paths: Sequence[str], group_size: int) -> List[str]:
-    """``paths`` repeated cyclically up to a multiple of ``group_size``."""
-    paths = list(paths)
-    if not paths:
-        raise ValueError('no images given')
-    missing = -len(paths) % group_size
-    return paths + [paths[i % len(paths)] for i in range(missing)]
 
 
 def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,

@@ -26,19 +26,14 @@ Examples::
 """
 import argparse
 import importlib
-import os.path as osp
-import sys
 
 import torch
 from mmengine.config import Config, DictAction
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # flop_counting
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from flop_counting import flop_counter  # noqa: E402
-from mixedae_mm.cli_args import (existing_file, fraction,  # noqa: E402
-                                 positive_float, positive_int)
-from mixedae_mm.downstream import build_model  # noqa: E402
+from mixedae_mm.analysis.flop_counting import flop_counter
+from mixedae_mm.cli_args import (existing_file, fraction, positive_float,
+                                 positive_int)
+from mixedae_mm.downstream import build_model
 
 #: images in the training split of the datasets the recipes use
 TRAIN_IMAGES = {
@@ -119,7 +114,7 @@ def pretraining_step_flops(model, hw) -> float:
     ``model.loss``, as benchmark_vs_mae.py counts them) on one mixing
     group: the encoder sees a quarter of the patches of each image, so one
     forward of the full ViT would overcount."""
-    from benchmark_vs_mae import Trainer
+    from mixedae_mm.analysis import Trainer
     group = model.backbone.group_size
     trainer = Trainer(model, torch.device('cpu'), 'none', False)
     torch.manual_seed(0)

@@ -27,18 +27,14 @@ Examples::
         --batch-size 128 --fsdp-world-size 32
 """
 import argparse
-import os.path as osp
-import sys
 
 import torch
 from mmengine.config import Config, DictAction
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # benchmark_vs_mae
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from mmpretrain.registry import MODELS
 
-from benchmark_vs_mae import Trainer  # noqa: E402
-from mixedae_mm.cli_args import existing_file, positive_int  # noqa: E402
-from mmpretrain.registry import MODELS  # noqa: E402
+from mixedae_mm.analysis import Trainer
+from mixedae_mm.cli_args import existing_file, positive_int
 
 GiB = 1024**3
 #: bytes per trainable parameter: fp32 weight, fp32 gradient, AdamW exp_avg

@@ -32,8 +32,10 @@ import os.path as osp
 import sys
 from collections import defaultdict
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import keymap  # noqa: E402
+import torch
+
+from mixedae_mm.checkpoints import (CheckpointError, atomic_write, keymap,
+                                    read_state_dict)
 
 BACKBONE = 'backbone.'
 
@@ -57,7 +59,7 @@ def convert(state: dict, direction: str) -> keymap.Converted:
         return to_timm(state)
     if direction == 'to mae':
         if not any(k.startswith(BACKBONE) for k in state):
-            raise keymap.CheckpointError(
+            raise CheckpointError(
                 "--to mae needs a full pretraining checkpoint ('backbone.*' "
                 "and 'neck.*' keys); for an extracted backbone use --to timm "
                 '(MAE names its encoder as timm does)')
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     direction = f'to {args.to}' if args.to else f'from {args.from_}'
     try:
-        state, _ = keymap.load_weights(args.src)
+        state, _ = read_state_dict(args.src)
         converted = convert(state, direction)
     except keymap.UnmappedKeyError as err:
         hint = ''
@@ -123,13 +125,14 @@ def main(argv=None) -> int:
             hint = (' (a fine-tuned MAE classifier is a timm ViT: convert it '
                     'with --from timm)')
         sys.exit(f'convert_timm.py: error: {err}{hint}')
-    except keymap.CheckpointError as err:
+    except CheckpointError as err:
         sys.exit(f'convert_timm.py: error: {err}')
     if direction == 'from mae' and not any(
             k.startswith('neck.') for k in converted.state):
         print('note: no decoder in the input; a MixedAE run loading it '
               'starts its decoder from scratch')
-    keymap.save_atomic(package(converted, direction, args.src), args.dst)
+    converted_file = package(converted, direction, args.src)
+    atomic_write(args.dst, lambda f: torch.save(converted_file, f))
     print(f'{len(converted.state)} tensors ({direction}) -> {args.dst}')
     if converted.dropped:
         print(summarize(converted.dropped))

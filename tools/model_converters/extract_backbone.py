@@ -14,9 +14,10 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import finite  # noqa: E402
-import keymap  # noqa: E402
+import torch
+
+from mixedae_mm.checkpoints import (CheckpointError, atomic_write, finite,
+                                    keymap, read_state_dict)
 
 PREFIX = 'backbone.'
 
@@ -25,7 +26,7 @@ def extract(state: dict, keep_segment_embed: bool = False):
     """``(backbone state without prefix, {dropped key: reason})``."""
     backbone, others = keymap.strip_prefix(state, PREFIX)
     if not backbone:
-        raise keymap.CheckpointError(
+        raise CheckpointError(
             f'no key starts with {PREFIX!r} (found e.g. '
             f'{sorted(state)[:5]}): is this already an extracted backbone?')
     dropped = {k: 'not the encoder (decoder / head)' for k in others}
@@ -55,9 +56,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        state, _ = keymap.load_weights(args.src)
+        state, _ = read_state_dict(args.src)
         backbone, dropped = extract(state, args.keep_segment_embed)
-    except keymap.CheckpointError as err:
+    except CheckpointError as err:
         sys.exit(f'extract_backbone.py: error: {err}')
     refusal = finite.refusal(backbone, args.src)
     if refusal and not args.allow_nonfinite:
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
         # e.g. ['backbone.segment_embed', 'neck.*']
         left_out=sorted({k if k.startswith(PREFIX) else
                          k.split('.')[0] + '.*' for k in dropped}))
-    keymap.save_atomic(dict(state_dict=backbone, meta=meta), args.dst)
+    atomic_write(args.dst,
+                 lambda f: torch.save(dict(state_dict=backbone, meta=meta), f))
     print(f'{len(backbone)} tensors -> {args.dst} '
           f'({len(dropped)} non-encoder entries left out)')
     return 0

@@ -16,9 +16,10 @@ import hashlib
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import finite  # noqa: E402
-import keymap  # noqa: E402
+import torch
+
+from mixedae_mm.checkpoints import (CheckpointError, atomic_write, finite,
+                                    keymap, read_state_dict)
 
 #: mmengine ``meta`` entries worth shipping (others describe the training
 #: process, not the weights)
@@ -76,17 +77,20 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        state, checkpoint = keymap.load_weights(args.src)
-    except keymap.CheckpointError as err:
+        state, checkpoint = read_state_dict(args.src)
+    except CheckpointError as err:
         sys.exit(f'publish_model.py: error: {err}')
     refusal = finite.refusal(state, args.src)
     if refusal and not args.allow_nonfinite:
         sys.exit(f'publish_model.py: error: {refusal}')
-    final = keymap.save_atomic(
-        publishable(checkpoint, state, args.src), args.dst,
-        name_from_file=lambda tmp: hashed_name(args.dst, sha256_of(tmp)))
-    left_out = [] if state is checkpoint else sorted(
-        k for k, v in checkpoint.items() if v is not state and k != 'meta')
+    published = publishable(checkpoint, state, args.src)
+    final = atomic_write(
+        args.dst, lambda f: torch.save(published, f),
+        final_path=lambda tmp: hashed_name(args.dst, sha256_of(tmp)))
+    weights_key = next((k for k in ('state_dict', 'model')
+                        if isinstance(checkpoint.get(k), dict)), None)
+    left_out = [] if weights_key is None else sorted(
+        k for k in checkpoint if k not in (weights_key, 'meta'))
     print(f'{len(state)} tensors; left out: {left_out or "nothing"}',
           file=sys.stderr)
     print(final)

@@ -26,10 +26,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import keymap  # noqa: E402
+from mixedae_mm import checkpoints
 
-checkpoint_io = keymap.checkpoint_io
 TOOL = 'trust_checkpoint.py'
 
 
@@ -49,17 +47,17 @@ def parse_args(argv=None):
 def trusted_load(path: str):
     """``torch.load(weights_only=False)``, with one-line errors."""
     if not osp.isfile(path):
-        raise checkpoint_io.CheckpointError(f'{path}: no such checkpoint file')
+        raise checkpoints.CheckpointError(f'{path}: no such checkpoint file')
     try:
         return torch.load(path, map_location='cpu', weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         detail = str(err).strip().split('. ')[0].splitlines()
-        raise checkpoint_io.CheckpointError(
+        raise checkpoints.CheckpointError(
             f'{path}: not a complete checkpoint, it may be truncated or '
             f'corrupt ({detail[0] if detail else type(err).__name__})'
         ) from None
     except (ImportError, AttributeError) as err:
-        raise checkpoint_io.CheckpointError(
+        raise checkpoints.CheckpointError(
             f'{path}: pickles a class this environment does not have '
             f'({err}); run the tool where the code that saved it is '
             'installed') from None
@@ -74,11 +72,11 @@ def main(argv=None) -> int:
             'it. Add --trust only if the file comes from a source you trust '
             '(your own run, an official release).')
     try:
-        checkpoint = checkpoint_io.to_weights_only(trusted_load(args.src))
-        checkpoint_io.check_weights_only(checkpoint, args.src)
-    except checkpoint_io.CheckpointError as err:
+        checkpoint = checkpoints.to_weights_only(trusted_load(args.src))
+        checkpoints.check_weights_only(checkpoint, args.src)
+    except checkpoints.CheckpointError as err:
         sys.exit(f'{TOOL}: error: {err}')
-    keymap.save_atomic(checkpoint, args.dst)
+    checkpoints.atomic_write(args.dst, lambda f: torch.save(checkpoint, f))
     print(f'{args.src} -> {args.dst} (loads with weights_only=True)')
     return 0
 

@@ -22,14 +22,9 @@ import glob
 import os.path as osp
 import sys
 
-HERE = osp.dirname(osp.abspath(__file__))
-# as tools/train.py: ``import mixedae_mm`` works from a plain clone
-sys.path.insert(0, osp.dirname(osp.dirname(HERE)))
-sys.path.insert(0, HERE)
-sys.path.insert(0, osp.join(osp.dirname(HERE), 'analysis_tools'))
-from plot_log import find_scalars, plot  # noqa: E402
-from vis_homologous_attention import save_attention  # noqa: E402
-from vis_reconstruction import load_model, save_reconstructions  # noqa: E402
+from mixedae_mm.cli.vis_homologous_attention import save_attention
+from mixedae_mm.cli.vis_reconstruction import load_model, save_reconstructions
+from mixedae_mm.visualization.curves import find_scalars, plot
 
 SEED = 0  # mixing partition of both pictures
 NAMES = ('demo_reconstruction.png', 'demo_homologous_attention.png',

@@ -6,15 +6,10 @@
 The code is ``mixedae_mm/cli/vis_reconstruction.py``; an installed package
 has it as the ``mixedae-vis-reconstruction`` command.
 """
-import os.path as osp
 import sys
 
-# Make ``import mixedae_mm`` work from a plain clone, as tools/train.py does.
-sys.path.insert(
-    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
 # the helpers, for demo_figures.py and tests that load this file
-from mixedae_mm.cli.vis_reconstruction import (  # noqa: E402,F401
+from mixedae_mm.cli.vis_reconstruction import (  # noqa: F401
     common_parser, image_paths, load_model, load_model_and_images, main,
     parse_args, save_reconstructions)
 

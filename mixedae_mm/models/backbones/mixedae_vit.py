@@ -10,7 +10,7 @@ from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ... import ops
-from ...checkpoint_io import load_checkpoint_strict
+from ...checkpoints import load_checkpoint_strict
 from .encoder_layer import MixedAEEncoderLayer
 
 
@@ -242,7 +242,7 @@ class MixedAEViT(VisionTransformer):
         Returns:
             ``dict(loaded=[...], new=[...], unused=[...],
             outside_prefix=[...])`` key lists (see
-            :func:`mixedae_mm.checkpoint_io.load_state_dict_strict`).
+            :func:`mixedae_mm.checkpoints.load_state_dict_strict`).
 
         Raises:
             CheckpointMismatchError (a ``RuntimeError``): when a parameter

@@ -2,7 +2,7 @@
 
 A diverged run leaves checkpoints full of NaN that load, extract and publish
 without complaint; the converters refuse them unless told otherwise. Needs
-torch only, like keymap.py.
+torch only, like the rest of ``mixedae_mm.checkpoints``.
 """
 from typing import Dict, List
 

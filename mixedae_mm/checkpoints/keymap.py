@@ -14,49 +14,23 @@ design* (MixedAE's segment embeddings, the contrastive head, a timm classifier)
 are not converted but returned in ``Converted.dropped`` with the reason, so
 the caller can report them: nothing disappears silently.
 
-This module needs torch only (no mmpretrain/timm import), so the converter
-CLIs run anywhere. It also holds the two file helpers the CLIs share:
-:func:`load_weights` (``weights_only`` loads) and :func:`save_atomic`, both
-from ``mixedae_mm/checkpoint_io.py``, which is loaded from its file: importing
-the ``mixedae_mm`` package would import mmpretrain.
+Needs torch only (no mmpretrain/timm import), so the converters run
+anywhere.
 """
-import importlib.util
-import os.path as osp
 import re
-import sys
-from typing import (Callable, Dict, Iterable, List, NamedTuple, Optional,
-                    Tuple)
+from typing import Dict, Iterable, List, NamedTuple, Tuple
 
 import torch
 
-
-def _load_checkpoint_io():
-    name = 'mixedae_mm_checkpoint_io'
-    if name not in sys.modules:
-        path = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..',
-                        'mixedae_mm', 'checkpoint_io.py')
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-checkpoint_io = _load_checkpoint_io()
-
 __all__ = [
-    'Converted', 'UnmappedKeyError', 'CheckpointError', 'mm_to_timm',
+    'Converted', 'UnmappedKeyError', 'mm_to_timm',
     'timm_to_mm', 'mm_pretrain_to_mae', 'mae_to_mm_pretrain', 'strip_prefix',
-    'load_weights', 'plain', 'save_atomic', 'PRETRAIN_ONLY'
+    'plain', 'PRETRAIN_ONLY'
 ]
 
 
 class UnmappedKeyError(ValueError):
     """A state dict holds keys that no rule of the chosen layout converts."""
-
-
-#: a file is not a weights-only checkpoint the converters can read
-CheckpointError = checkpoint_io.CheckpointError
 
 
 class Converted(NamedTuple):
@@ -194,7 +168,7 @@ class _Table:
                     'checkpoint vs extracted backbone). ')
         msg += ('If the model really has these parameters (e.g. relative '
                 'position tables, layer scale, a distillation token), add a '
-                'rule to tools/model_converters/keymap.py; do not drop them.')
+                'rule to mixedae_mm/checkpoints/keymap.py; do not drop them.')
         return msg
 
 
@@ -235,55 +209,7 @@ def strip_prefix(state: Dict[str, torch.Tensor],
     return inside, [k for k in state if not k.startswith(prefix)]
 
 
-# ------------------------------------------------------------ file helpers
-def load_weights(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """Read a checkpoint without unpickling code.
-
-    Returns ``(state, checkpoint)``: the tensors under ``state_dict``, else
-    under ``model`` (official MAE / DeiT), else the file's dict itself (a
-    bare state dict), and the whole loaded object. Every failure is a
-    :class:`CheckpointError` whose message starts with ``path``.
-    """
-    try:
-        ckpt = checkpoint_io.load_weights_only(path)
-    except FileNotFoundError as err:
-        raise CheckpointError(str(err)) from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f'{path}: holds a {type(ckpt).__name__}, not '
-                              'a dict of tensors')
-    state = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    not_tensors = [k for k, v in state.items()
-                   if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointError(
-            f'{path}: expected the weights under "state_dict", "model" or at '
-            f'top level, but these entries are not tensors: '
-            f'{not_tensors[:10]}')
-    return state, ckpt
-
-
 def plain(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Detached CPU tensors in a plain ``dict`` (no Parameters, no
     OrderedDict metadata), the weights-only friendly form."""
     return {k: v.detach().cpu() for k, v in state.items()}
-
-
-def save_atomic(obj, path: str,
-                name_from_file: Optional[Callable[[str], str]] = None) -> str:
-    """``torch.save`` to a temporary file next to ``path``, then rename
-    (:func:`checkpoint_io.atomic_write`): readers never see a half-written
-    file, and an interrupted run leaves the previous file (if any) intact.
-
-    Args:
-        name_from_file: given the written temporary file, returns the final
-            path (e.g. one with the content hash in it); default ``path``.
-
-    Returns:
-        The final path.
-    """
-    return checkpoint_io.atomic_write(
-        path, lambda f: torch.save(obj, f), final_path=name_from_file)

@@ -1,0 +1,287 @@
+"""Checkpoint files: written complete or not at all, read without code.
+
+Needs only torch and the standard library, like everything in
+``mixedae_mm.checkpoints``: the converters run where OpenMMLab is not
+installed, and the training hooks use the same two functions.
+
+Writing (:func:`atomic_write`, the one atomic write of the project): the
+bytes go to a hidden temporary file ``.<name>.<random>.tmp`` in the target's
+folder, are flushed to disk, get the mode a plain ``open`` would give
+(``0o666 & ~umask``; ``mkstemp`` makes 0o600), and are renamed over the
+target (``os.replace`` is atomic); the folder is then fsynced so that the
+rename itself survives a power cut. A killed writer leaves only a temporary
+file, which :func:`remove_stale_temps` deletes.
+
+Reading (:func:`load_weights_only`, the one weights-only load): always passes
+``weights_only=True``, so no environment variable
+(``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) can make a checkpoint run code, and
+turns torch's errors into one line naming the file and what to do.
+"""
+import glob
+import io
+import os
+import os.path as osp
+import pickle
+import re
+import sys
+import tempfile
+from collections import OrderedDict
+from typing import BinaryIO, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+
+__all__ = [
+    'CheckpointError', 'TRUST_TOOL', 'atomic_write', 'remove_stale_temps',
+    'load_weights_only', 'read_state_dict', 'to_weights_only',
+    'check_weights_only', 'state_dict_of'
+]
+
+#: the command that turns a trusted pickled checkpoint into a loadable one
+TRUST_TOOL = 'python tools/model_converters/trust_checkpoint.py'
+#: ``.<target name>.<8 random chars of mkstemp>.tmp``
+_TEMP_NAME = re.compile(r'\..+\.[a-z0-9_]{8}\.tmp')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (missing, truncated, corrupt, or
+    holding pickled objects ``weights_only`` refuses)."""
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask is process-wide)
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be
+    opened, e.g. Windows)."""
+    if not hasattr(os, 'O_DIRECTORY'):
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str,
+                 content: Union[bytes, Callable[[BinaryIO], None]],
+                 final_path: Optional[Callable[[str], str]] = None) -> str:
+    """Create ``path`` complete or not at all.
+
+    Args:
+        content: the bytes to write, or a function that writes the content
+            to the binary file it is given (``lambda f: torch.save(obj,
+            f)``).
+        final_path: given the finished temporary file, returns the name to
+            give it (e.g. one with the content hash); default ``path``.
+
+    Returns:
+        The final path.
+    """
+    path = str(path)
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    try:
+        if hasattr(os, 'fchmod'):
+            os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, 'wb') as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        final = final_path(tmp) if final_path else path
+        os.replace(tmp, final)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(osp.dirname(osp.abspath(final)))
+    return final
+
+
+def remove_stale_temps(folder: str) -> List[str]:
+    """Delete the temporary files that killed :func:`atomic_write` calls left
+    in ``folder`` (each as large as what it was writing); returns them.
+
+    Call it only where no other process is writing into ``folder``.
+    """
+    if not osp.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        path = osp.join(folder, name)
+        if _TEMP_NAME.fullmatch(name) and osp.isfile(path) \
+                and not osp.islink(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def _trust_advice(path: str) -> str:
+    stem, ext = osp.splitext(path)
+    return (f'If you trust where it comes from, convert it once: '
+            f'{TRUST_TOOL} {path} {stem}_weights_only{ext or ".pth"} '
+            '--trust')
+
+
+def _starts_like_torch_save(path: str) -> bool:
+    """Whether the file begins as torch.save's output does: a zip archive
+    (``PK``) or, in the legacy format, a pickle protocol opcode."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return head == b'PK' or head[:1] == b'\x80'
+
+
+def load_weights_only(path: str, map_location='cpu'):
+    """``torch.load(path, weights_only=True)`` with one-line errors that name
+    the file: :class:`CheckpointError`, or ``FileNotFoundError``."""
+    path = osp.expanduser(str(path))
+    if osp.isdir(path) and glob.glob(osp.join(path, 'rank*.pth')):
+        raise CheckpointError(
+            f"{path}: a folder of per-rank FSDP shards (mmengine's "
+            "FSDPStrategy with state_dict_cfg='local'), which this project "
+            "cannot read: train with state_dict_cfg='full' "
+            '(configs/_base_/fsdp_runtime.py, MixedAEFSDPStrategy) to save '
+            'ordinary checkpoints')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: no such checkpoint file')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not _starts_like_torch_save(path):
+            raise CheckpointError(
+                f'{path}: not a checkpoint (torch.save writes a zip archive '
+                'or a pickle; this file is neither): give a .pth file saved '
+                'by torch') from None
+        found = re.search(r'GLOBAL ([\w.]+)', str(err))
+        what = f' ({found.group(1)})' if found else ''
+        raise CheckpointError(
+            f'{path}: holds pickled Python objects{what} besides tensors, '
+            'which torch.load(weights_only=True) refuses because unpickling '
+            'them could run code (plain mmengine/mmpretrain/mmseg/mmdet '
+            'checkpoints pickle their message hub, official MAE ones their '
+            f'argparse args). {_trust_advice(path)}') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        # torch's first sentence says what failed; the rest is advice
+        detail = str(err).strip().split('. ')[0].splitlines()
+        detail = detail[0] if detail else type(err).__name__
+        raise CheckpointError(
+            f'{path}: not a complete checkpoint, it may be truncated or '
+            f'corrupt ({detail}); use an earlier checkpoint or copy it '
+            'again') from None
+
+
+def _is_history_buffer(value) -> bool:
+    # mmengine is not imported here: if its module is not loaded, no
+    # HistoryBuffer can exist in this process
+    module = sys.modules.get('mmengine.logging.history_buffer')
+    return module is not None and isinstance(value, module.HistoryBuffer)
+
+
+#: marks a ``HistoryBuffer`` stored as tensors
+BUFFER_TAG = '__history_buffer__'
+
+
+def to_weights_only(value):
+    """Rebuild ``value`` from what ``weights_only`` loads: mmengine
+    ``HistoryBuffer``\\ s become tagged dicts of tensors, numpy arrays
+    tensors, numpy scalars Python numbers, ``argparse.Namespace`` dicts;
+    containers are converted recursively, anything else kept."""
+    import argparse
+    if _is_history_buffer(value):
+        return {
+            BUFFER_TAG: True,
+            'max_length': int(value.max_length),
+            'log_history': _tensor_of(value._log_history),
+            'count_history': _tensor_of(value._count_history),
+        }
+    np = sys.modules.get('numpy')
+    if np is not None and isinstance(value, np.ndarray):
+        return _tensor_of(value)
+    if np is not None and isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, argparse.Namespace):
+        return to_weights_only(vars(value))
+    if isinstance(value, dict):  # other dict classes: weights_only refuses
+        items = [(k, to_weights_only(v)) for k, v in value.items()]
+        out = OrderedDict(items) if isinstance(value, OrderedDict) else \
+            dict(items)
+        if hasattr(value, '_metadata'):  # a module's state dict versions
+            out._metadata = value._metadata
+        return out
+    if isinstance(value, (list, tuple)) and not hasattr(value, '_fields'):
+        items = [to_weights_only(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def _tensor_of(array) -> torch.Tensor:
+    return torch.from_numpy(sys.modules['numpy'].ascontiguousarray(array))
+
+
+def check_weights_only(obj, name: str) -> None:
+    """Raise :class:`CheckpointError` when ``obj`` would not load with
+    ``weights_only=True`` (it is serialised to memory, not to disk)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r'GLOBAL ([\w.]+)', str(err))
+        raise CheckpointError(
+            f'{name}: holds an object that weights_only refuses and that '
+            f'cannot be converted ({found.group(1) if found else err})'
+        ) from None
+
+
+def state_dict_of(checkpoint, source: str = 'the checkpoint') -> dict:
+    """The tensors of a loaded checkpoint: its ``state_dict`` (mmengine),
+    ``model`` (official MAE) or the dict itself, without the ``module.``
+    prefix ``DistributedDataParallel`` adds."""
+    state = checkpoint
+    if isinstance(checkpoint, dict):
+        for key in ('state_dict', 'model'):
+            if isinstance(checkpoint.get(key), dict):
+                state = checkpoint[key]
+                break
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f'{source}: holds a {type(state).__name__}, not a dict of '
+            'tensors')
+    return OrderedDict(
+        (k[len('module.'):] if k.startswith('module.') else k, v)
+        for k, v in state.items())
+
+
+def read_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """``(tensors, whole checkpoint)`` of a file read with
+    :func:`load_weights_only`: the tensors as :func:`state_dict_of` finds
+    them. Every failure, a missing file included, is a
+    :class:`CheckpointError` whose message starts with ``path``."""
+    try:
+        checkpoint = load_weights_only(path)
+    except FileNotFoundError as err:
+        raise CheckpointError(str(err)) from None
+    state = state_dict_of(checkpoint, path)
+    not_tensors = [k for k, v in state.items()
+                   if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(
+            f'{path}: expected the weights under "state_dict", "model" or at '
+            f'top level, but these entries are not tensors: '
+            f'{not_tensors[:10]}')
+    return state, checkpoint
