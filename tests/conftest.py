@@ -28,7 +28,8 @@ def load_tool(relative_path: str):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        'markers', 'slow: runs for tens of seconds (still part of CI)')
+        'markers', 'slow: takes 3 s or more here (CI runs it; the edit loop: '
+        '-m "not slow")')
 
 
 @pytest.fixture(scope='session')

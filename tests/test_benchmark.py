@@ -91,6 +91,7 @@ def test_benchmark_mfu_uses_the_peak_override(bench_tool, tmp_path):
         assert result['mfu'] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != 'Linux'
                     or platform.libc_ver()[0] != 'glibc',
                     reason='pins glibc malloc')

@@ -95,6 +95,7 @@ def build_mixedae(repo_root, seed=0):
 
 
 # ------------------------------------------------------------ (a) extract
+@pytest.mark.slow
 def test_extract_backbone_keeps_every_encoder_tensor(pretrained_checkpoint,
                                                      backbone_path):
     full = load(pretrained_checkpoint)

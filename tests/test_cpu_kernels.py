@@ -37,6 +37,7 @@ def _probe(tmp_path, **env):
                           capture_output=True, text=True, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_without_a_compiler_the_cpu_falls_back_with_a_warning(tmp_path):
     result = _probe(tmp_path, CC='no-such-cc')
     assert result.returncode == 0, result.stderr
@@ -50,6 +51,7 @@ def test_without_a_compiler_the_cpu_falls_back_with_a_warning(tmp_path):
     assert 'could not be built' not in result.stderr
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path):
     """docs/troubleshooting.md: a cache folder that cannot be created (here
     under a regular file, which even root cannot write into) is reported,
@@ -63,6 +65,7 @@ def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path):
     assert 'not_a_folder' in result.stderr
 
 
+@pytest.mark.slow
 def test_a_compiler_error_is_reported_and_falls_back(tmp_path):
     fake_cc = tmp_path / 'cc'
     fake_cc.write_text('#!/bin/sh\n'
@@ -75,6 +78,7 @@ def test_a_compiler_error_is_reported_and_falls_back(tmp_path):
     assert 'fake: cannot compile' in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_kernels.available(),
                     reason='no C compiler with OpenMP here')
 def test_the_build_is_cached_per_source_and_cpu(tmp_path):

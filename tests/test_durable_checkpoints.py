@@ -89,6 +89,7 @@ def test_run_killed_while_saving_with_rotation_resumes(repo_root, demo_data,
     assert mode(work / 'last_checkpoint') == 0o644
 
 
+@pytest.mark.slow
 def test_crafted_pickle_passed_to_resume_never_runs(repo_root, demo_data,
                                                     tmp_path):
     marker = tmp_path / 'payload_ran'
@@ -251,6 +252,7 @@ WITHOUT_OPENMMLAB = (
     '        assert stop.code in (0, None), (argv, stop.code)\n')
 
 
+@pytest.mark.slow
 def test_converters_run_where_openmmlab_is_not_installed(
         repo_root, pretrained_checkpoint, tmp_path):
     """The converters and mixedae_mm.checkpoints (their one atomic write and
@@ -316,6 +318,7 @@ def test_disk_full_while_saving_names_the_file_and_the_intact_checkpoint(
     assert load_weights_only(first)['meta']['iter'] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, 'SIGXFSZ'),
                     reason='needs RLIMIT_FSIZE / SIGXFSZ (Unix)')
 def test_file_size_limit_while_saving_is_one_error_line(repo_root, demo_data,

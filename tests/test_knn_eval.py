@@ -52,6 +52,7 @@ def test_accuracy_and_bad_input():
                             torch.ones(1, 2), 2)
 
 
+@pytest.mark.slow
 def test_tool_on_the_demo_checkpoint(repo_root, pretrained_checkpoint,
                                      tmp_path):
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=6, classes=3)
@@ -69,6 +70,7 @@ def test_tool_on_the_demo_checkpoint(repo_root, pretrained_checkpoint,
     assert 100 / 3 < report['top1'] <= report['top5'] == 100.  # 3 classes
 
 
+@pytest.mark.slow
 def test_two_processes_gather_the_same_features(repo_root,
                                                pretrained_checkpoint,
                                                tmp_path):

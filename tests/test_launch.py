@@ -154,6 +154,7 @@ def test_train_tool_runs_an_ablation_of_the_vitb_recipe(repo_root, tmp_path):
     assert 'loss_homo' not in step and 'homo_acc' not in step
 
 
+@pytest.mark.slow
 def test_amp_flag_on_cpu_fails_with_a_clear_message(repo_root, tmp_path):
     if torch.cuda.is_available():
         pytest.skip('this machine has a GPU')

@@ -356,6 +356,7 @@ def test_homologous_layer_equals_plain_layer_when_k_is_all_patches():
     torch.testing.assert_close(out, TransformerEncoderLayer.forward(layer, x))
 
 
+@pytest.mark.slow
 def test_vitb_config_one_training_step(repo_root):
     cfg = Config.fromfile(f'{repo_root}/configs/mixedae_vitb_1600e.py')
     assert cfg.model.backbone.arch == 'b'

@@ -18,6 +18,7 @@ DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 LINEAR = 'configs/finetune/mixedae_vitb_linear-90e_in1k.py'
 
 
+@pytest.mark.slow
 def test_hook_equals_knn_eval_on_the_same_checkpoint(
         repo_root, demo_data, pretrained_checkpoint, tmp_path):
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=4, classes=3)

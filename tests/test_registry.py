@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def test_modules_are_found_from_mmpretrain_scope():
     import mixedae_mm  # noqa: F401
@@ -18,6 +20,7 @@ def test_modules_are_found_from_mmpretrain_scope():
     assert MODELS.get('mmpretrain.MixedAEViT') is MODELS.get('MixedAEViT')
 
 
+@pytest.mark.slow
 def test_custom_imports_from_a_config_in_another_folder(tmp_path, repo_root):
     """A user project elsewhere imports us only through its config."""
     config = tmp_path / 'user_project' / 'my_mixedae.py'
@@ -57,6 +60,7 @@ def test_custom_imports_from_a_config_in_another_folder(tmp_path, repo_root):
     assert result.stdout.split() == ['MixedAE', 'MixedAEViT']
 
 
+@pytest.mark.slow
 def test_importing_the_package_adds_no_mmseg_or_mmdet_imports(repo_root):
     """Transfer registrations load only from transfer configs. (mmpretrain
     itself imports parts of mmdet when it is installed: only what we add

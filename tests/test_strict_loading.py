@@ -127,6 +127,7 @@ def _assert_refused(result, model='MixedAE'):
     assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['vis_reconstruction.py',
                                   'vis_homologous_attention.py'])
 def test_picture_tools_refuse_a_checkpoint_of_another_architecture(
@@ -140,6 +141,7 @@ def test_picture_tools_refuse_a_checkpoint_of_another_architecture(
     assert not glob.glob(str(out / '*.png'))
 
 
+@pytest.mark.slow
 def test_knn_eval_refuses_a_checkpoint_of_another_architecture(
         pretrained_checkpoint, tmp_path):
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
@@ -150,6 +152,7 @@ def test_knn_eval_refuses_a_checkpoint_of_another_architecture(
     _assert_refused(result)
 
 
+@pytest.mark.slow
 def test_test_tool_refuses_a_checkpoint_of_another_model(
         pretrained_checkpoint, tmp_path):
     """A pretraining checkpoint is no classifier: tools/test.py used to
@@ -244,6 +247,7 @@ def test_the_backbone_names_a_shape_mismatch(tmp_path):
     assert isinstance(info.value, RuntimeError)  # as load_pretrained raised
 
 
+@pytest.mark.slow
 def test_inferencers_imported_after_the_package_load_strictly_too():
     """mmseg's and mmdet's inferencer modules imported after ``import
     mixedae_mm`` and its downstream modules (as in a long session) bind the

@@ -61,6 +61,7 @@ def test_dataset_reads_both_forms(small_fashion_mnist):
     assert packaged[7]['gt_label'] == small[7]['gt_label']
 
 
+@pytest.mark.slow
 def test_missing_data_set_is_one_line(tmp_path, repo_root):
     with pytest.raises(FashionMNISTMissingError,
                        match='dataset-fashion-mnist.*--data-root'):

@@ -174,6 +174,7 @@ def test_picture_tools_name_a_file_that_is_no_image(
         assert message == f'error: {fake} {says}: give image files'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('missing', ['val', 'train'])
 def test_knn_eval_names_a_missing_split_folder(repo_root,
                                                pretrained_checkpoint,

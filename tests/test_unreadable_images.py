@@ -73,6 +73,7 @@ def test_skip_trains_on_and_lists_the_files_at_the_end(
     assert empty in listed and text in listed
 
 
+@pytest.mark.slow
 def test_every_shipped_pipeline_uses_the_checked_loader(repo_root, tmp_path):
     """Inherited pipelines included (ImageNet, ADE20K, COCO bases), and the
     loader builds in each codebase's registry."""

@@ -48,6 +48,7 @@ def photo():
     return np.ascontiguousarray(data.astronaut()[..., ::-1])
 
 
+@pytest.mark.slow
 def test_model_index_lists_every_recipe_and_builds_it(tmp_path):
     """From another working directory, ``import mixedae_mm`` is all it takes
     for ``list_models('*mixedae*')`` to name every recipe config and
@@ -116,6 +117,7 @@ def test_get_model_loads_a_checkpoint_by_path(pretrained_checkpoint):
         torch.testing.assert_close(own[key], value, rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model,tokens,width', [
     ('mixedae_vit-tiny-p8_demo', 1 + 8 * 8, 192),  # 64px crop, patch 8
     (osp.join(ROOT, 'configs/mixedae_vitb_1600e.py'), 1 + 14 * 14, 768),
@@ -149,6 +151,7 @@ def test_inference_model_by_name_and_on_a_pretraining_model():
         inference_model(get_model('mixedae_vit-tiny-p8_demo'), photo())
 
 
+@pytest.mark.slow
 def test_test_tool_still_refuses_a_pretraining_config():
     """The test_pipeline for inferencers adds no test loop: tools/test.py
     still says a pretraining config has nothing to evaluate."""
@@ -241,6 +244,7 @@ def build_wheel(tmp_path):
     return wheel
 
 
+@pytest.mark.slow
 def test_an_installed_wheel_ships_the_model_index(tmp_path):
     """A wheel built from this clone carries model-index.yml and configs/
     (mixedae_mm/.mim): installed elsewhere, names still resolve to configs

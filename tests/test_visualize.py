@@ -147,6 +147,7 @@ def assert_text_drawn(picture, text, xy):
     assert (crop < 100).all(axis=-1).any(), text
 
 
+@pytest.mark.slow
 def test_vis_reconstruction_tool(repo_root, pretrained_checkpoint, demo_data,
                                  tmp_path):
     images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
@@ -263,6 +264,7 @@ def logged_run(demo_data, tmp_path_factory):
     return work_dir
 
 
+@pytest.mark.slow
 def test_plot_log_tool(repo_root, logged_run, tmp_path):
     work_dir = logged_run
     out = tmp_path / 'curves.png'
@@ -291,6 +293,7 @@ def test_topk_key_frequency():
     assert freq[0, 1].tolist() == [0., .5, 1., .5]
 
 
+@pytest.mark.slow
 def test_vis_homologous_attention_tool(repo_root, pretrained_checkpoint,
                                        demo_data, tmp_path):
     images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
@@ -319,6 +322,7 @@ def test_a_config_without_test_pipeline_is_a_clear_error():
         dataset=dict(pipeline=pipeline))))) == pipeline
 
 
+@pytest.mark.slow
 def test_demo_figures_from_a_work_dir(repo_root, logged_run, tmp_path):
     """The one command behind run_demo.sh's pictures and docs/images: the
     last checkpoint, the dumped config, one group of different photos, three
