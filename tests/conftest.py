@@ -1,6 +1,7 @@
 import importlib.util
 import os
 import os.path as osp
+import subprocess
 import sys
 
 import pytest
@@ -11,6 +12,25 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ['PYTHONPATH'] = os.pathsep.join(
     p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
+
+
+#: --cfg-options that load the data in the training process (no workers)
+IN_PROCESS_LOADING = ['train_dataloader.num_workers=0',
+                      'train_dataloader.persistent_workers=False']
+
+
+def run_python(*args, check: bool = True, timeout: int = 600, env=None,
+               cwd: str = ROOT) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a new interpreter, from the clone's root by
+    default, one intra-op thread (tests run side by side); with ``check``
+    a non-zero exit fails the test with the end of its stderr."""
+    result = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
+        text=True, timeout=timeout,
+        env=dict(os.environ, OMP_NUM_THREADS='1', **(env or {})))
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def load_tool(relative_path: str):

@@ -8,15 +8,13 @@ import hashlib
 import os
 import os.path as osp
 import re
-import subprocess
-import sys
 from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import load_tool
+from conftest import load_tool, run_python
 
 from mixedae_mm.checkpoints import CheckpointError, keymap, read_state_dict
 
@@ -30,12 +28,8 @@ TIMM_DEMO = dict(img_size=IMG, patch_size=PATCH, embed_dim=192, depth=6,
 
 
 def run_cli(repo_root, script, *args, check=True):
-    proc = subprocess.run(
-        [sys.executable, f'tools/model_converters/{script}', *map(str, args)],
-        cwd=repo_root, capture_output=True, text=True)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_python(f'tools/model_converters/{script}', *args,
+                      check=check, cwd=repo_root)
 
 
 def load(path):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from conftest import IN_PROCESS_LOADING
 from test_transfer_cls import FINETUNE, tiny_overrides
 from transfer_utils import assert_backbone_equals_pretrained, build_model
 
@@ -27,8 +28,7 @@ FSDP_OPTIONS = [
 def _fsdp_demo_run(repo_root, data, work_dir, iters, *args):
     options = FSDP_OPTIONS + [
         f'train_dataloader.dataset.data_root={data}',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
+        'train_dataloader.batch_size=4', *IN_PROCESS_LOADING,
         f'train_cfg.max_iters={iters}', 'default_hooks.checkpoint.interval=2',
         'default_hooks.logger.interval=1',
         # ReconstructionVisualizationHook: pictures need the full weights

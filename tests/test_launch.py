@@ -12,6 +12,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from conftest import IN_PROCESS_LOADING
 from transfer_utils import assert_cpu_fp32_and_scaled_lr
 
 CONFIGS = {  # arch, patch size, epochs
@@ -112,8 +113,8 @@ def test_train_tool_runs_vitb_1600e_one_iteration_on_cpu(repo_root,
         '--work-dir', str(work), '--cfg-options',
         f'train_dataloader.dataset.data_root={data}',
         'train_dataloader.dataset.split=train',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False', 'train_cfg.max_epochs=1',
+        'train_dataloader.batch_size=4', *IN_PROCESS_LOADING,
+        'train_cfg.max_epochs=1',
         'default_hooks.logger.interval=1'
     ], cwd=repo_root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -141,8 +142,8 @@ def test_train_tool_runs_an_ablation_of_the_vitb_recipe(repo_root, tmp_path):
         'model.neck.decoder_depth=1', 'model.neck.decoder_num_heads=2',
         f'train_dataloader.dataset.data_root={data}',
         'train_dataloader.dataset.split=train',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False', 'train_cfg.max_epochs=1',
+        'train_dataloader.batch_size=4', *IN_PROCESS_LOADING,
+        'train_cfg.max_epochs=1',
         'default_hooks.logger.interval=1'
     ], cwd=repo_root)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -169,10 +170,7 @@ def test_amp_flag_on_cpu_fails_with_a_clear_message(repo_root, tmp_path):
 
 def _demo_overrides(data_root, max_iters, batch_size=16, interval=None,
                     shipped_workers=False):
-    workers = [] if shipped_workers else [
-        'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-    ]
+    workers = [] if shipped_workers else IN_PROCESS_LOADING
     return [
         f'train_dataloader.dataset.data_root={data_root}',
         f'train_dataloader.batch_size={batch_size}',

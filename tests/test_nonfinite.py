@@ -10,6 +10,7 @@ import re
 
 import pytest
 import torch
+from conftest import IN_PROCESS_LOADING
 
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 #: NonFiniteGuardHook's place in the shipped configs' custom_hooks
@@ -29,8 +30,7 @@ def train(repo_root, work_dir, data_root, *options, iters=6, resume=None):
         argv += ['--resume', resume]
     argv += [
         '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
-        'train_dataloader.batch_size=8', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
+        'train_dataloader.batch_size=8', *IN_PROCESS_LOADING,
         f'train_cfg.max_iters={iters}', 'default_hooks.checkpoint.interval=1',
         'default_hooks.logger.interval=1', *options
     ]

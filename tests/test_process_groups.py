@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch.distributed as dist
+from conftest import IN_PROCESS_LOADING
 
 from mixedae_mm.engine.launch import process_group_torn_down_at_exit
 from test_transfer_cls import tiny_imagenet
@@ -161,6 +162,6 @@ def test_train_under_torchrun_tears_down_on_every_rank(
         'configs/demo/mixedae_vit-tiny-p8_demo.py',
         '--work-dir', str(tmp_path / 'work'), '--cfg-options',
         f'train_dataloader.dataset.data_root={demo_data}',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False', 'train_cfg.max_iters=1',
+        'train_dataloader.batch_size=4', *IN_PROCESS_LOADING,
+        'train_cfg.max_iters=1',
         'default_hooks.checkpoint.interval=1'])

@@ -4,11 +4,8 @@ tools), with one message naming the keys; keys left out on purpose are
 reported, not refused."""
 import glob
 import logging
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -111,11 +108,8 @@ def test_seg_and_det_inferencers_refuse_a_pretraining_checkpoint(
 
 
 def _run(*args):
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join(
-                   [ROOT, os.environ.get('PYTHONPATH', '')]))
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    from conftest import run_python
+    return run_python(*args, check=False)
 
 
 def _assert_refused(result, model='MixedAE'):

@@ -14,12 +14,12 @@ import torch
 from mixedae_mm.datasets import (DEBIAN_FASHION_MNIST, FashionMNISTFiles,
                                  FashionMNISTMissingError, load_fashion_mnist)
 from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
+from conftest import IN_PROCESS_LOADING
 
 STUDY = 'tools/analysis_tools/ablation_study.py'
 #: shrink every pretraining to 2 iterations of 16 images
 SHRUNK = ['train_cfg.max_iters=2', 'train_dataloader.batch_size=16',
-          'train_dataloader.num_workers=0',
-          'train_dataloader.persistent_workers=False']
+          *IN_PROCESS_LOADING]
 
 
 def write_idx(path, tensor):

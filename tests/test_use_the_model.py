@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from mmengine.config import Config
+from conftest import IN_PROCESS_LOADING
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
@@ -312,8 +313,8 @@ def test_an_installed_wheel_has_the_tools_as_commands(tmp_path):
         '--crop-size', '72')
     run('mixedae-train', 'mixedae_vit-tiny-p8_demo', '--work-dir', 'work',
         '--cfg-options', 'train_dataloader.dataset.data_root=photos',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False', 'train_cfg.max_iters=2')
+        'train_dataloader.batch_size=4', *IN_PROCESS_LOADING,
+        'train_cfg.max_iters=2')
     checkpoint = user / 'work' / 'iter_2.pth'
     assert checkpoint.exists()
     images = sorted(glob.glob(str(user / 'photos' / 'train' / '*.png')))[:4]

@@ -1,9 +1,6 @@
 """Issue 13: see what MixedAE learned (reconstructions, tools, hook)."""
 import glob
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -106,15 +103,8 @@ def test_reconstruct_shapes_paste_and_rng(repo_root, ablation):
 
 
 def _run_tool(repo_root, *args):
-    """Run a tool from this clone (whatever the editable install points
-    at)."""
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               PYTHONPATH=os.pathsep.join(
-                   [repo_root, os.environ.get('PYTHONPATH', '')]))
-    result = subprocess.run([sys.executable, *args], cwd=repo_root, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    from conftest import run_python
+    return run_python(*args, cwd=repo_root, timeout=300)
 
 
 def _png(path):
