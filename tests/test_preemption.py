@@ -22,6 +22,8 @@ DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 STOPPED = re.compile(r'(SIG\w+): stopped after iteration (\d+), saved (\S+);')
 #: long enough never to end before the signal arrives
 ENDLESS = 100000
+#: a run that has not logged its second iteration by then has hung
+STARTUP_LIMIT_S = 300
 
 
 def _options(data_root, iters):
@@ -77,11 +79,18 @@ def _start_and_wait_for_iteration(repo_root, processes, work_dir, data_root,
         env=_env(repo_root), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     log.close()
+    # a generous bound, so that a hung run fails this test instead of CI
+    deadline = time.monotonic() + STARTUP_LIMIT_S
     while iteration not in _logged_iterations(open(log_path).read()):
         if process.poll() is not None:
             pytest.fail('the run ended before iteration '
                         f'{iteration}:\n{open(log_path).read()[-3000:]}')
-        time.sleep(0.1)  # polling the log, no timing is asserted
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f'no iteration {iteration} within {STARTUP_LIMIT_S} '
+                        f's:\n{open(log_path).read()[-3000:]}')
+        time.sleep(0.1)  # polling the log
     return process
 
 

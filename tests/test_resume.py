@@ -98,6 +98,45 @@ def test_unbatched_or_iterable_train_loader_is_refused_with_a_clear_message():
         sample_seeded_loader(DataLoader(Stream(), batch_size=2), 0, 0)
 
 
+def test_replaced_train_loader_has_stopped_its_workers_and_threads():
+    """The iteration-based loop opens its loader before StepSeedHook
+    replaces it. When the new loader forks its workers, nothing of the old
+    one may still run: a fork copies the locks a running thread holds."""
+    import threading
+
+    from mmengine.runner import IterBasedTrainLoop
+    from mmengine.runner.loops import _InfiniteDataloaderIterator
+
+    from mixedae_mm.engine.seeding import seed_train_loop_data
+    threads_before = set(threading.enumerate())
+    opened = _InfiniteDataloaderIterator(_mmengine_loader(2))
+    next(opened)  # its workers run and its index queues are fed
+    old_threads = set(threading.enumerate()) - threads_before
+    old_workers = list(opened._iterator._workers)
+    assert old_threads and all(w.is_alive() for w in old_workers)
+
+    alive_at_fork = []
+
+    def before_fork():
+        if recording:
+            alive_at_fork.append(
+                [t.name for t in old_threads if t.is_alive()] +
+                [w.name for w in old_workers if w.is_alive()])
+
+    recording = True
+    os.register_at_fork(before=before_fork)  # stays, inert, after the test
+    loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    loop.dataloader, loop.dataloader_iterator = opened._dataloader, opened
+    del opened  # the loop holds the only references, as in a run
+    try:
+        seed_train_loop_data(SimpleNamespace(train_loop=loop, seed=0, rank=0))
+        first = next(loop.dataloader_iterator)
+    finally:
+        recording = False
+    assert alive_at_fork == [[], []], alive_at_fork  # at the 2 new forks
+    assert first.shape == (2, 4)
+
+
 def _finetune_preprocessor(repo_root):
     from mixedae_mm import downstream
     cfg = Config.fromfile(

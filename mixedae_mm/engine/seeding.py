@@ -157,6 +157,38 @@ def sample_seeded_loader(loader: DataLoader, seed: int,
         **kwargs)
 
 
+#: seconds to wait for a closed loader's queue threads; they end at once
+_QUEUE_THREAD_TIMEOUT_S = 60
+
+
+def close_loader_iterator(iterator) -> None:
+    """Stop a DataLoader iterator's workers and wait until its threads end.
+
+    Dropping the last reference also stops the workers, but torch leaves
+    the threads that feed their index queues to finish on their own. A
+    ``fork()`` meanwhile (the next loader starting its workers) copies
+    whatever lock such a thread holds at that moment, and the new worker
+    can wait for it forever. A new worker of a 2-process test run hung
+    right after its fork, once in about 14 runs, while such a thread was
+    alive in its parent.
+    """
+    shutdown = getattr(iterator, '_shutdown_workers', None)
+    if shutdown is None:
+        return  # loading in the main process: no workers, no threads
+    shutdown()
+    for queue in iterator._index_queues:
+        feeder = queue._thread  # None if nothing was ever put
+        if feeder is None:
+            continue
+        feeder.join(_QUEUE_THREAD_TIMEOUT_S)
+        if feeder.is_alive():
+            raise RuntimeError(
+                'A closed data loader\'s queue thread did not end within '
+                f'{_QUEUE_THREAD_TIMEOUT_S} s; starting the next loader\'s '
+                'workers now could hang. Set train_dataloader.num_workers=0 '
+                'to load in the main process, and report this.')
+
+
 def seed_train_loop_data(runner) -> None:
     """Give ``runner.train_loop`` a per-sample seeded loader.
 
@@ -172,9 +204,9 @@ def seed_train_loop_data(runner) -> None:
         return
     loop.dataloader = loader
     if isinstance(loop, IterBasedTrainLoop):
-        # the loop has opened the old loader already: dropping the last
-        # reference to it stops its workers before the new ones start
-        loop.dataloader_iterator = None
+        # the loop has opened the old loader already
+        opened, loop.dataloader_iterator = loop.dataloader_iterator, None
+        close_loader_iterator(opened._iterator)
         loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
     elif isinstance(loop, EpochBasedTrainLoop):
         done = runner.iter - runner.epoch * len(loader)
