@@ -164,13 +164,13 @@ _QUEUE_THREAD_TIMEOUT_S = 60
 def close_loader_iterator(iterator) -> None:
     """Stop a DataLoader iterator's workers and wait until its threads end.
 
-    Dropping the last reference also stops the workers, but torch leaves
-    the threads that feed their index queues to finish on their own. A
-    ``fork()`` meanwhile (the next loader starting its workers) copies
-    whatever lock such a thread holds at that moment, and the new worker
-    can wait for it forever. A new worker of a 2-process test run hung
-    right after its fork, once in about 14 runs, while such a thread was
-    alive in its parent.
+    Dropping the last reference also stops the workers, but torch leaves the
+    threads that feed their index queues to end on their own, a few
+    milliseconds later: while the next loader is forking its workers. A
+    ``fork()`` copies every lock as it is at that moment, those an ending
+    thread holds in the C library included, and a child that needs one waits
+    forever. A new worker of a 2-process test run hung right after its fork,
+    once in about 14 runs, with such a thread alive in its parent.
     """
     shutdown = getattr(iterator, '_shutdown_workers', None)
     if shutdown is None:
