@@ -205,8 +205,7 @@ def seed_train_loop_data(runner) -> None:
     loop.dataloader = loader
     if isinstance(loop, IterBasedTrainLoop):
         # the loop has opened the old loader already
-        opened, loop.dataloader_iterator = loop.dataloader_iterator, None
-        close_loader_iterator(opened._iterator)
+        close_loader_iterator(loop.dataloader_iterator._iterator)
         loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
     elif isinstance(loop, EpochBasedTrainLoop):
         done = runner.iter - runner.epoch * len(loader)
