@@ -154,3 +154,47 @@ def test_too_few_images_per_class_names_the_flags():
     with pytest.raises(ValueError, match='--frozen-per-class or '
                        '--finetune-per-class'):
         balanced_subset(labels, 3)
+
+
+def test_readme_headline_is_the_committed_study_results(repo_root):
+    """The README's study numbers are those of the committed runs
+    (docs/results/runs/*/result.json), and docs/results/results.md is the
+    table that ablation_study.py writes from them."""
+    from statistics import fmean
+
+    from mixedae_mm.evaluation.study import markdown_table, read_results
+    results_dir = osp.join(repo_root, 'docs', 'results')
+    results = read_results(results_dir)
+    with open(osp.join(results_dir, 'results.md')) as f:
+        assert f.read() == markdown_table(results)
+
+    def values(arm, metric='finetune_top1'):
+        return [r[metric] for r in results if r['arm'] == arm]
+
+    def mean(arm, metric='finetune_top1'):
+        return f'{fmean(values(arm, metric)):.1f}'
+
+    def spread(arm):
+        return f'{min(values(arm)):.1f}-{max(values(arm)):.1f}'
+
+    with open(osp.join(repo_root, 'README.md')) as f:
+        readme = ' '.join(f.read().split())  # the sentences, unwrapped
+    gain = fmean(values('mae')) - fmean(values('scratch'))
+    mae_range = (min(values('mae')), max(values('mae')))
+    assert mae_range[0] <= fmean(values('mae_mmpretrain')) <= mae_range[1]
+    for claim in [
+            f'6 epochs, {len(results)} runs',
+            f'by {gain:.1f} points ({mean("mae")} vs {mean("scratch")},',
+            f"inside our MAE's range ({mean('mae_mmpretrain')})",
+            f'MixedAE fine-tunes better than MAE, {mean("mixedae")} '
+            f'({spread("mixedae")}, {len(values("mixedae"))} seeds) against '
+            f'{mean("mae")} ({spread("mae")})',
+            f'linear {mean("mixedae", "linear_top1")} vs '
+            f'{mean("mae", "linear_top1")}',
+            f'kNN {mean("mixedae", "knn_top1")} vs {mean("mae", "knn_top1")}',
+            f'Naive mixing fine-tunes to {mean("naive_mixing")} '
+            f'({len(values("naive_mixing"))} seeds)',
+            'homologous attention without the contrastive loss to '
+            f'{mean("homo_attn_only")} ({len(values("homo_attn_only"))} '
+            'seeds)']:
+        assert claim in readme, claim
