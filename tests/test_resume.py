@@ -1,6 +1,7 @@
 """Exact resumes: data-pipeline randomness keyed by (seed, rank, epoch,
 batch, slot), step randomness (mixing, Mixup/CutMix) by (seed, rank, iter)."""
 import copy
+import gc
 import os
 import os.path as osp
 import random
@@ -135,6 +136,40 @@ def test_replaced_train_loader_has_stopped_its_workers_and_threads():
         recording = False
     assert alive_at_fork == [[], []], alive_at_fork  # at the 2 new forks
     assert first.shape == (2, 4)
+
+
+@pytest.mark.parametrize('step_seeds', [True, False])
+def test_reopened_loader_of_an_infinite_sampler_keeps_drawing(step_seeds):
+    """mmseg's and mmdet's iteration-based recipes sample with mmengine's
+    InfiniteSampler, which draws from one generator. Before training,
+    StepSeedHook and PreemptionHook open a new iterator over the loader in
+    place of the loop's first one; when that one was freed it closed the
+    sampler's generator, and training stopped with StopIteration at step 1.
+    """
+    from mmengine.dataset import InfiniteSampler
+    from mmengine.runner import IterBasedTrainLoop
+    from mmengine.runner.loops import _InfiniteDataloaderIterator
+
+    from mixedae_mm.engine.preemption import PreemptionHook
+    from mixedae_mm.engine.seeding import StepSeedHook
+    dataset = RandomDraws()
+    loader = DataLoader(dataset, batch_size=2, num_workers=1,
+                        sampler=InfiniteSampler(dataset, shuffle=True))
+    loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    loop.dataloader = loader
+    loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
+    runner = SimpleNamespace(train_loop=loop, _train_loop=loop, seed=0,
+                             rank=0)
+    hooks = [StepSeedHook()] * step_seeds + [PreemptionHook()]
+    for stage in ('before_run', 'before_train'):  # in priority order
+        for hook in hooks:
+            getattr(hook, stage)(runner)
+    gc.collect()  # the abandoned iterator is freed
+    try:
+        batches = [next(loop.dataloader_iterator) for _ in range(3)]
+    finally:
+        hooks[-1].after_run(runner)
+    assert all(batch.shape == (2, 4) for batch in batches)
 
 
 def _finetune_preprocessor(repo_root):

@@ -34,9 +34,9 @@ from mmengine.dist import all_reduce, barrier, is_distributed
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.optim import OptimWrapper
 from mmengine.runner import BaseLoop, EpochBasedTrainLoop, IterBasedTrainLoop
-# the iteration-based loop's wrapper of its loader (mmengine 0.10)
-from mmengine.runner.loops import _InfiniteDataloaderIterator
 from mmpretrain.registry import HOOKS
+
+from .seeding import reopen_train_loader
 
 #: what schedulers and terminals send to stop a job
 STOP_SIGNALS = ('SIGTERM', 'SIGUSR1', 'SIGINT')
@@ -234,9 +234,7 @@ class PreemptionHook(Hook):
             # its workers started before they were told to ignore the
             # signals; no other hook has restarted them (StepSeedHook does,
             # and its loader copies the wrapped worker_init_fn)
-            loop.dataloader_iterator = None
-            loop.dataloader_iterator = _InfiniteDataloaderIterator(
-                loop.dataloader)
+            reopen_train_loader(loop, loop.dataloader)
         self._iterator_at_start = None
         self._requested = self._agreed = 0
         self._stop_at_epoch_end = False

@@ -27,6 +27,7 @@ from typing import Iterator, List, Tuple
 
 import numpy as np
 import torch
+from mmengine.dataset import InfiniteSampler
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
@@ -202,12 +203,11 @@ def seed_train_loop_data(runner) -> None:
     loader = sample_seeded_loader(loop.dataloader, runner.seed, runner.rank)
     if loader is loop.dataloader:
         return
-    loop.dataloader = loader
     if isinstance(loop, IterBasedTrainLoop):
-        # the loop has opened the old loader already
-        close_loader_iterator(loop.dataloader_iterator._iterator)
-        loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
-    elif isinstance(loop, EpochBasedTrainLoop):
+        reopen_train_loader(loop, loader)  # the loop opened the old one
+    else:
+        loop.dataloader = loader
+    if isinstance(loop, EpochBasedTrainLoop):
         done = runner.iter - runner.epoch * len(loader)
         if 0 < done < len(loader):
             loader.batch_sampler.skip_batches(done)
@@ -215,6 +215,34 @@ def seed_train_loop_data(runner) -> None:
                 f'Resumed in the middle of epoch {runner.epoch + 1}: '
                 f'continuing at its batch {done + 1} of {len(loader)}.',
                 logger='current')
+
+
+def reopen_train_loader(loop: IterBasedTrainLoop, loader: DataLoader
+                        ) -> None:
+    """Give an iteration-based loop a new iterator over ``loader`` (the
+    old loader or its replacement), in place of the one the loop opened
+    when it was built: the old iterator's workers and threads are stopped
+    first (:func:`close_loader_iterator`), and mmengine's
+    ``InfiniteSampler`` starts over (:func:`restart_infinite_sampler`)."""
+    close_loader_iterator(loop.dataloader_iterator._iterator)
+    restart_infinite_sampler(getattr(loader.batch_sampler, 'sampler', None))
+    loop.dataloader = loader
+    loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)
+
+
+def restart_infinite_sampler(sampler) -> None:
+    """Start mmengine's ``InfiniteSampler`` over from its first index.
+
+    It draws every pass from one generator made in its ``__init__``; when
+    an abandoned iterator over it is freed, that generator is closed too
+    (``yield from`` passes the close on), and a new iterator ends at once:
+    every mmseg / mmdet iteration-based recipe stopped with
+    ``StopIteration`` at its first step. A new generator of the same seed
+    gives the stream a fresh run starts with. Other samplers start over by
+    themselves.
+    """
+    if isinstance(sampler, InfiniteSampler):
+        sampler.indices = sampler._indices_of_rank()
 
 
 def step_seed(seed: int, rank: int, iteration: int) -> int:
