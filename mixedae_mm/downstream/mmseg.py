@@ -1,8 +1,47 @@
 """``type='MixedAEViT'`` and mixedae_mm's hooks and image loader inside
-mmsegmentation configs."""
-from mmseg.registry import HOOKS, MODELS, TRANSFORMS
+mmsegmentation configs, and the dense study's data set and metric."""
+from typing import Dict
+
+from mmseg.datasets import BaseSegDataset
+from mmseg.evaluation import IoUMetric
+from mmseg.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
 
 import mixedae_mm  # noqa: F401  (layer decay constructor, atomic_local)
+from mixedae_mm.datasets.fmnist_scenes import SEG_CLASSES
 from mixedae_mm.downstream import register_in
 
 register_in(MODELS, HOOKS, TRANSFORMS)
+
+
+@DATASETS.register_module()
+class FashionMNISTScenesDataset(BaseSegDataset):
+    """The dense study's scenes (``tools/dataset_converters/
+    fmnist_scenes.py``): PNG images and PNG class maps, 0 = background,
+    1-10 = Fashion-MNIST's classes."""
+    METAINFO = dict(
+        classes=SEG_CLASSES,
+        palette=[[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
+                 [0, 130, 200], [245, 130, 48], [145, 30, 180],
+                 [70, 240, 240], [240, 50, 230], [210, 245, 60],
+                 [250, 190, 212]])
+
+    def __init__(self, img_suffix: str = '.png', seg_map_suffix: str = '.png',
+                 **kwargs) -> None:
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=False, **kwargs)
+
+
+@METRICS.register_module()
+class PerClassIoUMetric(IoUMetric):
+    """mmseg's ``IoUMetric``, also returning each class's IoU (%) as
+    ``IoU.<class>``, so that it reaches ``scalars.json`` and not only the
+    log's table."""
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        metrics = super().compute_metrics(results)
+        intersect = sum(result[0] for result in results)
+        union = sum(result[1] for result in results)
+        for name, iou in zip(self.dataset_meta['classes'],
+                             (intersect / union).tolist()):
+            metrics[f'IoU.{name}'] = round(iou * 100, 2)
+        return metrics

@@ -1,0 +1,234 @@
+"""The dense study: every study encoder transferred to segmentation (mmseg
+UperNet) and to detection / instance segmentation (mmdet Mask R-CNN) on
+scenes of Fashion-MNIST items; the per-run results, the table, the interval
+for MixedAE minus MAE and the plot (``tools/analysis_tools/dense_study.py``
+runs it; docs/results.md, "Dense transfer", reports it)."""
+import glob
+import json
+import math
+import os.path as osp
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .study import ARMS
+
+#: task -> its config (configs/study/)
+TASKS = {
+    'seg': 'configs/study/upernet_vit-study-p4_fmnist-scenes-64.py',
+    'det': 'configs/study/'
+    'mask-rcnn_vit-study-p4_simplefpn_fmnist-scenes-64.py',
+}
+#: the order of the (arm, seed) encoders: the protocol check (scratch, MAE)
+#: and MixedAE first, then the seeds that give intervals, then the rest
+RUN_ORDER = [('scratch', 0), ('mae', 0), ('mixedae', 0), ('scratch', 1),
+             ('mae', 1), ('mixedae', 1), ('mae', 2), ('mixedae', 2),
+             ('naive_mixing', 0), ('homo_attn_only', 0),
+             ('mae_mmpretrain', 0)]
+#: (metric key in result.json, column title), per task
+METRICS = {
+    'seg': (('mIoU', 'mIoU'), ('mAcc', 'mAcc')),
+    'det': (('bbox_mAP', 'box AP'), ('bbox_mAP_50', 'box AP50'),
+            ('segm_mAP', 'mask AP')),
+}
+#: the metrics the interval and the protocol check are read on
+MAIN_METRICS = ('mIoU', 'bbox_mAP', 'segm_mAP')
+
+
+def planned_runs(tasks: Sequence[str], arms: Optional[Sequence[str]] = None,
+                 seeds: Optional[Sequence[int]] = None
+                 ) -> List[Tuple[str, int, str]]:
+    """``[(arm, seed, task), ...]`` in the order they are made: each
+    encoder's tasks together (a missing pretraining is made once, just
+    before), encoders in ``RUN_ORDER`` or every given arm x seed."""
+    unknown = [arm for arm in arms or () if arm not in ARMS]
+    if unknown:
+        raise ValueError(f'unknown arm {unknown[0]!r}: choose from '
+                         f'{", ".join(ARMS)}')
+    if seeds is None:
+        encoders = [(arm, seed) for arm, seed in RUN_ORDER
+                    if arms is None or arm in arms]
+    else:
+        encoders = [(arm, seed) for seed in seeds for arm in arms or ARMS]
+    return [(arm, seed, task) for arm, seed in encoders for task in tasks]
+
+
+def run_name(task: str, arm: str, seed: int) -> str:
+    return f'{task}_{arm}_seed{seed}'
+
+
+def data_root_options(task: str, scenes: str) -> List[str]:
+    """``--cfg-options`` pointing a task config's loaders (and the COCO
+    metric) at the scene folder ``scenes``."""
+    options = [f'{loader}.dataset.data_root={scenes}'
+               for loader in ('train_dataloader', 'val_dataloader',
+                              'test_dataloader')]
+    if task == 'det':
+        annotations = osp.join(scenes, 'annotations/instances_test.json')
+        options += [f'val_evaluator.ann_file={annotations}',
+                    f'test_evaluator.ann_file={annotations}']
+    return options
+
+
+def encoder_options(checkpoint: Optional[str]) -> List[str]:
+    """``--cfg-options`` loading the encoder from a pretraining checkpoint
+    (strictly: the backbone's ``init_cfg``), or a random encoder for
+    ``None`` (scratch)."""
+    if checkpoint is None:
+        return ['model.backbone.init_cfg=None']
+    return [f'model.backbone.init_cfg.checkpoint={checkpoint}']
+
+
+def read_test_metrics(test_work_dir: str, task: str) -> Dict[str, float]:
+    """The metrics mmengine wrote for the newest test run in
+    ``test_work_dir`` (``<timestamp>/<timestamp>.json``), renamed and in
+    percent: mIoU, mAcc, aAcc, IoU.<class> for ``seg``; bbox_mAP,
+    bbox_mAP_50, bbox_mAP_75, segm_mAP, ... for ``det``."""
+    paths = sorted(glob.glob(osp.join(test_work_dir, '*', '*.json')))
+    paths = [p for p in paths if osp.basename(osp.dirname(p)) ==
+             osp.splitext(osp.basename(p))[0]]
+    if not paths:
+        raise FileNotFoundError(f'no test metrics in {test_work_dir}')
+    with open(paths[-1]) as f:
+        raw = json.load(f)
+    if task == 'seg':
+        return {key: value for key, value in raw.items()
+                if key in ('mIoU', 'mAcc', 'aAcc') or key.startswith('IoU.')}
+    return {key.split('/', 1)[1]: round(100 * value, 2)
+            for key, value in raw.items()
+            if key.startswith('coco/') and not key.endswith('_copypaste')}
+
+
+# ----------------------------------------------------------------- report
+def read_results(out_dir: str) -> List[dict]:
+    results = []
+    for path in sorted(glob.glob(osp.join(out_dir, 'runs', '*',
+                                          'result.json'))):
+        with open(path) as f:
+            results.append(json.load(f))
+    return results
+
+
+def _by_arm(results: List[dict], task: str) -> Dict[str, List[dict]]:
+    grouped = {}
+    for arm in ARMS:
+        runs = sorted((r for r in results
+                       if r['task'] == task and r['arm'] == arm),
+                      key=lambda r: r['seed'])
+        if runs:
+            grouped[arm] = runs
+    return grouped
+
+
+def _spread(values: Sequence[float], digits: int = 1) -> str:
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f'{mean:.{digits}f}'
+    return (f'{mean:.{digits}f} ({min(values):.{digits}f}–'
+            f'{max(values):.{digits}f})')
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float],
+                   confidence: float = 0.95) -> Optional[dict]:
+    """Mean of ``a`` minus mean of ``b`` with Welch's t interval; ``None``
+    with fewer than 2 values on a side. Also the seeds per arm that would
+    make the interval's half-width equal the observed difference, at the
+    observed spread (``seeds_to_resolve``; ``None`` when the difference is
+    0)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+    va, vb = statistics.variance(a), statistics.variance(b)
+    na, nb = len(a), len(b)
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    se2 = va / na + vb / nb
+    if se2 == 0:
+        return dict(difference=difference, low=difference, high=difference,
+                    seeds_to_resolve=None)
+    dof = se2**2 / ((va / na)**2 / (na - 1) + (vb / nb)**2 / (nb - 1))
+    half = stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(se2)
+    seeds = None
+    if difference != 0:
+        # n per arm with 1.96 * sqrt((va + vb) / n) = |difference|
+        seeds = math.ceil(1.96**2 * (va + vb) / difference**2)
+    return dict(difference=difference, low=difference - half,
+                high=difference + half, seeds_to_resolve=seeds)
+
+
+def markdown_table(results: List[dict]) -> str:
+    """Per task, one row per arm: seeds, each metric's mean (min–max over
+    seeds), training minutes and peak memory; then MixedAE minus MAE with
+    its 95% interval, and the protocol check (MAE against scratch)."""
+    lines = []
+    for task in TASKS:
+        grouped = _by_arm(results, task)
+        if not grouped:
+            continue
+        titles = [title for _, title in METRICS[task]]
+        lines += [f'### {"Segmentation (UperNet)" if task == "seg" else "Detection (Mask R-CNN)"}',
+                  '',
+                  '| arm | seeds | ' + ' | '.join(titles) +
+                  ' | train min | peak RSS GiB |',
+                  '|---' * (len(titles) + 4) + '|']
+        for arm, runs in grouped.items():
+            cells = [_spread([r['metrics'][key] for r in runs])
+                     for key, _ in METRICS[task]]
+            cells.append(_spread([r['train_seconds'] / 60 for r in runs]))
+            cells.append(_spread([r['peak_rss_mib'] / 1024 for r in runs]))
+            seeds = ', '.join(str(r['seed']) for r in runs)
+            lines.append(f'| {arm} | {seeds} | ' + ' | '.join(cells) + ' |')
+        lines.append('')
+        for key, title in METRICS[task]:
+            if key not in MAIN_METRICS:
+                continue
+            for first, second in (('mae', 'scratch'), ('mixedae', 'mae')):
+                lines.append(_difference_line(grouped, key, title, first,
+                                              second))
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def _difference_line(grouped, key, title, first, second) -> str:
+    if first not in grouped or second not in grouped:
+        return f'- {title}, {first} − {second}: not measured yet'
+    a = [r['metrics'][key] for r in grouped[first]]
+    b = [r['metrics'][key] for r in grouped[second]]
+    text = (f'- {title}, {first} − {second}: '
+            f'{statistics.fmean(a) - statistics.fmean(b):+.2f} '
+            f'({len(a)} vs {len(b)} seeds')
+    interval = welch_interval(a, b)
+    if interval is None:
+        return text + '; an interval needs 2 seeds a side)'
+    text += (f'; 95% Welch interval {interval["low"]:+.2f} to '
+             f'{interval["high"]:+.2f}')
+    if interval['low'] <= 0 <= interval['high']:
+        text += ': includes 0'
+        if interval['seeds_to_resolve']:
+            text += (f', about {interval["seeds_to_resolve"]} seeds a side '
+                     'would resolve a difference this size')
+    return text + ')'
+
+
+def plot(results: List[dict], path: str) -> None:
+    """One panel per main metric: each arm's seeds as points, the mean as a
+    bar."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    panels = [(task, key, title) for task in TASKS
+              for key, title in METRICS[task] if key in MAIN_METRICS]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (task, key, title) in zip(axes, panels):
+        grouped = _by_arm(results, task)
+        for x, (arm, runs) in enumerate(grouped.items()):
+            values = [r['metrics'][key] for r in runs]
+            ax.bar(x, statistics.fmean(values), color='#9ecae1', width=0.6)
+            ax.plot([x] * len(values), values, 'o', color='#08519c',
+                    markersize=4)
+        ax.set_xticks(range(len(grouped)))
+        ax.set_xticklabels(list(grouped), rotation=35, ha='right',
+                           fontsize=8)
+        ax.set_title(title)
+        ax.grid(axis='y', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
