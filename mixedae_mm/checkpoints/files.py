@@ -33,7 +33,8 @@ import torch
 __all__ = [
     'CheckpointError', 'TRUST_TOOL', 'atomic_write', 'remove_stale_temps',
     'load_weights_only', 'read_state_dict', 'to_weights_only',
-    'check_weights_only', 'state_dict_of'
+    'check_weights_only', 'state_dict_of', 'check_destination',
+    'add_overwrite_flag', 'OVERWRITE_FLAG'
 ]
 
 #: the command that turns a trusted pickled checkpoint into a loadable one
@@ -128,6 +129,60 @@ def remove_stale_temps(folder: str) -> List[str]:
             os.remove(path)
             removed.append(path)
     return removed
+
+
+#: the converters' flag that lets them replace a checkpoint they would keep
+OVERWRITE_FLAG = '--overwrite'
+
+
+def add_overwrite_flag(parser) -> None:
+    parser.add_argument(
+        OVERWRITE_FLAG, action='store_true',
+        help='write DST even if it is SRC or the checkpoint that '
+        "last_checkpoint in DST's folder names (by default refused: a run "
+        'resumes from that file)')
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return osp.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return osp.realpath(a) == osp.realpath(b)
+
+
+def check_destination(dst: str, src: str, overwrite: bool = False) -> None:
+    """Refuse (:class:`CheckpointError`) to write a converter's output to
+    ``dst`` where that would destroy a checkpoint: ``dst`` is ``src``, or
+    the checkpoint that ``last_checkpoint`` in ``dst``'s folder names (the
+    file a run resumes from); ``overwrite`` allows both. A folder is never
+    a destination. Call it before the work."""
+    dst, src = osp.expanduser(str(dst)), osp.expanduser(str(src))
+    if osp.isdir(dst):
+        raise CheckpointError(
+            f'{dst} is a folder: give the output a file name, e.g. '
+            f'{osp.join(dst, "model.pth")}')
+    if overwrite:
+        return
+    if _same_file(dst, src):
+        raise CheckpointError(
+            f'{dst} is the input checkpoint: writing there would replace '
+            f'it; give another output name (or {OVERWRITE_FLAG} to replace '
+            'it)')
+    pointer = osp.join(osp.dirname(osp.abspath(dst)), 'last_checkpoint')
+    try:
+        with open(pointer) as f:
+            named = f.read().strip()
+    except OSError:
+        return
+    folder = osp.dirname(pointer)
+    # mmengine writes the path as the run saw it (absolute, or relative to
+    # where the run was started): its file name in this folder counts
+    if named and (_same_file(dst, named) or _same_file(
+            dst, osp.join(folder, osp.basename(named)))):
+        raise CheckpointError(
+            f'{dst} is the checkpoint that {pointer} names, which --resume '
+            'continues from: give another output name (or '
+            f'{OVERWRITE_FLAG} to replace it)')
 
 
 def _trust_advice(path: str) -> str:

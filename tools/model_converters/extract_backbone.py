@@ -16,7 +16,8 @@ import sys
 
 import torch
 
-from mixedae_mm.checkpoints import (CheckpointError, atomic_write, finite,
+from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
+                                    atomic_write, check_destination, finite,
                                     keymap, read_state_dict)
 
 PREFIX = 'backbone.'
@@ -50,12 +51,14 @@ def parse_args(argv=None):
         help='also keep the encoder-side segment embedding (only trained '
         "with segment_embed='encoder'; unused by plain ViTs, which ignore it)")
     finite.add_flag(parser)
+    add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_destination(args.dst, args.src, args.overwrite)
         state, _ = read_state_dict(args.src)
         backbone, dropped = extract(state, args.keep_segment_embed)
     except CheckpointError as err:

@@ -41,6 +41,7 @@ def parse_args(argv=None):
         '--trust', action='store_true',
         help='confirm that SRC comes from a source you trust: loading it '
         'runs any code pickled in it')
+    checkpoints.add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
             'it. Add --trust only if the file comes from a source you trust '
             '(your own run, an official release).')
     try:
+        checkpoints.check_destination(args.dst, args.src, args.overwrite)
         checkpoint = checkpoints.to_weights_only(trusted_load(args.src))
         checkpoints.check_weights_only(checkpoint, args.src)
     except checkpoints.CheckpointError as err:
