@@ -244,12 +244,109 @@ def test_a_file_that_is_no_checkpoint_is_not_called_pickled(tmp_path):
     with pytest.raises(CheckpointError) as refused_file:
         load_weights_only(text)
     assert str(refused_file.value) == (
-        f'{text}: not a checkpoint (torch.save writes a zip archive or a '
-        'pickle; this file is neither): give a .pth file saved by torch')
+        f"{text}: not a checkpoint, a text file (it begins 'not a "
+        "checkpoint'); torch.save writes a zip archive (or a pickle): give a "
+        '.pth file saved by torch')
     pickled = tmp_path / 'pickled.pth'
     torch.save({'args': argparse.Namespace(lr=1.)}, pickled)
     with pytest.raises(CheckpointError, match='holds pickled Python objects'):
         load_weights_only(pickled)
+
+
+def _saved_then_cut(path):
+    import torch
+    torch.save({'state_dict': {'w': torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize('content,says', [
+    # 'e' is 101: torch's legacy reader failed with KeyError: 101
+    (b'epoch 12: loss 0.31\n', "not a checkpoint, a text file (it begins "
+     "'epoch 12: loss 0.31')"),
+    (bytes(range(256)) * 2, 'not a checkpoint, 512 bytes that are neither '
+     'a zip archive nor a pickle'),
+    (b'', 'not a checkpoint, an empty file (0 bytes)'),
+    # begins as a pickle of protocol 2, then garbage
+    (b'\x80\x02' + bytes(range(40, 200)), 'not a complete checkpoint'),
+    (_saved_then_cut, 'not a complete checkpoint'),
+    (None, 'a folder, not a checkpoint file: give the .pth file inside it'),
+])
+def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, content,
+                                                      says):
+    from mixedae_mm.checkpoints import CheckpointError, load_weights_only
+    path = tmp_path / 'iter_2.pth'
+    if content is None:
+        path.mkdir()
+    elif callable(content):
+        content(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as refused_file:
+        load_weights_only(path)
+    message = str(refused_file.value)
+    assert message.startswith(f'{path}: {says}') and '\n' not in message
+
+
+def _png(path):
+    from PIL import Image
+    Image.new('RGB', (64, 64), (120, 30, 200)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize('script,argv', [
+    ('model_converters/extract_backbone.py', ['{ckpt}', '{out}']),
+    ('model_converters/convert_timm.py', ['{ckpt}', '{out}', '--to', 'mae']),
+    ('model_converters/trust_checkpoint.py', ['{ckpt}', '{out}', '--trust']),
+    ('model_converters/publish_model.py', ['{ckpt}', '{out}']),
+    ('analysis_tools/knn_eval.py', [CONFIG, '{ckpt}']),
+] + [(script, [CONFIG, '{ckpt}', '{img}', '--out', '{out}'])
+     for script in PICTURE_TOOLS])
+@pytest.mark.parametrize('given', ['text', 'folder', 'missing'])
+def test_every_tool_says_what_a_checkpoint_is_not(capsys, tmp_path, script,
+                                                  argv, given):
+    """One line, ``error: ...``, for a file that is no checkpoint, a
+    folder, a missing file (where argparse lets it through)."""
+    ckpt = tmp_path / 'iter_2.pth'
+    if given == 'text':
+        ckpt.write_text('epoch 12: loss 0.31\n')
+    elif given == 'folder':
+        ckpt.mkdir()
+    names = dict(ckpt=str(ckpt), out=str(tmp_path / 'out.pth'),
+                 img=_png(tmp_path / 'cat.png'))
+    argv = [a.format(**names) for a in argv]
+    if given != 'text' and script in PICTURE_TOOLS:
+        refused(capsys, tool(script).parse_args, argv)  # argparse's line
+        return
+    message = tool_error(capsys, tool(script).main, argv)
+    assert 'error: ' in message and str(ckpt) in message
+    assert {'text': 'a text file', 'folder': 'a folder',
+            'missing': 'no such checkpoint file'}[given] in message
+
+
+def test_get_model_says_what_a_checkpoint_is_not(tmp_path):
+    from mmpretrain import get_model
+
+    from mixedae_mm.checkpoints import CheckpointError
+    text = tmp_path / 'iter_2.pth'
+    text.write_text('epoch 12: loss 0.31\n')
+    with pytest.raises(CheckpointError, match='not a checkpoint, a text '
+                       'file'):
+        get_model(CONFIG, pretrained=str(text))
+
+
+@pytest.mark.slow
+def test_train_resume_from_a_file_that_is_no_checkpoint(capsys, tmp_path,
+                                                        demo_data):
+    text = tmp_path / 'iter_2.pth'
+    text.write_text('epoch 12: loss 0.31\n')
+    message = tool_error(capsys, tool('train.py').main, [
+        CONFIG, '--work-dir', str(tmp_path / 'work'), '--resume', str(text),
+        '--cfg-options', f'train_dataloader.dataset.data_root={demo_data}',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False'])
+    assert message.startswith(f'train.py: error: {text}: not a checkpoint, '
+                              'a text file')
 
 
 FINETUNE = osp.join(ROOT, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py')

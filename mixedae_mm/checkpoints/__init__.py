@@ -7,16 +7,17 @@ on a machine without OpenMMLab.
 from . import finite, keymap
 from .files import (OVERWRITE_FLAG, TRUST_TOOL, CheckpointError,
                     add_overwrite_flag, atomic_write, check_destination,
-                    check_weights_only, load_weights_only, read_state_dict,
-                    remove_stale_temps, state_dict_of, to_weights_only)
+                    check_weights_only, checkpoint_format, load_weights_only,
+                    read_state_dict, remove_stale_temps, state_dict_of,
+                    to_weights_only)
 from .strict_loading import (CheckpointMismatchError, load_checkpoint_strict,
                              load_state_dict_strict)
 
 __all__ = [
     'OVERWRITE_FLAG', 'TRUST_TOOL', 'CheckpointError',
     'CheckpointMismatchError', 'add_overwrite_flag', 'atomic_write',
-    'check_destination', 'check_weights_only', 'finite', 'keymap',
-    'load_checkpoint_strict', 'load_state_dict_strict', 'load_weights_only',
-    'read_state_dict', 'remove_stale_temps', 'state_dict_of',
-    'to_weights_only'
+    'check_destination', 'check_weights_only', 'checkpoint_format', 'finite',
+    'keymap', 'load_checkpoint_strict', 'load_state_dict_strict',
+    'load_weights_only', 'read_state_dict', 'remove_stale_temps',
+    'state_dict_of', 'to_weights_only'
 ]

@@ -11,6 +11,7 @@ import sys
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
+from ..checkpoints import CheckpointError
 from ..cli_args import config_file_or_recipe
 from ..datasets import UnreadableImageError, check_image_loading
 from ..engine import (CheckpointSaveError, NonFiniteTrainingError,
@@ -187,9 +188,11 @@ def main(argv=None, prog='train.py'):
             if dist.is_initialized():
                 runner = None
     except (NonFiniteTrainingError, UnreadableImageError,
-            CheckpointSaveError) as err:
+            CheckpointSaveError, CheckpointError, FileNotFoundError) as err:
         # the message says what happened and what to change; a traceback
-        # (for a worker's error, two) would only bury it
+        # (for a worker's error, two) would only bury it. CheckpointError /
+        # FileNotFoundError: --resume, load_from or an init_cfg naming a
+        # file that is missing or is no checkpoint
         sys.exit(f'{prog}: error: {last_line(str(err))}')
     except KeyboardInterrupt:
         # a second Ctrl-C, or one before training started

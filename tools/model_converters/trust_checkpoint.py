@@ -21,7 +21,7 @@ Anything else that still needs unpickling stops the tool with its name. The
 copy is written atomically; the input is left as it is.
 """
 import argparse
-import os.path as osp
+import pickle
 import sys
 
 import torch
@@ -47,11 +47,16 @@ def parse_args(argv=None):
 
 def trusted_load(path: str):
     """``torch.load(weights_only=False)``, with one-line errors."""
-    if not osp.isfile(path):
-        raise checkpoints.CheckpointError(f'{path}: no such checkpoint file')
+    try:  # nothing is unpickled from a file that is no checkpoint
+        checkpoints.checkpoint_format(path)
+    except FileNotFoundError as err:
+        raise checkpoints.CheckpointError(str(err)) from None
     try:
         return torch.load(path, map_location='cpu', weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError,
+            IndexError, pickle.UnpicklingError) as err:
+        # a file that begins right and then breaks: the unpickler fails on
+        # damaged data with about any of these
         detail = str(err).strip().split('. ')[0].splitlines()
         raise checkpoints.CheckpointError(
             f'{path}: not a complete checkpoint, it may be truncated or '
