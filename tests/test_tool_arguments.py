@@ -386,3 +386,31 @@ def test_train_and_test_name_a_missing_dataset_folder(capsys, tmp_path,
     message = tool_error(capsys, tool(script).main,
                          [a.format(**folders) for a in argv])
     assert message == says.format(**folders)
+
+
+@pytest.mark.parametrize('option,says', [
+    ('model.ablation=bogus', "model.ablation must be one of ['homo_attn_only',"
+     " 'mae', 'naive_mixing', 'none'], got 'bogus'"),
+    ('train_dataloader.batch_size=6', 'train_dataloader.batch_size=6 cannot '
+     'be mixed: MixedAE mixes groups of 4 images; use a per-GPU batch size '
+     'that is a multiple of 4'),
+])
+def test_train_refuses_a_model_setting_before_the_runner_is_built(
+        capsys, option, says):
+    """The message was right, but came at the end of a traceback after the
+    runner's start-up log."""
+    with pytest.raises(SystemExit) as stop:
+        tool('train.py').main([CONFIG, '--cfg-options', option])
+    assert stop.value.code == f'train.py: error: {says}'
+    printed = capsys.readouterr()
+    assert printed.out == '' and 'Traceback' not in printed.err
+
+
+def test_the_mae_ablation_has_no_groups_to_fill():
+    from mixedae_mm.models.selfsup.mixedae import check_pretraining_config
+    from mmengine.config import Config
+    model = Config.fromfile(CONFIG).model
+    check_pretraining_config(dict(model, ablation='mae'), 6)
+    with pytest.raises(ValueError, match='multiple of 2'):
+        check_pretraining_config(
+            dict(model, backbone=dict(model.backbone, mixing_ratio=0.5)), 3)
