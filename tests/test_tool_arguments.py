@@ -414,3 +414,80 @@ def test_the_mae_ablation_has_no_groups_to_fill():
     with pytest.raises(ValueError, match='multiple of 2'):
         check_pretraining_config(
             dict(model, backbone=dict(model.backbone, mixing_ratio=0.5)), 3)
+
+
+def test_estimate_memory_batch_size_the_model_cannot_mix(capsys):
+    """Refused like --sample-batch: before, it printed an estimate for a
+    batch MixedAE cannot mix."""
+    message = tool_error(capsys,
+                         tool('analysis_tools/estimate_memory.py').main,
+                         [CONFIG, '--batch-size', '3'])
+    assert message == ('estimate_memory.py: error: --batch-size 3 is not a '
+                       'multiple of the mixing group size 4 of this config')
+
+
+@pytest.mark.parametrize('config,model', [
+    (FINETUNE, 'ImageClassifier'),
+    ('configs/finetune/mixedae_vitb_linear-90e_in1k.py', 'ImageClassifier'),
+    ('configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py', 'EncoderDecoder'),
+])
+def test_estimate_memory_needs_a_pretraining_config(capsys, config, model):
+    """Before: an IndexError after up to a minute of building."""
+    config = osp.join(ROOT, config)
+    message = tool_error(capsys,
+                         tool('analysis_tools/estimate_memory.py').main,
+                         [config])
+    assert message == (
+        f'estimate_memory.py: error: {config} is not a MixedAE pretraining '
+        f'config (its model is {model}): give a pretraining config, e.g. '
+        'configs/mixedae_vitb_1600e.py')
+
+
+@pytest.mark.parametrize('config,says', [
+    (FINETUNE, '{config} is not a MixedAE pretraining config (its model is '
+     'ImageClassifier): give a pretraining config, e.g. '
+     'configs/mixedae_vitb_1600e.py'),
+    (osp.join(ROOT, 'configs/study/naive-mixing_vit-study-p4_fmnist.py'),
+     "{config} has no homologous attention to draw (model.ablation="
+     "'naive_mixing'): give a MixedAE pretraining config with it (ablation "
+     "'none' or 'homo_attn_only')"),
+])
+def test_the_attention_picture_needs_homologous_attention(capsys, tmp_path,
+                                                          config, says):
+    """Before: the fine-tune config blamed 'ablation mae or naive_mixing'
+    after loading the model."""
+    message = tool_error(
+        capsys, tool('visualization/vis_homologous_attention.py').main,
+        [config, CONFIG, _png(tmp_path / 'cat.png'), '--out',
+         str(tmp_path / 'o')])
+    assert message == 'error: ' + says.format(config=config)
+
+
+def _scalars(folder, records):
+    import json
+    path = folder / 'scalars.json'
+    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    return str(path)
+
+
+def test_plot_log_draws_a_curve_of_one_point_as_a_marker(tmp_path):
+    """A line through one point is invisible: the plot had axes and no
+    data."""
+    from mixedae_mm.visualization.curves import draw
+    fig, keys = draw(_scalars(tmp_path, [
+        dict(step=25, loss=2.5, homo_acc=0.3, lr=1e-4)]))
+    lines = [line for ax in fig.axes for line in ax.lines
+             if line.get_label() in keys]
+    assert sorted(line.get_label() for line in lines) == sorted(keys)
+    assert all(line.get_marker() == 'o' for line in lines)
+    fig, _ = draw(_scalars(tmp_path, [dict(step=25, loss=2.5),
+                                      dict(step=50, loss=2.4)]))
+    assert fig.axes[0].lines[0].get_marker() in ('None', None, '')
+
+
+def test_plot_log_creates_the_folder_of_its_output(tmp_path):
+    out = tmp_path / 'figures' / 'run1' / 'curves.png'
+    tool('analysis_tools/plot_log.py').main(
+        [_scalars(tmp_path, [dict(step=1, loss=2.5), dict(step=2, loss=2.4)]),
+         '--out', str(out)])
+    assert out.stat().st_size > 0
