@@ -19,7 +19,7 @@ from mixedae_mm.datasets import (DEBIAN_FASHION_MNIST, FashionMNISTFiles,
                                  FashionMNISTMissingError, load_fashion_mnist)
 from mixedae_mm.evaluation.pretraining import LOCK_FILE
 from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
-from conftest import IN_PROCESS_LOADING, run_python
+from conftest import IN_PROCESS_LOADING, load_tool, run_python
 
 STUDY = 'tools/analysis_tools/ablation_study.py'
 #: shrink every pretraining to 2 iterations of 16 images
@@ -414,3 +414,79 @@ def test_curves_of_a_resumed_run_have_each_step_once(tmp_path):
     steps, values = read_curves(paths)['homo_acc']
     assert steps == [1, 2, 3, 4, 5]
     assert values == [1, 2, 103, 104, 105]
+
+
+# ------------------------------------------------------- one-line errors
+def test_a_negative_seed_is_refused_when_the_arguments_are_read(capsys):
+    """Before, --seeds -1 failed inside the pretraining, again on every
+    rerun."""
+    study = load_tool('analysis_tools/ablation_study.py')
+    with pytest.raises(SystemExit) as stop:
+        study.parse_args(['--out', 'study', '--seeds', '0', '-1'])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        'error: argument --seeds: must be an integer >= 0, got -1')
+
+
+def _study_args(data_root, out, **changes):
+    study = load_tool('analysis_tools/ablation_study.py')
+    args = study.parse_args(['--data-root', data_root, '--out', str(out)])
+    vars(args).update(changes)
+    return study, args
+
+
+def test_too_few_images_per_class_is_one_line(small_fashion_mnist,
+                                              tmp_path):
+    study, args = _study_args(small_fashion_mnist, tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        study.load_data(args, print)
+    assert re.fullmatch(
+        r'ablation_study.py: error: class \d+ has \d+ images, fewer than the '
+        r'1000 per class asked for: lower --frozen-per-class or '
+        r'--finetune-per-class', stop.value.code)
+
+
+def test_a_truncated_gz_file_is_named(small_fashion_mnist, tmp_path):
+    """gzip's EOFError named no file."""
+    import gzip
+    import shutil
+
+    from mixedae_mm.datasets.fashion_mnist import FashionMNISTDamagedError
+    root = tmp_path / 'fashion-mnist'
+    shutil.copytree(small_fashion_mnist, root)
+    images = root / 'train-images-idx3-ubyte'
+    packed = gzip.compress(images.read_bytes())
+    damaged = root / 'train-images-idx3-ubyte.gz'
+    damaged.write_bytes(packed[:len(packed) // 2])
+    images.unlink()
+    with pytest.raises(FashionMNISTDamagedError) as refused:
+        load_fashion_mnist(str(root), 'train')
+    assert str(refused.value).startswith(
+        f'{damaged} is damaged, its gzip stream is cut short or corrupt')
+    study, args = _study_args(str(root), tmp_path / 'study')
+    with pytest.raises(SystemExit) as stop:
+        study.load_data(args, print)
+    assert stop.value.code == f'ablation_study.py: error: {refused.value}'
+
+
+def test_a_checkpoint_of_another_arm_in_a_run_folder_is_one_line(
+        small_fashion_mnist, repo_root, tmp_path):
+    """Before: the right message at the end of a 553-line traceback."""
+    from mixedae_mm.evaluation.study import build_model
+    mae, _ = build_model(osp.join(repo_root, ARMS['mae_mmpretrain']))
+    work_dir = tmp_path / 'runs' / 'mixedae_seed0' / 'pretrain'
+    work_dir.mkdir(parents=True)
+    checkpoint = work_dir / 'iter_2.pth'
+    torch.save(dict(state_dict=mae.state_dict()), checkpoint)
+    (work_dir / 'last_checkpoint').write_text(str(checkpoint))
+    (work_dir / 'timing.json').write_text(json.dumps(dict(
+        seconds=1., peak_rss_mib=1., attempts=1, done=True)))
+    study, args = _study_args(small_fashion_mnist, tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        study.run_one('mixedae', 0, args, None, [], print)
+    message = stop.value.code
+    assert message.startswith(f'ablation_study.py: error: {checkpoint} '
+                              'does not match MixedAE')
+    assert message.endswith(f'delete {work_dir.parent} (or pass the same '
+                            'options) and run again')
+    assert '\n' not in message

@@ -31,6 +31,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):
+    from mixedae_mm.cli_args import non_negative_int, positive_int
     from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
     from mixedae_mm.evaluation.study import ARMS
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -41,7 +42,7 @@ def parse_args(argv=None):
     parser.add_argument('--out', required=True, help='study folder')
     parser.add_argument('--arms', nargs='+', choices=list(ARMS),
                         help='default: all, each with its planned seeds')
-    parser.add_argument('--seeds', nargs='+', type=int,
+    parser.add_argument('--seeds', nargs='+', type=non_negative_int,
                         help='the same seeds for every arm')
     parser.add_argument('--frozen-per-class', type=int, default=1000,
                         help='training images per class whose frozen '
@@ -52,10 +53,10 @@ def parse_args(argv=None):
                         'fine-tuning (200: a fixed 3.3%% of the set, drawn '
                         'inside the frozen subset)')
     parser.add_argument('--finetune-epochs', type=int, default=10)
-    parser.add_argument('--limit-train', type=int, default=None,
+    parser.add_argument('--limit-train', type=positive_int, default=None,
                         help='evaluate on the first N training images only '
                         '(tests)')
-    parser.add_argument('--limit-test', type=int, default=None,
+    parser.add_argument('--limit-test', type=positive_int, default=None,
                         help='evaluate on the first N test images only '
                         '(tests)')
     parser.add_argument('--cfg-options', nargs='+', default=[],
@@ -85,7 +86,15 @@ def options_dict(options):
 
 
 def load_data(args, log):
+    """The images and labels the probes use; exits with one line for a
+    damaged file or a class with fewer images than asked for."""
+    try:
+        return _load_data(args, log)
+    except ValueError as err:  # FashionMNISTDamagedError, balanced_subset's
+        raise SystemExit(f'ablation_study.py: error: {err}') from None
 
+
+def _load_data(args, log):
     from mixedae_mm.datasets import load_fashion_mnist
     from mixedae_mm.evaluation.study import balanced_subset
     data = {}
@@ -124,6 +133,7 @@ def run_one(arm, seed, args, data, cfg_options, log):
 def _run_one(arm, seed, args, data, cfg_options, log, run_dir):
     import torch
 
+    from mixedae_mm.checkpoints import CheckpointMismatchError
     from mixedae_mm.evaluation.pretraining import run_pretraining
     from mixedae_mm.evaluation.study import (ARMS, SCRATCH_CONFIG,
                                              build_model, evaluate_encoder,
@@ -144,7 +154,14 @@ def _run_one(arm, seed, args, data, cfg_options, log, run_dir):
         checkpoint, seconds, rss = run_pretraining(
             config, work_dir, seed, args.data_root, cfg_options, log)
         model, cfg = build_model(osp.join(ROOT, config), overrides)
-        load_strictly(model, checkpoint)
+        try:
+            load_strictly(model, checkpoint)
+        except CheckpointMismatchError as err:
+            raise SystemExit(
+                f'ablation_study.py: error: {err}. The run folder holds the '
+                'checkpoint of another arm or of other --cfg-options: '
+                f'delete {run_dir} (or pass the same options) and run '
+                'again') from None
         import glob
         curves = read_curves(sorted(glob.glob(  # one per attempt, in order
             osp.join(work_dir, '*', 'vis_data', 'scalars.json'))))
