@@ -2,11 +2,13 @@
 (zero or negative sizes, a utilisation above 1, not a number) with exit
 status 2 and one line naming the flag, before any model is built; a missing
 config or checkpoint file is named the same way."""
+import glob
 import os
 import os.path as osp
+import signal
 
 import pytest
-from conftest import load_tool
+from conftest import load_tool, run_python
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py')
@@ -491,3 +493,33 @@ def test_plot_log_creates_the_folder_of_its_output(tmp_path):
         [_scalars(tmp_path, [dict(step=1, loss=2.5), dict(step=2, loss=2.4)]),
          '--out', str(out)])
     assert out.stat().st_size > 0
+
+
+#: every command line in tools/ but gpu_check.py, which imports only the
+#: standard library and runs its checks as child processes
+TOOL_SCRIPTS = sorted(
+    osp.relpath(path, osp.join(ROOT, 'tools')) for path in glob.glob(
+        osp.join(ROOT, 'tools', '**', '*.py'), recursive=True)
+    if not path.endswith('gpu_check.py'))
+
+
+@pytest.mark.parametrize('script', TOOL_SCRIPTS)
+def test_ctrl_c_during_the_imports_is_one_line(tmp_path, script):
+    """A Ctrl-C while torch and OpenMMLab import (seconds) printed a
+    53-line traceback through them. A stand-in ``torch`` package that
+    raises KeyboardInterrupt when imported, as a Ctrl-C there does, makes
+    the moment certain."""
+    (tmp_path / 'torch').mkdir()
+    (tmp_path / 'torch' / '__init__.py').write_text('raise KeyboardInterrupt\n')
+    result = run_python(
+        f'tools/{script}', '--help', check=False,
+        env=dict(PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]),
+                 PYTHONWARNINGS='ignore'))
+    # exit status 130 as the shell reports it: Python re-raises SIGINT on
+    # itself after an uncaught KeyboardInterrupt (-2), the study exits 130
+    assert result.returncode in (130, -signal.SIGINT), result.stderr
+    assert 'Traceback' not in result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert line.endswith(('interrupted (Ctrl-C)',
+                          'stopped by SIGINT; the finished runs are kept: '
+                          'run the study again to continue'))

@@ -27,6 +27,12 @@ Examples::
         --batch-size 128 --fsdp-world-size 32
 """
 import argparse
+import sys
+
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'estimate_memory.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
 
 import torch
 from mmengine.config import Config, DictAction

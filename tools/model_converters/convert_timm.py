@@ -32,6 +32,11 @@ import os.path as osp
 import sys
 from collections import defaultdict
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'convert_timm.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 import torch
 
 from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
