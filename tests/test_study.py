@@ -210,8 +210,8 @@ def test_readme_headline_is_the_committed_study_results(repo_root):
 ENDLESS = 100000
 #: a study that has not started training by then has hung
 STARTUP_LIMIT_S = 300
-STOPPED = re.compile(
-    r'(SIG\w+): stopped after iteration (\d+), saved (\S+)$', re.M)
+STOPPED = re.compile(r'(SIG\w+): stopped after iteration (\d+), saved '
+                     r'([^\s;]+)')
 
 
 def _study_command(data_root, out, max_iters):
@@ -352,6 +352,32 @@ def test_ctrl_c_to_the_study_stops_its_training_once_with_a_checkpoint(
     assert name == 'SIGINT' and osp.isfile(checkpoint)
     assert _training_processes(work_dir) == []
     assert 'Traceback' not in log
+
+
+@pytest.mark.slow
+def test_a_study_killed_outright_stops_its_training_with_a_checkpoint(
+        small_fashion_mnist, repo_root, tmp_path):
+    """kill -9 (or the out-of-memory killer) gives the study no chance to
+    pass a signal on: the kernel sends the training SIGTERM
+    (PR_SET_PDEATHSIG), and the attempt is left for the next call to
+    count."""
+    out = tmp_path / 'study'
+    work_dir = out / 'runs' / 'mixedae_seed0' / 'pretrain'
+    log_path = tmp_path / 'study.log'
+    study = _start_study_and_wait_for_training(
+        _study_command(small_fashion_mnist, out, ENDLESS), repo_root,
+        log_path, work_dir)
+    study.kill()
+    study.wait()
+    deadline = time.monotonic() + 300
+    while _training_processes(work_dir):
+        assert time.monotonic() < deadline, 'the training did not stop'
+        time.sleep(0.2)  # polling for its end
+    (name, _, checkpoint), = STOPPED.findall(
+        (work_dir / 'train_stdout.log').read_text())
+    assert name == 'SIGTERM' and osp.isfile(checkpoint)
+    timing = json.loads((work_dir / 'timing.json').read_text())
+    assert timing['running']['pid'] == study.pid
 
 
 def test_a_run_folder_held_by_a_live_process_is_refused(tmp_path):

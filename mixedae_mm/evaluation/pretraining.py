@@ -225,7 +225,10 @@ class _Forwarder:
         name = signal.Signals(signum).name
         if self.pid is None:
             return  # passed on once the training has started
-        os.kill(self.pid, getattr(signal, FORWARDED[name]))
+        try:
+            os.kill(self.pid, getattr(signal, FORWARDED[name]))
+        except ProcessLookupError:
+            return  # it has ended: the wait returns now
         self.log(f'{name}: passed on to the pretraining (process '
                  f'{self.pid}); waiting for it to save a checkpoint and '
                  'stop' if len(self.received) == 1 else
@@ -241,21 +244,30 @@ class _Forwarder:
             self._handle(signum, None)
 
 
-def _child_setup(parent_death_signal: Optional[int]):
-    """What the training's process does between fork and exec."""
-    prctl = None
-    if parent_death_signal is not None and sys.platform.startswith('linux'):
-        import ctypes
-        try:  # loaded here, before the fork
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
-            prctl = None
+#: runs as the training's process before it execs tools/train.py: asks
+#: the kernel for a SIGTERM when the study dies (Linux's PR_SET_PDEATHSIG,
+#: kept across exec), then checks that the study has not died already. In
+#: a fresh process rather than subprocess's preexec_fn, which is unsafe
+#: in a study whose torch has started threads.
+PARENT_DEATH_LAUNCHER = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit('the study ended before its pretraining started')
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
-    def setup() -> None:
-        if prctl is not None:
-            prctl(1, parent_death_signal)  # PR_SET_PDEATHSIG
 
-    return setup
+def _stopped_with_the_study(command: List[str]) -> List[str]:
+    """``command``, started so that it gets SIGTERM if the study dies
+    without passing a signal on (Linux; elsewhere ``command``)."""
+    if not sys.platform.startswith('linux'):
+        return command
+    return [sys.executable, '-c', PARENT_DEATH_LAUNCHER,
+            str(os.getpid())] + command
 
 
 # ------------------------------------------------------------------ timing
@@ -386,13 +398,14 @@ def _attempt(config, work_dir, seed, data_root, cfg_options, log, lock,
             timing, running=dict(started=time.time(), pid=os.getpid())))
         try:
             process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT,
+                # PR_SET_PDEATHSIG fires when the thread that forked ends:
+                # only the main thread lives as long as the study
+                _stopped_with_the_study(command) if forwarder.active
+                else command, stdout=out, stderr=subprocess.STDOUT,
                 cwd=ROOT if osp.isdir(ROOT) else None,
                 # its own session: a terminal's Ctrl-C reaches it once,
                 # from the study; the lock stays held while it runs
-                start_new_session=True, pass_fds=(lock.fd, ),
-                preexec_fn=_child_setup(
-                    signal.SIGTERM if forwarder.active else None))
+                start_new_session=True, pass_fds=(lock.fd, ))
         except BaseException:
             _write_json(timing_path, timing)  # no attempt ran
             raise
@@ -400,6 +413,7 @@ def _attempt(config, work_dir, seed, data_root, cfg_options, log, lock,
         forwarder.started(process.pid)
         # a signal interrupts the wait only to run its handler (PEP 475)
         _, status, usage = os.wait4(process.pid, 0)
+        forwarder.pid = None  # reaped: its PID may be another's now
         process.returncode = returncode = os.waitstatus_to_exitcode(status)
         received = list(forwarder.received)
     timing['seconds'] += time.perf_counter() - start
