@@ -308,3 +308,79 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({'model': {}, 'args': argparse.Namespace(lr=1.0)}, src)
     with pytest.raises(CheckpointError, match='argparse.Namespace'):
         read_state_dict(str(src))
+
+
+# ------------------------------------------------- (g) nothing overwritten
+#: every converter, with the flags it needs to get to writing
+CONVERTERS = [('extract_backbone.py', []), ('convert_timm.py', ['--to', 'mae']),
+              ('trust_checkpoint.py', ['--trust']), ('publish_model.py', [])]
+
+
+def training_checkpoint(path):
+    """A small file in the layout of a pretraining checkpoint."""
+    torch.save(dict(state_dict={'backbone.cls_token': torch.zeros(1, 1, 8),
+                                'neck.mask_token': torch.zeros(1, 1, 8)},
+                    meta=dict(iter=2)), path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize('script,flags', CONVERTERS[:3])
+def test_no_converter_overwrites_its_source(tmp_path, script, flags):
+    """``extract_backbone.py CKPT CKPT`` replaced a training checkpoint by
+    its backbone. (publish_model.py names its output by its hash: the
+    next test.)"""
+    src = tmp_path / 'iter_2.pth'
+    before = training_checkpoint(src)
+    main = load_tool(f'model_converters/{script}').main
+    with pytest.raises(SystemExit) as stop:
+        main([str(src), str(src), *flags])
+    assert str(stop.value.code).endswith(
+        f'{src} is the input checkpoint: writing there would replace it; '
+        'give another output name (or --overwrite to replace it)')
+    assert src.read_bytes() == before
+    assert os.listdir(tmp_path) == ['iter_2.pth']  # no temporary file left
+
+
+@pytest.mark.parametrize('script,flags', CONVERTERS)
+def test_no_converter_overwrites_the_checkpoint_a_run_resumes_from(
+        tmp_path, script, flags):
+    run = tmp_path / 'work_dir'
+    run.mkdir()
+    src = tmp_path / 'other.pth'
+    training_checkpoint(src)
+    main = load_tool(f'model_converters/{script}').main
+    if script == 'publish_model.py':
+        # it names the file by its content's hash: the name the same
+        # output had before
+        main([str(src), str(run / 'published.pth')])
+        resumed, = run.iterdir()
+        dst = run / 'published.pth'
+        before = training_checkpoint(resumed)
+    else:
+        resumed = dst = run / 'iter_2.pth'
+        before = training_checkpoint(resumed)
+    (run / 'last_checkpoint').write_text(str(resumed))
+    with pytest.raises(SystemExit) as stop:
+        main([str(src), str(dst), *flags])
+    assert str(stop.value.code).endswith(
+        f'{resumed} is the checkpoint that {run}/last_checkpoint names, '
+        'which --resume continues from: give another output name (or '
+        '--overwrite to replace it)')
+    assert resumed.read_bytes() == before
+    assert sorted(os.listdir(run)) == sorted([resumed.name,
+                                              'last_checkpoint'])
+    # asked for, it is replaced
+    assert main([str(src), str(dst), *flags, '--overwrite']) == 0
+    assert resumed.read_bytes() != before
+
+
+def test_extract_backbone_onto_its_source_is_one_line(repo_root, tmp_path):
+    src = tmp_path / 'iter_2.pth'
+    before = training_checkpoint(src)
+    proc = run_cli(repo_root, 'extract_backbone.py', src, src, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f'extract_backbone.py: error: {src} is the input checkpoint: '
+        'writing there would replace it; give another output name (or '
+        '--overwrite to replace it)\n')
+    assert src.read_bytes() == before

@@ -104,3 +104,59 @@ def test_two_processes_gather_the_same_features(repo_root,
     for key in one:  # same images, same order, padding dropped
         torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-5)
     assert one['train_labels'].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_save_features_into_a_folder_is_refused_before_the_work(tmp_path):
+    from conftest import load_tool
+    main = load_tool('analysis_tools/knn_eval.py').main
+    with pytest.raises(SystemExit) as stop:
+        # the checkpoint does not exist: the check comes before any loading
+        main(['configs/demo/mixedae_vit-tiny-p8_demo.py', 'missing.pth',
+              '--save-features', str(tmp_path)])
+    assert stop.value.code == (
+        f'error: --save-features {tmp_path} is a folder: give a file name, '
+        f'e.g. {tmp_path}/features.pth')
+
+
+@pytest.mark.slow
+def test_the_result_is_printed_before_the_features_are_saved(
+        repo_root, pretrained_checkpoint, tmp_path, capsys, monkeypatch):
+    """--save-features into a folder that does not exist: it is created
+    before the extraction; the accuracies are printed before anything is
+    saved, so a failed save loses nothing but the features."""
+    from conftest import load_tool
+
+    from mixedae_mm import checkpoints
+    main = load_tool('analysis_tools/knn_eval.py').main
+    data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
+    features = tmp_path / 'new' / 'folder' / 'features.pth'
+    argv = ['configs/demo/mixedae_vit-tiny-p8_demo.py', pretrained_checkpoint,
+            '--data-root', data, '--k', '2', '--batch-size', '4',
+            '--num-workers', '0', '--device', 'cpu', '--save-features',
+            str(features)]
+
+    def disk_full(path, content):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(checkpoints, 'atomic_write', disk_full)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == (
+        f'error: --save-features {features}: No space left on device; the '
+        'result above is complete')
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed['train_images'] == printed['val_images'] == 4
+    monkeypatch.undo()
+    assert main(argv) == printed
+    saved = torch.load(features, weights_only=True)
+    assert saved['train_feats'].shape[0] == 4
+
+
+def test_an_unknown_recipe_name_is_one_line():
+    """mixedae-knn nonsense: mmpretrain's 'Failed to find model' came as a
+    traceback; the other commands say what the argument must be."""
+    from conftest import load_tool
+    with pytest.raises(SystemExit) as stop:
+        load_tool('analysis_tools/knn_eval.py').main(['nonsense', 'x.pth'])
+    assert str(stop.value.code).startswith(
+        'nonsense: neither a config file nor a recipe name')

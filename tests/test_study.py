@@ -3,18 +3,23 @@ ablation_study.py, OnlineKNNHook) on a shrunk copy of the real
 Fashion-MNIST that tools/setup_env.sh installs."""
 import glob
 import json
+import os
 import os.path as osp
+import re
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from mixedae_mm.datasets import (DEBIAN_FASHION_MNIST, FashionMNISTFiles,
                                  FashionMNISTMissingError, load_fashion_mnist)
+from mixedae_mm.evaluation.pretraining import LOCK_FILE
 from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
-from conftest import IN_PROCESS_LOADING
+from conftest import IN_PROCESS_LOADING, load_tool, run_python
 
 STUDY = 'tools/analysis_tools/ablation_study.py'
 #: shrink every pretraining to 2 iterations of 16 images
@@ -198,3 +203,316 @@ def test_readme_headline_is_the_committed_study_results(repo_root):
             f'{mean("homo_attn_only")} ({len(values("homo_attn_only"))} '
             'seeds)']:
         assert claim in readme, claim
+
+
+# ------------------------------------------------ stopping and continuing
+#: a training this long is still running when the test signals it
+ENDLESS = 100000
+#: a study that has not started training by then has hung
+STARTUP_LIMIT_S = 300
+STOPPED = re.compile(r'(SIG\w+): stopped after iteration (\d+), saved '
+                     r'([^\s;]+)')
+
+
+def _study_command(data_root, out, max_iters):
+    """The study shrunk to one MixedAE run that logs every iteration."""
+    return [sys.executable, STUDY, '--data-root', data_root, '--out',
+            str(out), '--arms', 'mixedae', '--seeds', '0',
+            '--finetune-epochs', '1', '--frozen-per-class', '10',
+            '--finetune-per-class', '5', '--cfg-options',
+            f'train_cfg.max_iters={max_iters}',
+            'train_dataloader.batch_size=16',
+            'default_hooks.logger.interval=1', *IN_PROCESS_LOADING]
+
+
+def _training_processes(work_dir):
+    """PIDs of the live tools/train.py processes training in ``work_dir``."""
+    found = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                words = f.read().decode(errors='replace').split('\0')
+        except OSError:
+            continue  # not a process, or it ended meanwhile
+        if any(w.endswith('tools/train.py') for w in words) and \
+                str(work_dir) in words:
+            found.append(int(entry))
+    return found
+
+
+def _start_study_and_wait_for_training(command, repo_root, log_path,
+                                       work_dir):
+    """Start the study in a session of its own (as a terminal starts a
+    job); return it once its training has logged an iteration."""
+    with open(log_path, 'w') as log:
+        study = subprocess.Popen(
+            command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, OMP_NUM_THREADS='1'),
+            start_new_session=True)
+    train_log = work_dir / 'train_stdout.log'
+    deadline = time.monotonic() + STARTUP_LIMIT_S
+    while not (train_log.exists() and
+               'Iter(train) [' in train_log.read_text()):
+        if study.poll() is not None or time.monotonic() > deadline:
+            if study.poll() is None:
+                _kill(study)
+            pytest.fail('the study did not start training:\n' +
+                        open(log_path).read()[-3000:])
+        time.sleep(0.2)  # polling the log
+    return study
+
+
+def _kill(study):
+    """Kill the study's process group (its training, in a session of its
+    own, then gets SIGTERM from the kernel: PR_SET_PDEATHSIG)."""
+    os.killpg(study.pid, signal.SIGKILL)
+    study.wait()
+
+
+def _wait(study, log_path):
+    """The study's exit status, once it has ended."""
+    try:
+        return study.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        _kill(study)
+        pytest.fail('the study did not stop:\n' +
+                    open(log_path).read()[-3000:])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_study_and_its_training_and_a_rerun_continues(
+        small_fashion_mnist, repo_root, tmp_path):
+    """A SIGTERM to the study reaches its training, which saves and stops;
+    the study waits, says where it stopped, counts the attempt and exits
+    143. A second study meanwhile is refused; the rerun continues from the
+    checkpoint to a result whose curves have each step once."""
+    out = tmp_path / 'study'
+    work_dir = out / 'runs' / 'mixedae_seed0' / 'pretrain'
+    log_path = tmp_path / 'study.log'
+    study = _start_study_and_wait_for_training(
+        _study_command(small_fashion_mnist, out, ENDLESS), repo_root,
+        log_path, work_dir)
+    try:
+        assert len(_training_processes(work_dir)) == 1
+        second = run_python(
+            *_study_command(small_fashion_mnist, out, ENDLESS)[1:],
+            check=False, timeout=300)
+        assert second.returncode == 1
+        assert 'Traceback' not in second.stderr, second.stderr[-3000:]
+        assert second.stderr.strip().splitlines()[-1].startswith(
+            f'error: {work_dir.parent} is in use by process {study.pid} (')
+        assert len(_training_processes(work_dir)) == 1
+    except BaseException:
+        _kill(study)
+        raise
+    study.send_signal(signal.SIGTERM)
+    returncode = _wait(study, log_path)
+    log = open(log_path).read()
+    assert returncode == 128 + signal.SIGTERM, log[-3000:]
+    assert _training_processes(work_dir) == []
+    (name, iteration, checkpoint), = STOPPED.findall(log)
+    assert name == 'SIGTERM'
+    assert (work_dir / 'last_checkpoint').read_text() == checkpoint
+    assert 'run the study again to continue' in log
+    timing = json.loads((work_dir / 'timing.json').read_text())
+    assert timing['attempts'] == 1 and timing['seconds'] > 0
+    assert not timing['done']
+
+    end = int(iteration) + 2
+    again = run_python(*_study_command(small_fashion_mnist, out, end)[1:],
+                       timeout=600)
+    assert 'continuing the stopped pretraining' in again.stdout
+    result = json.loads((work_dir.parent / 'result.json').read_text())
+    assert result['curves']['homo_acc'][0] == list(range(1, end + 1))
+    assert result['curves']['knn_top1'][0] == [end]
+    timing_after = json.loads((work_dir / 'timing.json').read_text())
+    assert timing_after['attempts'] == 2 and timing_after['done']
+    assert result['pretrain_seconds'] >= round(timing['seconds'], 1)
+    # released: no lock file left in the run folders
+    assert not (work_dir / LOCK_FILE).exists()
+    assert not (work_dir.parent / LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_study_stops_its_training_once_with_a_checkpoint(
+        small_fashion_mnist, repo_root, tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground job: the training
+    must get it once (twice stops it without a checkpoint)."""
+    out = tmp_path / 'study'
+    work_dir = out / 'runs' / 'mixedae_seed0' / 'pretrain'
+    log_path = tmp_path / 'study.log'
+    study = _start_study_and_wait_for_training(
+        _study_command(small_fashion_mnist, out, ENDLESS), repo_root,
+        log_path, work_dir)
+    os.killpg(study.pid, signal.SIGINT)
+    returncode = _wait(study, log_path)
+    log = open(log_path).read()
+    assert returncode == 128 + signal.SIGINT, log[-3000:]
+    (name, iteration, checkpoint), = STOPPED.findall(log)
+    assert name == 'SIGINT' and osp.isfile(checkpoint)
+    assert _training_processes(work_dir) == []
+    assert 'Traceback' not in log
+
+
+@pytest.mark.slow
+def test_a_study_killed_outright_stops_its_training_with_a_checkpoint(
+        small_fashion_mnist, repo_root, tmp_path):
+    """kill -9 (or the out-of-memory killer) gives the study no chance to
+    pass a signal on: the kernel sends the training SIGTERM
+    (PR_SET_PDEATHSIG), and the attempt is left for the next call to
+    count."""
+    out = tmp_path / 'study'
+    work_dir = out / 'runs' / 'mixedae_seed0' / 'pretrain'
+    log_path = tmp_path / 'study.log'
+    study = _start_study_and_wait_for_training(
+        _study_command(small_fashion_mnist, out, ENDLESS), repo_root,
+        log_path, work_dir)
+    study.kill()
+    study.wait()
+    deadline = time.monotonic() + 300
+    while _training_processes(work_dir):
+        assert time.monotonic() < deadline, 'the training did not stop'
+        time.sleep(0.2)  # polling for its end
+    (name, _, checkpoint), = STOPPED.findall(
+        (work_dir / 'train_stdout.log').read_text())
+    assert name == 'SIGTERM' and osp.isfile(checkpoint)
+    timing = json.loads((work_dir / 'timing.json').read_text())
+    assert timing['running']['pid'] == study.pid
+
+
+def test_a_run_folder_held_by_a_live_process_is_refused(tmp_path):
+    from mixedae_mm.evaluation.pretraining import (RunFolderBusyError,
+                                                   hold_run_folder)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys\n'
+         'from mixedae_mm.evaluation.pretraining import hold_run_folder\n'
+         f'with hold_run_folder({str(tmp_path)!r}):\n'
+         '    print("held", flush=True)\n'
+         '    sys.stdin.read()\n'],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == 'held\n'
+        with pytest.raises(RunFolderBusyError,
+                           match=f'is in use by process {holder.pid} '):
+            with hold_run_folder(str(tmp_path)):
+                pass
+    finally:
+        holder.kill()  # killed: its lock file stays behind
+        holder.wait(timeout=60)
+    stale = tmp_path / LOCK_FILE
+    assert json.loads(stale.read_text())['pids'] == [holder.pid]
+    with hold_run_folder(str(tmp_path)) as lock:
+        assert lock.pids == [os.getpid()]
+    assert not stale.exists()  # released: removed
+
+
+def test_an_attempt_whose_study_was_killed_is_counted(tmp_path):
+    """A study killed outright (SIGKILL) leaves ``running`` in timing.json;
+    the next call counts that attempt up to its log's last write."""
+    from mixedae_mm.evaluation.pretraining import _read_timing
+    log_path = tmp_path / 'train_stdout.log'
+    log_path.write_text('Iter(train) [1/100]\n')
+    started = osp.getmtime(log_path) - 30
+    (tmp_path / 'timing.json').write_text(json.dumps(dict(
+        seconds=5., peak_rss_mib=100., attempts=1, done=False,
+        running=dict(started=started, pid=1))))
+    messages = []
+    timing = _read_timing(str(tmp_path / 'timing.json'), str(log_path),
+                          messages.append)
+    assert timing['attempts'] == 2 and 'running' not in timing
+    assert timing['seconds'] == pytest.approx(35.)
+    assert len(messages) == 1 and 'counted an attempt' in messages[0]
+
+
+def test_curves_of_a_resumed_run_have_each_step_once(tmp_path):
+    """An attempt killed without a checkpoint logged steps that its
+    successor, resumed from an older checkpoint, logs again: the later
+    points are kept."""
+    from mixedae_mm.evaluation.study import read_curves
+    paths = []
+    # the value tells the attempt: the step, plus 100 in the second
+    for name, steps, offset in (('first', [1, 2, 3, 4], 0),
+                                ('second', [3, 4, 5], 100)):
+        path = tmp_path / f'{name}.json'
+        path.write_text(''.join(json.dumps(dict(step=s, homo_acc=s + offset))
+                                + '\n' for s in steps))
+        paths.append(str(path))
+    steps, values = read_curves(paths)['homo_acc']
+    assert steps == [1, 2, 3, 4, 5]
+    assert values == [1, 2, 103, 104, 105]
+
+
+# ------------------------------------------------------- one-line errors
+def test_a_negative_seed_is_refused_when_the_arguments_are_read(capsys):
+    """Before, --seeds -1 failed inside the pretraining, again on every
+    rerun."""
+    study = load_tool('analysis_tools/ablation_study.py')
+    with pytest.raises(SystemExit) as stop:
+        study.parse_args(['--out', 'study', '--seeds', '0', '-1'])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        'error: argument --seeds: must be an integer >= 0, got -1')
+
+
+def _study_args(data_root, out, **changes):
+    study = load_tool('analysis_tools/ablation_study.py')
+    args = study.parse_args(['--data-root', data_root, '--out', str(out)])
+    vars(args).update(changes)
+    return study, args
+
+
+def test_too_few_images_per_class_is_one_line(small_fashion_mnist,
+                                              tmp_path):
+    study, args = _study_args(small_fashion_mnist, tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        study.load_data(args, print)
+    assert re.fullmatch(
+        r'ablation_study.py: error: class \d+ has \d+ images, fewer than the '
+        r'1000 per class asked for: lower --frozen-per-class or '
+        r'--finetune-per-class', stop.value.code)
+
+
+def test_a_truncated_gz_file_is_named(small_fashion_mnist, tmp_path):
+    """gzip's EOFError named no file."""
+    import gzip
+    import shutil
+
+    from mixedae_mm.datasets.fashion_mnist import FashionMNISTDamagedError
+    root = tmp_path / 'fashion-mnist'
+    shutil.copytree(small_fashion_mnist, root)
+    images = root / 'train-images-idx3-ubyte'
+    packed = gzip.compress(images.read_bytes())
+    damaged = root / 'train-images-idx3-ubyte.gz'
+    damaged.write_bytes(packed[:len(packed) // 2])
+    images.unlink()
+    with pytest.raises(FashionMNISTDamagedError) as refused:
+        load_fashion_mnist(str(root), 'train')
+    assert str(refused.value).startswith(
+        f'{damaged} is damaged, its gzip stream is cut short or corrupt')
+    study, args = _study_args(str(root), tmp_path / 'study')
+    with pytest.raises(SystemExit) as stop:
+        study.load_data(args, print)
+    assert stop.value.code == f'ablation_study.py: error: {refused.value}'
+
+
+def test_a_checkpoint_of_another_arm_in_a_run_folder_is_one_line(
+        small_fashion_mnist, repo_root, tmp_path):
+    """Before: the right message at the end of a 553-line traceback."""
+    from mixedae_mm.evaluation.study import build_model
+    mae, _ = build_model(osp.join(repo_root, ARMS['mae_mmpretrain']))
+    work_dir = tmp_path / 'runs' / 'mixedae_seed0' / 'pretrain'
+    work_dir.mkdir(parents=True)
+    checkpoint = work_dir / 'iter_2.pth'
+    torch.save(dict(state_dict=mae.state_dict()), checkpoint)
+    (work_dir / 'last_checkpoint').write_text(str(checkpoint))
+    (work_dir / 'timing.json').write_text(json.dumps(dict(
+        seconds=1., peak_rss_mib=1., attempts=1, done=True)))
+    study, args = _study_args(small_fashion_mnist, tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        study.run_one('mixedae', 0, args, None, [], print)
+    message = stop.value.code
+    assert message.startswith(f'ablation_study.py: error: {checkpoint} '
+                              'does not match MixedAE')
+    assert message.endswith(f'delete {work_dir.parent} (or pass the same '
+                            'options) and run again')
+    assert '\n' not in message

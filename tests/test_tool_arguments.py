@@ -2,11 +2,13 @@
 (zero or negative sizes, a utilisation above 1, not a number) with exit
 status 2 and one line naming the flag, before any model is built; a missing
 config or checkpoint file is named the same way."""
+import glob
 import os
 import os.path as osp
+import signal
 
 import pytest
-from conftest import load_tool
+from conftest import load_tool, run_python
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py')
@@ -244,12 +246,109 @@ def test_a_file_that_is_no_checkpoint_is_not_called_pickled(tmp_path):
     with pytest.raises(CheckpointError) as refused_file:
         load_weights_only(text)
     assert str(refused_file.value) == (
-        f'{text}: not a checkpoint (torch.save writes a zip archive or a '
-        'pickle; this file is neither): give a .pth file saved by torch')
+        f"{text}: not a checkpoint, a text file (it begins 'not a "
+        "checkpoint'); torch.save writes a zip archive (or a pickle): give a "
+        '.pth file saved by torch')
     pickled = tmp_path / 'pickled.pth'
     torch.save({'args': argparse.Namespace(lr=1.)}, pickled)
     with pytest.raises(CheckpointError, match='holds pickled Python objects'):
         load_weights_only(pickled)
+
+
+def _saved_then_cut(path):
+    import torch
+    torch.save({'state_dict': {'w': torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize('content,says', [
+    # 'e' is 101: torch's legacy reader failed with KeyError: 101
+    (b'epoch 12: loss 0.31\n', "not a checkpoint, a text file (it begins "
+     "'epoch 12: loss 0.31')"),
+    (bytes(range(256)) * 2, 'not a checkpoint, 512 bytes that are neither '
+     'a zip archive nor a pickle'),
+    (b'', 'not a checkpoint, an empty file (0 bytes)'),
+    # begins as a pickle of protocol 2, then garbage
+    (b'\x80\x02' + bytes(range(40, 200)), 'not a complete checkpoint'),
+    (_saved_then_cut, 'not a complete checkpoint'),
+    (None, 'a folder, not a checkpoint file: give the .pth file inside it'),
+])
+def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path, content,
+                                                      says):
+    from mixedae_mm.checkpoints import CheckpointError, load_weights_only
+    path = tmp_path / 'iter_2.pth'
+    if content is None:
+        path.mkdir()
+    elif callable(content):
+        content(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as refused_file:
+        load_weights_only(path)
+    message = str(refused_file.value)
+    assert message.startswith(f'{path}: {says}') and '\n' not in message
+
+
+def _png(path):
+    from PIL import Image
+    Image.new('RGB', (64, 64), (120, 30, 200)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize('script,argv', [
+    ('model_converters/extract_backbone.py', ['{ckpt}', '{out}']),
+    ('model_converters/convert_timm.py', ['{ckpt}', '{out}', '--to', 'mae']),
+    ('model_converters/trust_checkpoint.py', ['{ckpt}', '{out}', '--trust']),
+    ('model_converters/publish_model.py', ['{ckpt}', '{out}']),
+    ('analysis_tools/knn_eval.py', [CONFIG, '{ckpt}']),
+] + [(script, [CONFIG, '{ckpt}', '{img}', '--out', '{out}'])
+     for script in PICTURE_TOOLS])
+@pytest.mark.parametrize('given', ['text', 'folder', 'missing'])
+def test_every_tool_says_what_a_checkpoint_is_not(capsys, tmp_path, script,
+                                                  argv, given):
+    """One line, ``error: ...``, for a file that is no checkpoint, a
+    folder, a missing file (where argparse lets it through)."""
+    ckpt = tmp_path / 'iter_2.pth'
+    if given == 'text':
+        ckpt.write_text('epoch 12: loss 0.31\n')
+    elif given == 'folder':
+        ckpt.mkdir()
+    names = dict(ckpt=str(ckpt), out=str(tmp_path / 'out.pth'),
+                 img=_png(tmp_path / 'cat.png'))
+    argv = [a.format(**names) for a in argv]
+    if given != 'text' and script in PICTURE_TOOLS:
+        refused(capsys, tool(script).parse_args, argv)  # argparse's line
+        return
+    message = tool_error(capsys, tool(script).main, argv)
+    assert 'error: ' in message and str(ckpt) in message
+    assert {'text': 'a text file', 'folder': 'a folder',
+            'missing': 'no such checkpoint file'}[given] in message
+
+
+def test_get_model_says_what_a_checkpoint_is_not(tmp_path):
+    from mmpretrain import get_model
+
+    from mixedae_mm.checkpoints import CheckpointError
+    text = tmp_path / 'iter_2.pth'
+    text.write_text('epoch 12: loss 0.31\n')
+    with pytest.raises(CheckpointError, match='not a checkpoint, a text '
+                       'file'):
+        get_model(CONFIG, pretrained=str(text))
+
+
+@pytest.mark.slow
+def test_train_resume_from_a_file_that_is_no_checkpoint(capsys, tmp_path,
+                                                        demo_data):
+    text = tmp_path / 'iter_2.pth'
+    text.write_text('epoch 12: loss 0.31\n')
+    message = tool_error(capsys, tool('train.py').main, [
+        CONFIG, '--work-dir', str(tmp_path / 'work'), '--resume', str(text),
+        '--cfg-options', f'train_dataloader.dataset.data_root={demo_data}',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False'])
+    assert message.startswith(f'train.py: error: {text}: not a checkpoint, '
+                              'a text file')
 
 
 FINETUNE = osp.join(ROOT, 'configs/finetune/mixedae_vitb_ft-100e_in1k.py')
@@ -289,3 +388,138 @@ def test_train_and_test_name_a_missing_dataset_folder(capsys, tmp_path,
     message = tool_error(capsys, tool(script).main,
                          [a.format(**folders) for a in argv])
     assert message == says.format(**folders)
+
+
+@pytest.mark.parametrize('option,says', [
+    ('model.ablation=bogus', "model.ablation must be one of ['homo_attn_only',"
+     " 'mae', 'naive_mixing', 'none'], got 'bogus'"),
+    ('train_dataloader.batch_size=6', 'train_dataloader.batch_size=6 cannot '
+     'be mixed: MixedAE mixes groups of 4 images; use a per-GPU batch size '
+     'that is a multiple of 4'),
+])
+def test_train_refuses_a_model_setting_before_the_runner_is_built(
+        capsys, option, says):
+    """The message was right, but came at the end of a traceback after the
+    runner's start-up log."""
+    with pytest.raises(SystemExit) as stop:
+        tool('train.py').main([CONFIG, '--cfg-options', option])
+    assert stop.value.code == f'train.py: error: {says}'
+    printed = capsys.readouterr()
+    assert printed.out == '' and 'Traceback' not in printed.err
+
+
+def test_the_mae_ablation_has_no_groups_to_fill():
+    from mixedae_mm.models.selfsup.mixedae import check_pretraining_config
+    from mmengine.config import Config
+    model = Config.fromfile(CONFIG).model
+    check_pretraining_config(dict(model, ablation='mae'), 6)
+    with pytest.raises(ValueError, match='multiple of 2'):
+        check_pretraining_config(
+            dict(model, backbone=dict(model.backbone, mixing_ratio=0.5)), 3)
+
+
+def test_estimate_memory_batch_size_the_model_cannot_mix(capsys):
+    """Refused like --sample-batch: before, it printed an estimate for a
+    batch MixedAE cannot mix."""
+    message = tool_error(capsys,
+                         tool('analysis_tools/estimate_memory.py').main,
+                         [CONFIG, '--batch-size', '3'])
+    assert message == ('estimate_memory.py: error: --batch-size 3 is not a '
+                       'multiple of the mixing group size 4 of this config')
+
+
+@pytest.mark.parametrize('config,model', [
+    (FINETUNE, 'ImageClassifier'),
+    ('configs/finetune/mixedae_vitb_linear-90e_in1k.py', 'ImageClassifier'),
+    ('configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py', 'EncoderDecoder'),
+])
+def test_estimate_memory_needs_a_pretraining_config(capsys, config, model):
+    """Before: an IndexError after up to a minute of building."""
+    config = osp.join(ROOT, config)
+    message = tool_error(capsys,
+                         tool('analysis_tools/estimate_memory.py').main,
+                         [config])
+    assert message == (
+        f'estimate_memory.py: error: {config} is not a MixedAE pretraining '
+        f'config (its model is {model}): give a pretraining config, e.g. '
+        'configs/mixedae_vitb_1600e.py')
+
+
+@pytest.mark.parametrize('config,says', [
+    (FINETUNE, '{config} is not a MixedAE pretraining config (its model is '
+     'ImageClassifier): give a pretraining config, e.g. '
+     'configs/mixedae_vitb_1600e.py'),
+    (osp.join(ROOT, 'configs/study/naive-mixing_vit-study-p4_fmnist.py'),
+     "{config} has no homologous attention to draw (model.ablation="
+     "'naive_mixing'): give a MixedAE pretraining config with it (ablation "
+     "'none' or 'homo_attn_only')"),
+])
+def test_the_attention_picture_needs_homologous_attention(capsys, tmp_path,
+                                                          config, says):
+    """Before: the fine-tune config blamed 'ablation mae or naive_mixing'
+    after loading the model."""
+    message = tool_error(
+        capsys, tool('visualization/vis_homologous_attention.py').main,
+        [config, CONFIG, _png(tmp_path / 'cat.png'), '--out',
+         str(tmp_path / 'o')])
+    assert message == 'error: ' + says.format(config=config)
+
+
+def _scalars(folder, records):
+    import json
+    path = folder / 'scalars.json'
+    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    return str(path)
+
+
+def test_plot_log_draws_a_curve_of_one_point_as_a_marker(tmp_path):
+    """A line through one point is invisible: the plot had axes and no
+    data."""
+    from mixedae_mm.visualization.curves import draw
+    fig, keys = draw(_scalars(tmp_path, [
+        dict(step=25, loss=2.5, homo_acc=0.3, lr=1e-4)]))
+    lines = [line for ax in fig.axes for line in ax.lines
+             if line.get_label() in keys]
+    assert sorted(line.get_label() for line in lines) == sorted(keys)
+    assert all(line.get_marker() == 'o' for line in lines)
+    fig, _ = draw(_scalars(tmp_path, [dict(step=25, loss=2.5),
+                                      dict(step=50, loss=2.4)]))
+    assert fig.axes[0].lines[0].get_marker() in ('None', None, '')
+
+
+def test_plot_log_creates_the_folder_of_its_output(tmp_path):
+    out = tmp_path / 'figures' / 'run1' / 'curves.png'
+    tool('analysis_tools/plot_log.py').main(
+        [_scalars(tmp_path, [dict(step=1, loss=2.5), dict(step=2, loss=2.4)]),
+         '--out', str(out)])
+    assert out.stat().st_size > 0
+
+
+#: every command line in tools/ but gpu_check.py, which imports only the
+#: standard library and runs its checks as child processes
+TOOL_SCRIPTS = sorted(
+    osp.relpath(path, osp.join(ROOT, 'tools')) for path in glob.glob(
+        osp.join(ROOT, 'tools', '**', '*.py'), recursive=True)
+    if not path.endswith('gpu_check.py'))
+
+
+@pytest.mark.parametrize('script', TOOL_SCRIPTS)
+def test_ctrl_c_during_the_imports_is_one_line(tmp_path, script):
+    """A Ctrl-C while torch and OpenMMLab import (seconds) printed a
+    53-line traceback through them. A stand-in ``torch`` package that
+    raises KeyboardInterrupt when imported, as a Ctrl-C there does, makes
+    the moment certain."""
+    (tmp_path / 'torch').mkdir()
+    (tmp_path / 'torch' / '__init__.py').write_text('raise KeyboardInterrupt\n')
+    result = run_python(
+        f'tools/{script}', '--help', check=False,
+        env=dict(PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]),
+                 PYTHONWARNINGS='ignore'))
+    # exit status 130 as the shell reports it: Python re-raises SIGINT on
+    # itself after an uncaught KeyboardInterrupt (-2), the study exits 130
+    assert result.returncode in (130, -signal.SIGINT), result.stderr
+    assert 'Traceback' not in result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert line.endswith(('interrupted (Ctrl-C)',
+                          'stopped by SIGINT; the finished runs are kept: '
+                          'run the study again to continue'))

@@ -5,16 +5,19 @@ Needs only torch (no mmengine/mmpretrain), so ``tools/model_converters`` run
 on a machine without OpenMMLab.
 """
 from . import finite, keymap
-from .files import (TRUST_TOOL, CheckpointError, atomic_write,
-                    check_weights_only, load_weights_only, read_state_dict,
-                    remove_stale_temps, state_dict_of, to_weights_only)
+from .files import (OVERWRITE_FLAG, TRUST_TOOL, CheckpointError,
+                    add_overwrite_flag, atomic_write, check_destination,
+                    check_weights_only, checkpoint_format, load_weights_only,
+                    read_state_dict, remove_stale_temps, state_dict_of,
+                    to_weights_only)
 from .strict_loading import (CheckpointMismatchError, load_checkpoint_strict,
                              load_state_dict_strict)
 
 __all__ = [
-    'TRUST_TOOL', 'CheckpointError', 'CheckpointMismatchError',
-    'atomic_write', 'check_weights_only', 'finite', 'keymap',
-    'load_checkpoint_strict', 'load_state_dict_strict', 'load_weights_only',
-    'read_state_dict', 'remove_stale_temps', 'state_dict_of',
-    'to_weights_only'
+    'OVERWRITE_FLAG', 'TRUST_TOOL', 'CheckpointError',
+    'CheckpointMismatchError', 'add_overwrite_flag', 'atomic_write',
+    'check_destination', 'check_weights_only', 'checkpoint_format', 'finite',
+    'keymap', 'load_checkpoint_strict', 'load_state_dict_strict',
+    'load_weights_only', 'read_state_dict', 'remove_stale_temps',
+    'state_dict_of', 'to_weights_only'
 ]

@@ -33,7 +33,8 @@ import torch
 __all__ = [
     'CheckpointError', 'TRUST_TOOL', 'atomic_write', 'remove_stale_temps',
     'load_weights_only', 'read_state_dict', 'to_weights_only',
-    'check_weights_only', 'state_dict_of'
+    'check_weights_only', 'state_dict_of', 'check_destination',
+    'add_overwrite_flag', 'OVERWRITE_FLAG', 'checkpoint_format'
 ]
 
 #: the command that turns a trusted pickled checkpoint into a loadable one
@@ -130,6 +131,60 @@ def remove_stale_temps(folder: str) -> List[str]:
     return removed
 
 
+#: the converters' flag that lets them replace a checkpoint they would keep
+OVERWRITE_FLAG = '--overwrite'
+
+
+def add_overwrite_flag(parser) -> None:
+    parser.add_argument(
+        OVERWRITE_FLAG, action='store_true',
+        help='write DST even if it is SRC or the checkpoint that '
+        "last_checkpoint in DST's folder names (by default refused: a run "
+        'resumes from that file)')
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return osp.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return osp.realpath(a) == osp.realpath(b)
+
+
+def check_destination(dst: str, src: str, overwrite: bool = False) -> None:
+    """Refuse (:class:`CheckpointError`) to write a converter's output to
+    ``dst`` where that would destroy a checkpoint: ``dst`` is ``src``, or
+    the checkpoint that ``last_checkpoint`` in ``dst``'s folder names (the
+    file a run resumes from); ``overwrite`` allows both. A folder is never
+    a destination. Call it before the work."""
+    dst, src = osp.expanduser(str(dst)), osp.expanduser(str(src))
+    if osp.isdir(dst):
+        raise CheckpointError(
+            f'{dst} is a folder: give the output a file name, e.g. '
+            f'{osp.join(dst, "model.pth")}')
+    if overwrite:
+        return
+    if _same_file(dst, src):
+        raise CheckpointError(
+            f'{dst} is the input checkpoint: writing there would replace '
+            f'it; give another output name (or {OVERWRITE_FLAG} to replace '
+            'it)')
+    pointer = osp.join(osp.dirname(osp.abspath(dst)), 'last_checkpoint')
+    try:
+        with open(pointer) as f:
+            named = f.read().strip()
+    except OSError:
+        return
+    folder = osp.dirname(pointer)
+    # mmengine writes the path as the run saw it (absolute, or relative to
+    # where the run was started): its file name in this folder counts
+    if named and (_same_file(dst, named) or _same_file(
+            dst, osp.join(folder, osp.basename(named)))):
+        raise CheckpointError(
+            f'{dst} is the checkpoint that {pointer} names, which --resume '
+            'continues from: give another output name (or '
+            f'{OVERWRITE_FLAG} to replace it)')
+
+
 def _trust_advice(path: str) -> str:
     stem, ext = osp.splitext(path)
     return (f'If you trust where it comes from, convert it once: '
@@ -137,17 +192,57 @@ def _trust_advice(path: str) -> str:
             '--trust')
 
 
-def _starts_like_torch_save(path: str) -> bool:
-    """Whether the file begins as torch.save's output does: a zip archive
-    (``PK``) or, in the legacy format, a pickle protocol opcode."""
+#: how torch.save's output begins: a zip archive's local file header, or
+#: (the legacy format, ``_use_new_zipfile_serialization=False``) the
+#: pickle PROTO opcode and a protocol number
+_ZIP_MAGIC = b'PK\x03\x04'
+_PICKLE_PROTOCOLS = range(2, 6)
+
+
+def checkpoint_format(path: str) -> str:
+    """``'zip'`` or ``'pickle'`` for a file that begins as torch.save's
+    output does; else :class:`CheckpointError` saying what the file is
+    (a folder, an empty file, a text file, other bytes), so that no
+    unpickler is ever run on it (which fails with any error at all, e.g.
+    ``KeyError: 101`` on a text file). ``FileNotFoundError`` if there is
+    nothing at ``path``."""
+    if osp.isdir(path):
+        raise CheckpointError(f'{path}: a folder, not a checkpoint file: '
+                              'give the .pth file inside it')
+    if not osp.exists(path):
+        raise FileNotFoundError(f'{path}: no such checkpoint file')
     with open(path, 'rb') as f:
-        head = f.read(2)
-    return head == b'PK' or head[:1] == b'\x80'
+        head = f.read(64)
+    if head.startswith(_ZIP_MAGIC):
+        return 'zip'
+    if head[:1] == b'\x80' and len(head) > 1 and \
+            head[1] in _PICKLE_PROTOCOLS:
+        return 'pickle'
+    if not head:
+        what = 'an empty file (0 bytes)'
+    elif _looks_like_text(head):
+        first = head.decode('utf-8', errors='replace').splitlines()[0][:40]
+        what = f'a text file (it begins {first!r})'
+    else:
+        what = (f'{osp.getsize(path)} bytes that are neither a zip archive '
+                'nor a pickle')
+    raise CheckpointError(
+        f'{path}: not a checkpoint, {what}; torch.save writes a zip archive '
+        '(or a pickle): give a .pth file saved by torch')
+
+
+def _looks_like_text(head: bytes) -> bool:
+    # the 64 bytes read may end inside a character
+    text = head.decode('utf-8', errors='replace').rstrip('\ufffd')
+    return '\ufffd' not in text and all(
+        c.isprintable() or c in '\t\r\n' for c in text)
 
 
 def load_weights_only(path: str, map_location='cpu'):
     """``torch.load(path, weights_only=True)`` with one-line errors that name
-    the file: :class:`CheckpointError`, or ``FileNotFoundError``."""
+    the file: :class:`CheckpointError`, or ``FileNotFoundError``. The file's
+    first bytes are checked before anything is unpickled
+    (:func:`checkpoint_format`)."""
     path = osp.expanduser(str(path))
     if osp.isdir(path) and glob.glob(osp.join(path, 'rank*.pth')):
         raise CheckpointError(
@@ -156,17 +251,14 @@ def load_weights_only(path: str, map_location='cpu'):
             "cannot read: train with state_dict_cfg='full' "
             '(configs/_base_/fsdp_runtime.py, MixedAEFSDPStrategy) to save '
             'ordinary checkpoints')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: no such checkpoint file')
+    checkpoint_format(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if not _starts_like_torch_save(path):
-            raise CheckpointError(
-                f'{path}: not a checkpoint (torch.save writes a zip archive '
-                'or a pickle; this file is neither): give a .pth file saved '
-                'by torch') from None
         found = re.search(r'GLOBAL ([\w.]+)', str(err))
+        if not found and 'Unsupported global' not in str(err) and \
+                'Unsupported class' not in str(err):
+            raise _incomplete(path, err) from None  # damaged, not refused
         what = f' ({found.group(1)})' if found else ''
         raise CheckpointError(
             f'{path}: holds pickled Python objects{what} besides tensors, '
@@ -174,14 +266,19 @@ def load_weights_only(path: str, map_location='cpu'):
             'them could run code (plain mmengine/mmpretrain/mmseg/mmdet '
             'checkpoints pickle their message hub, official MAE ones their '
             f'argparse args). {_trust_advice(path)}') from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        # torch's first sentence says what failed; the rest is advice
-        detail = str(err).strip().split('. ')[0].splitlines()
-        detail = detail[0] if detail else type(err).__name__
-        raise CheckpointError(
-            f'{path}: not a complete checkpoint, it may be truncated or '
-            f'corrupt ({detail}); use an earlier checkpoint or copy it '
-            'again') from None
+    except Exception as err:  # noqa: B902
+        # a file that begins right and then breaks: an unpickler on
+        # damaged data fails with about any error (EOFError, KeyError, ...)
+        raise _incomplete(path, err) from None
+
+
+def _incomplete(path: str, err: Exception) -> CheckpointError:
+    # torch's first sentence says what failed; the rest is advice
+    detail = str(err).strip().split('. ')[0].splitlines()
+    detail = detail[0] if detail else type(err).__name__
+    return CheckpointError(
+        f'{path}: not a complete checkpoint, it may be truncated or corrupt '
+        f'({detail}); use an earlier checkpoint or copy it again')
 
 
 def _is_history_buffer(value) -> bool:

@@ -35,6 +35,18 @@ def parse_with_launcher(parser, argv=None):
     return args
 
 
+def pretraining_config_refusal(cfg, config: str) -> str:
+    """The one-line error for a config whose model is not MixedAE
+    pretraining (a fine-tune, linear-probe, segmentation or detection
+    config), for tools that mix images; '' for a MixedAE config."""
+    model_type = str((cfg.get('model') or {}).get('type', ''))
+    if model_type.split('.')[-1] == 'MixedAE':
+        return ''
+    return (f'{config} is not a MixedAE pretraining config (its model is '
+            f'{model_type or "not set"}): give a pretraining config, e.g. '
+            'configs/mixedae_vitb_1600e.py')
+
+
 def resolve_config(config: str) -> str:
     """The path of ``config``: a config file, or the name of a recipe
     (``mixedae_vit-tiny-p8_demo``), whose config ships in the package."""

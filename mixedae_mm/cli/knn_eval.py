@@ -25,6 +25,7 @@ order, so the result equals a one-process run.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import sys
 
@@ -35,10 +36,11 @@ LINEAR_PROBE_RECIPE = 'mixedae_vitb_linear-90e_in1k'
 
 
 def parse_args(argv=None):
-    from mixedae_mm.cli_args import (non_negative_int, positive_float,
-                                     positive_int)
+    from mixedae_mm.cli_args import (config_file_or_recipe, non_negative_int,
+                                     positive_float, positive_int)
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='pretraining config (or recipe name)')
+    parser.add_argument('config', type=config_file_or_recipe,
+                        help='pretraining config (or recipe name)')
     parser.add_argument('checkpoint', help='its checkpoint')
     parser.add_argument(
         '--data-config', default=LINEAR_PROBE_RECIPE,
@@ -102,8 +104,27 @@ def gather_in_dataset_order(local: torch.Tensor, size: int) -> torch.Tensor:
     return whole[:size]
 
 
+def prepare_output_file(path: str, flag: str) -> None:
+    """Make sure ``path`` can be written before hours of work: its
+    folder is created; a folder as ``path`` is refused with one line."""
+    if osp.isdir(path):
+        raise SystemExit(f'error: {flag} {path} is a folder: give a file '
+                         f'name, e.g. {osp.join(path, "features.pth")}')
+    folder = osp.dirname(osp.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise SystemExit(f'error: {flag} {path}: cannot create its folder '
+                         f'({err.strerror}); give a writable path') from None
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f'error: {flag} {path}: {folder} is not writable; '
+                         'give a writable path')
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.save_features:
+        prepare_output_file(args.save_features, '--save-features')
     from mixedae_mm.engine.launch import process_group_torn_down_at_exit
     with process_group_torn_down_at_exit():
         return evaluate(args)
@@ -123,6 +144,8 @@ def evaluate(args):
 
     from . import resolve_config
 
+    # an unknown recipe name: one line, before any process group
+    config = resolve_config(args.config)
     rank = 0
     if args.launcher == 'pytorch':
         import os
@@ -137,9 +160,9 @@ def evaluate(args):
             args.device = f'cuda:{torch.cuda.current_device()}'
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     try:  # mixedae_mm makes get_model refuse a checkpoint that does not fit
-        model = get_model(args.config, pretrained=args.checkpoint,
-                          device=device)
-    except mixedae_mm.checkpoints.CheckpointMismatchError as error:
+        model = get_model(config, pretrained=args.checkpoint, device=device)
+    except (mixedae_mm.checkpoints.CheckpointError,
+            FileNotFoundError) as error:  # a mismatch, no checkpoint at all
         raise SystemExit(f'error: {error}') from None
     if 'test_dataloader' not in model._config:
         raise SystemExit(f'{args.config} states no test_pipeline: add one '
@@ -183,11 +206,21 @@ def evaluate(args):
                   train_images=len(train_labels),
                   val_images=len(val_labels))
     if rank == 0:
+        # the result first: it is what the hours of extraction were for
+        print(json.dumps(result), flush=True)
         if args.save_features:
-            torch.save(dict(train_feats=train_feats, train_labels=train_labels,
-                            val_feats=val_feats, val_labels=val_labels),
-                       args.save_features)
-        print(json.dumps(result))
+            from mixedae_mm import checkpoints
+            try:
+                checkpoints.atomic_write(
+                    args.save_features, lambda f: torch.save(dict(
+                        train_feats=train_feats, train_labels=train_labels,
+                        val_feats=val_feats, val_labels=val_labels), f))
+            except OSError as err:  # e.g. the disk filled up meanwhile
+                raise SystemExit(
+                    f'error: --save-features {args.save_features}: '
+                    f'{err.strerror or err}; the result above is complete'
+                ) from None
+            print(f'features -> {args.save_features}', file=sys.stderr)
     return result
 
 

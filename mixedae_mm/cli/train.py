@@ -11,6 +11,7 @@ import sys
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
+from ..checkpoints import CheckpointError
 from ..cli_args import config_file_or_recipe
 from ..datasets import UnreadableImageError, check_image_loading
 from ..engine import (CheckpointSaveError, NonFiniteTrainingError,
@@ -161,6 +162,19 @@ def merge_args(cfg: Config, args) -> Config:
     return cfg
 
 
+def check_model_settings(cfg, prog: str) -> None:
+    """Exit with one line for a model setting that would fail only after
+    the runner's start-up (its log, then a traceback): an unknown ablation,
+    a batch MixedAE cannot mix."""
+    from ..models.selfsup.mixedae import check_pretraining_config
+    loader = cfg.get('train_dataloader') or {}
+    try:
+        check_pretraining_config(cfg.get('model') or {},
+                                 loader.get('batch_size'))
+    except ValueError as err:
+        raise SystemExit(f'{prog}: error: {err}') from None
+
+
 def _train(cfg):
     """Build the runner, train, return it."""
     runner = build_runner(cfg)
@@ -179,6 +193,7 @@ def main(argv=None, prog='train.py'):
         args = parse_args(argv, prog)
         cfg = Config.fromfile(resolve_config(args.config))
         cfg = merge_args(cfg, args)
+        check_model_settings(cfg, prog)
         check_data_roots(cfg, ['train_dataloader'] + (
             ['val_dataloader'] if cfg.get('val_cfg') else []), prog)
         with process_group_torn_down_at_exit():
@@ -187,9 +202,11 @@ def main(argv=None, prog='train.py'):
             if dist.is_initialized():
                 runner = None
     except (NonFiniteTrainingError, UnreadableImageError,
-            CheckpointSaveError) as err:
+            CheckpointSaveError, CheckpointError, FileNotFoundError) as err:
         # the message says what happened and what to change; a traceback
-        # (for a worker's error, two) would only bury it
+        # (for a worker's error, two) would only bury it. CheckpointError /
+        # FileNotFoundError: --resume, load_from or an init_cfg naming a
+        # file that is missing or is no checkpoint
         sys.exit(f'{prog}: error: {last_line(str(err))}')
     except KeyboardInterrupt:
         # a second Ctrl-C, or one before training started

@@ -54,8 +54,31 @@ def save_attention(model, pipeline, paths, out, seed=0, scale=0,
     return written
 
 
+def check_config(cfg, config: str) -> None:
+    """Exit with one line, before anything is loaded, unless ``cfg`` is a
+    MixedAE pretraining config with homologous attention to draw."""
+    from . import pretraining_config_refusal
+    refusal = pretraining_config_refusal(cfg, config)
+    if refusal:
+        raise SystemExit(f'error: {refusal}')
+    model = cfg.model
+    ablation = model.get('ablation', 'none')
+    if ablation in ('mae', 'naive_mixing') or \
+            model.get('backbone', {}).get('homo_attn_layers', None) == []:
+        raise SystemExit(
+            f'error: {config} has no homologous attention to draw '
+            f'(model.ablation={ablation!r}): give a MixedAE pretraining '
+            "config with it (ablation 'none' or 'homo_attn_only')")
+
+
 def main(argv=None, prog=None):
+    from mmengine.config import Config
+
+    from . import resolve_config
     args = parse_args(argv, prog)
+    given, args.config = args.config, Config.fromfile(
+        resolve_config(args.config))
+    check_config(args.config, given)
     model, pipeline, padded = load_model_and_images(args)
     return save_attention(model, pipeline, padded, args.out, seed=args.seed,
                           scale=args.scale)

@@ -48,7 +48,7 @@ def load_model(config, checkpoint, device='cpu'):
 
     import mixedae_mm  # noqa: F401  (get_model loads our models strictly)
     from mixedae_mm import visualization as vis
-    from mixedae_mm.checkpoints import CheckpointMismatchError
+    from mixedae_mm.checkpoints import CheckpointError
 
     from . import resolve_config
     cfg = Config.fromfile(resolve_config(config)) if isinstance(
@@ -56,7 +56,8 @@ def load_model(config, checkpoint, device='cpu'):
     pipeline = vis.test_pipeline_of(cfg)
     try:
         model = get_model(cfg, pretrained=checkpoint, device=device)
-    except CheckpointMismatchError as error:
+    except (CheckpointError, FileNotFoundError) as error:
+        # a mismatch, or a file that is no checkpoint
         raise SystemExit(f'error: {error}') from None
     return model, pipeline
 

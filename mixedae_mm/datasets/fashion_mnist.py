@@ -8,6 +8,7 @@ missing file stops with one line naming the package and the setting.
 """
 import gzip
 import os.path as osp
+import zlib
 from typing import Dict, List
 
 import numpy as np
@@ -26,6 +27,15 @@ SPLIT_FILES = {
 
 class FashionMNISTMissingError(FileNotFoundError):
     """The IDX files are not where the config or command line says."""
+
+
+class FashionMNISTDamagedError(ValueError):
+    """An IDX file that is cut short or is not an IDX file of bytes."""
+
+
+#: what to do about a damaged file
+_REINSTALL = ('reinstall it (apt-get install --reinstall '
+              'dataset-fashion-mnist) or copy it again')
 
 
 def fashion_mnist_files(root: str) -> Dict[str, str]:
@@ -54,16 +64,26 @@ def read_idx_uint8(path: str) -> np.ndarray:
     """An IDX file of unsigned bytes (``.gz`` or not) as an array of its
     shape (LeCun's format: two zero bytes, type 0x08, the number of
     dimensions, one big-endian int32 per dimension, the data)."""
-    with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
-        data = f.read()
-    if data[:3] != b'\x00\x00\x08':
-        raise ValueError(f'{path} is not an IDX file of unsigned bytes')
+    try:
+        with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
+            data = f.read()
+    except (EOFError, OSError, zlib.error) as err:
+        # gzip names neither the file nor the cause in a way a user reads:
+        # 'Compressed file ended before the end-of-stream marker...'
+        raise FashionMNISTDamagedError(
+            f'{path} is damaged, its gzip stream is cut short or corrupt '
+            f'({err}): {_REINSTALL}') from None
+    if len(data) < 4 or data[:3] != b'\x00\x00\x08' or \
+            len(data) < 4 + 4 * data[3]:
+        raise FashionMNISTDamagedError(
+            f'{path} is not an IDX file of unsigned bytes: {_REINSTALL}')
     ndim = data[3]
     shape = tuple(np.frombuffer(data, '>i4', ndim, offset=4))
     array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f'{path} is truncated: {array.size} bytes for '
-                         f'shape {shape}')
+        raise FashionMNISTDamagedError(
+            f'{path} is truncated: {array.size} bytes for shape {shape}: '
+            f'{_REINSTALL}')
     return array.reshape(shape).copy()  # writable, as torch wants
 
 

@@ -246,17 +246,29 @@ def markdown_table(results: List[dict]) -> str:
 def read_curves(scalars_jsons: Sequence[str]) -> Dict[str, tuple]:
     """``{key: (steps, values)}`` of ``knn_top1`` and ``homo_acc`` in a
     run's ``scalars.json`` files (one per attempt of a resumed run, in time
-    order), joined."""
+    order), joined: each step once, in order.
+
+    An attempt resumes from its predecessor's last checkpoint, which can
+    be older than the predecessor's last logged step (one killed without
+    saving); the steps it repeats are those of the run that went on, so
+    its points replace the earlier attempt's from its first step on.
+    """
     curves = {}
     for path in scalars_jsons:
+        attempt = {}
         with open(path) as f:
             for line in f:
                 record = json.loads(line) if line.strip() else {}
                 for key in ('knn_top1', 'homo_acc'):
                     if key in record:
-                        steps, values = curves.setdefault(key, ([], []))
+                        steps, values = attempt.setdefault(key, ([], []))
                         steps.append(record['step'])
                         values.append(record[key])
+        for key, (steps, values) in attempt.items():
+            kept = [(s, v) for s, v in zip(*curves.get(key, ([], [])))
+                    if s < steps[0]]
+            curves[key] = ([s for s, _ in kept] + steps,
+                           [v for _, v in kept] + values)
     return curves
 
 

@@ -7,10 +7,11 @@ line, and the online kNN accuracy (``OnlineKNNHook``).
 """
 import glob
 import json
+import os
 import os.path as osp
 from collections import defaultdict
 
-__all__ = ['find_scalars', 'read_scalars', 'plot']
+__all__ = ['find_scalars', 'read_scalars', 'plot', 'draw']
 
 
 def find_scalars(path: str) -> str:
@@ -51,9 +52,23 @@ def read_scalars(path: str):
 
 def plot(path: str, out: str, keys=None, group_size: int = 4) -> str:
     """Draw the curves of ``scalars.json`` at ``path`` into the PNG
-    ``out``; print and return ``out``."""
+    ``out`` (its folder is created); print and return ``out``."""
     import matplotlib
     matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, keys = draw(path, keys, group_size)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    print(f'{out}: {", ".join(keys)} from {path}')
+    return out
+
+
+def draw(path: str, keys=None, group_size: int = 4):
+    """``(figure, keys drawn)``: one panel per kind of scalar of the
+    ``scalars.json`` at ``path``. A curve of one point is drawn as a
+    marker (a line of one point is invisible)."""
     import matplotlib.pyplot as plt
 
     from mixedae_mm.ops import homologous_accuracy_chance
@@ -90,7 +105,7 @@ def plot(path: str, out: str, keys=None, group_size: int = 4) -> str:
             bold = key in ('loss', 'homo_acc')
             ax.plot(steps, values, label=key, linewidth=2 if bold else 1,
                     alpha=1 if bold or not key.startswith('homo_acc_l')
-                    else 0.6)
+                    else 0.6, marker='o' if len(steps) == 1 else None)
         if title == 'homologous accuracy':
             chance = homologous_accuracy_chance(group_size, group_size)
             ax.axhline(chance, color='k', linestyle='--', linewidth=1,
@@ -100,7 +115,4 @@ def plot(path: str, out: str, keys=None, group_size: int = 4) -> str:
         ax.legend(fontsize=7, ncol=2)
     axes[-1, 0].set_xlabel('iteration')
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    print(f'{out}: {", ".join(keys)} from {path}')
-    return out
+    return fig, keys

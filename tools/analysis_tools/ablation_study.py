@@ -12,15 +12,18 @@ plan runs (3 seeds of mae and mixedae, 2 of scratch, 1 of the others).
 
 Resumable: a run whose ``result.json`` exists is skipped; a pretraining
 that was stopped continues from its last checkpoint (``train.py
---resume``). Each run writes ``OUT/runs/<arm>_seed<s>/result.json`` (every
-metric, wall times, peak memory); the study writes ``OUT/results.md`` (mean
-and min–max over seeds) and ``OUT/results.png``. See docs/results.md.
+--resume``). Ctrl-C or SIGTERM stops a pretraining with a checkpoint
+(the study passes the signal on and waits for it); one study at a time
+per run folder. Each run writes ``OUT/runs/<arm>_seed<s>/result.json``
+(every metric, wall times, peak memory); the study writes
+``OUT/results.md`` (mean and min–max over seeds) and ``OUT/results.png``.
+See docs/results.md.
 """
 import argparse
 import json
 import os
 import os.path as osp
-import subprocess
+import signal
 import sys
 import time
 
@@ -28,6 +31,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def parse_args(argv=None):
+    from mixedae_mm.cli_args import non_negative_int, positive_int
     from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
     from mixedae_mm.evaluation.study import ARMS
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -38,7 +42,7 @@ def parse_args(argv=None):
     parser.add_argument('--out', required=True, help='study folder')
     parser.add_argument('--arms', nargs='+', choices=list(ARMS),
                         help='default: all, each with its planned seeds')
-    parser.add_argument('--seeds', nargs='+', type=int,
+    parser.add_argument('--seeds', nargs='+', type=non_negative_int,
                         help='the same seeds for every arm')
     parser.add_argument('--frozen-per-class', type=int, default=1000,
                         help='training images per class whose frozen '
@@ -49,10 +53,10 @@ def parse_args(argv=None):
                         'fine-tuning (200: a fixed 3.3%% of the set, drawn '
                         'inside the frozen subset)')
     parser.add_argument('--finetune-epochs', type=int, default=10)
-    parser.add_argument('--limit-train', type=int, default=None,
+    parser.add_argument('--limit-train', type=positive_int, default=None,
                         help='evaluate on the first N training images only '
                         '(tests)')
-    parser.add_argument('--limit-test', type=int, default=None,
+    parser.add_argument('--limit-test', type=positive_int, default=None,
                         help='evaluate on the first N test images only '
                         '(tests)')
     parser.add_argument('--cfg-options', nargs='+', default=[],
@@ -81,59 +85,16 @@ def options_dict(options):
     return parsed
 
 
-def pretrain(config, work_dir, seed, data_root, cfg_options, log):
-    """Run (or continue) one pretraining; returns ``(checkpoint, seconds,
-    peak RSS MiB)`` summed / maximised over every attempt."""
-    timing_path = osp.join(work_dir, 'timing.json')
-    timing = json.load(open(timing_path)) if osp.isfile(timing_path) else \
-        dict(seconds=0., peak_rss_mib=0., attempts=0, done=False)
-    if not timing['done']:
-        command = [
-            sys.executable, osp.join(ROOT, 'tools/train.py'),
-            osp.join(ROOT, config), '--work-dir', work_dir,
-            '--cfg-options', f'randomness.seed={seed}',
-            f'train_dataloader.dataset.data_root={data_root}',
-            *_hook_data_root_options(osp.join(ROOT, config), data_root),
-            *cfg_options]
-        if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
-            command.insert(3, '--resume')
-            log('continuing the stopped pretraining from its last '
-                'checkpoint')
-        os.makedirs(work_dir, exist_ok=True)
-        start = time.perf_counter()
-        with open(osp.join(work_dir, 'train_stdout.log'), 'a') as out:
-            process = subprocess.Popen(command, stdout=out,
-                                       stderr=subprocess.STDOUT, cwd=ROOT)
-            _, status, usage = os.wait4(process.pid, 0)
-        returncode = os.waitstatus_to_exitcode(status)
-        timing['seconds'] += time.perf_counter() - start
-        timing['peak_rss_mib'] = max(timing['peak_rss_mib'],
-                                     usage.ru_maxrss / 1024)
-        timing['attempts'] += 1
-        timing['done'] = returncode == 0
-        json.dump(timing, open(timing_path, 'w'))
-        if returncode != 0:
-            raise SystemExit(
-                f'error: pretraining {config} (seed {seed}) failed with exit '
-                f'code {returncode}: see {work_dir}/train_stdout.log; run '
-                'the study again to continue it')
-    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
-    return checkpoint, timing['seconds'], timing['peak_rss_mib']
-
-
-def _hook_data_root_options(config, data_root):
-    """``--cfg-options`` pointing the online kNN hook's datasets at
-    ``data_root`` too (the hook's index in ``custom_hooks`` differs by
-    arm)."""
-    from mmengine.config import Config
-    hooks = Config.fromfile(config).get('custom_hooks', [])
-    return [f'custom_hooks.{i}.{split}_dataset.data_root={data_root}'
-            for i, hook in enumerate(hooks) if hook['type'] == 'OnlineKNNHook'
-            for split in ('train', 'val')]
-
-
 def load_data(args, log):
+    """The images and labels the probes use; exits with one line for a
+    damaged file or a class with fewer images than asked for."""
+    try:
+        return _load_data(args, log)
+    except ValueError as err:  # FashionMNISTDamagedError, balanced_subset's
+        raise SystemExit(f'ablation_study.py: error: {err}') from None
 
+
+def _load_data(args, log):
     from mixedae_mm.datasets import load_fashion_mnist
     from mixedae_mm.evaluation.study import balanced_subset
     data = {}
@@ -156,17 +117,29 @@ def load_data(args, log):
 
 
 def run_one(arm, seed, args, data, cfg_options, log):
-    import torch
-
-    from mixedae_mm.evaluation.study import (ARMS, SCRATCH_CONFIG,
-                                             build_model, evaluate_encoder,
-                                             load_strictly, preprocess,
-                                             read_curves)
+    from mixedae_mm.evaluation.pretraining import hold_run_folder
     run_dir = osp.join(args.out, 'runs', f'{arm}_seed{seed}')
     result_path = osp.join(run_dir, 'result.json')
     if osp.isfile(result_path):
         log(f'{arm} seed {seed}: done already ({result_path})')
         return json.load(open(result_path))
+    # another study on the same folder would train and evaluate it twice
+    with hold_run_folder(run_dir):
+        if osp.isfile(result_path):  # finished between check and lock
+            return json.load(open(result_path))
+        return _run_one(arm, seed, args, data, cfg_options, log, run_dir)
+
+
+def _run_one(arm, seed, args, data, cfg_options, log, run_dir):
+    import torch
+
+    from mixedae_mm.checkpoints import CheckpointMismatchError
+    from mixedae_mm.evaluation.pretraining import run_pretraining
+    from mixedae_mm.evaluation.study import (ARMS, SCRATCH_CONFIG,
+                                             build_model, evaluate_encoder,
+                                             load_strictly, preprocess,
+                                             read_curves)
+    result_path = osp.join(run_dir, 'result.json')
     config = ARMS[arm]
     overrides = options_dict(cfg_options)
     result = dict(arm=arm, seed=seed, config=config or SCRATCH_CONFIG,
@@ -178,10 +151,17 @@ def run_one(arm, seed, args, data, cfg_options, log):
                       checkpoint=None, curves={})
     else:
         work_dir = osp.join(run_dir, 'pretrain')
-        checkpoint, seconds, rss = pretrain(
+        checkpoint, seconds, rss = run_pretraining(
             config, work_dir, seed, args.data_root, cfg_options, log)
         model, cfg = build_model(osp.join(ROOT, config), overrides)
-        load_strictly(model, checkpoint)
+        try:
+            load_strictly(model, checkpoint)
+        except CheckpointMismatchError as err:
+            raise SystemExit(
+                f'ablation_study.py: error: {err}. The run folder holds the '
+                'checkpoint of another arm or of other --cfg-options: '
+                f'delete {run_dir} (or pass the same options) and run '
+                'again') from None
         import glob
         curves = read_curves(sorted(glob.glob(  # one per attempt, in order
             osp.join(work_dir, '*', 'vis_data', 'scalars.json'))))
@@ -225,8 +205,45 @@ def write_report(out_dir, log):
     log(f'{len(results)} runs -> {out_dir}/results.md, results.png')
 
 
+class StudyStopped(Exception):
+    """A stop signal outside a pretraining (which handles its own)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise StudyStopped(signum)
+
+
 def main(argv=None):
-    args = parse_args(argv)
+    # first, so that a SIGTERM or Ctrl-C even during the imports ends the
+    # study with one line; a pretraining passes them on to its training
+    # instead (mixedae_mm.evaluation.pretraining)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        args = parse_args(argv)
+        from mixedae_mm.evaluation.pretraining import (PretrainingFailedError,
+                                                       RunFolderBusyError)
+        try:
+            return _main(args)
+        except (PretrainingFailedError, RunFolderBusyError) as err:
+            sys.exit(f'error: {err}')
+    except KeyboardInterrupt:
+        signum = signal.SIGINT
+    except StudyStopped as stop:
+        signum = stop.signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    name = signal.Signals(signum).name
+    print(f'[study {time.strftime("%H:%M:%S")}] stopped by {name}; the '
+          'finished runs are kept: run the study again to continue',
+          file=sys.stderr, flush=True)
+    sys.exit(128 + signum)
+
+
+def _main(args):
     from mixedae_mm.datasets import (FashionMNISTMissingError,
                                      fashion_mnist_files)
     from mixedae_mm.evaluation.study import planned_runs

@@ -51,6 +51,11 @@ except ImportError:  # not on Windows
     resource = None
 from pathlib import Path
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'benchmark_vs_mae.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 import torch
 
 from mixedae_mm import ops

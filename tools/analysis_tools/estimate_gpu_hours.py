@@ -26,6 +26,12 @@ Examples::
 """
 import argparse
 import importlib
+import sys
+
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'estimate_gpu_hours.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
 
 import torch
 from mmengine.config import Config, DictAction

@@ -27,6 +27,12 @@ Examples::
         --batch-size 128 --fsdp-world-size 32
 """
 import argparse
+import sys
+
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'estimate_memory.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
 
 import torch
 from mmengine.config import Config, DictAction
@@ -34,6 +40,7 @@ from mmengine.config import Config, DictAction
 from mmpretrain.registry import MODELS
 
 from mixedae_mm.analysis import Trainer
+from mixedae_mm.cli import pretraining_config_refusal
 from mixedae_mm.cli_args import existing_file, positive_int
 
 GiB = 1024**3
@@ -61,7 +68,8 @@ def parse_args(argv=None):
 
 
 class SampleBatchError(ValueError):
-    """The batch activations are measured at cannot be mixed."""
+    """A batch (the estimated one, or those activations are measured at)
+    that cannot be mixed."""
 
 
 def model_state_bytes(model: torch.nn.Module, world_size: int = 1) -> dict:
@@ -98,8 +106,13 @@ def estimate(cfg, batch_size=None, fsdp_world_size=1, sample_batch=4,
     import mixedae_mm  # noqa: F401
     cfg.model.backbone.pop('init_cfg', None)
     model = MODELS.build(cfg.model)
+    given = '--batch-size' if batch_size else 'train_dataloader.batch_size'
     batch_size = batch_size or cfg.train_dataloader.batch_size
     group = model.backbone.group_size
+    if batch_size % group:
+        raise SampleBatchError(
+            f'{given} {batch_size} is not a multiple of the mixing group '
+            f'size {group} of this config')
     if sample_batch % group:
         raise SampleBatchError(
             f'--sample-batch {sample_batch} is not a multiple of the mixing '
@@ -125,6 +138,11 @@ def main(argv=None) -> dict:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    # before the model is built and measured (a minute): the estimate
+    # mixes batches and runs the pretraining loss
+    refusal = pretraining_config_refusal(cfg, args.config)
+    if refusal:
+        raise SystemExit(f'estimate_memory.py: error: {refusal}')
     try:
         result = estimate(cfg, args.batch_size, args.fsdp_world_size,
                           args.sample_batch, args.amp)

@@ -8,6 +8,11 @@ protocol); an installed package has it as the ``mixedae-knn`` command.
 """
 import sys
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'knn_eval.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 from mixedae_mm.cli.knn_eval import main, parse_args  # noqa: F401
 
 if __name__ == '__main__':

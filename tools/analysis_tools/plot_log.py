@@ -11,6 +11,11 @@ as a dashed line, and the online kNN accuracy (``OnlineKNNHook``). A work dir ho
 import argparse
 import sys
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'plot_log.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 from mixedae_mm.cli_args import positive_int
 from mixedae_mm.visualization.curves import find_scalars, plot
 

@@ -32,9 +32,15 @@ import os.path as osp
 import sys
 from collections import defaultdict
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'convert_timm.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 import torch
 
-from mixedae_mm.checkpoints import (CheckpointError, atomic_write, keymap,
+from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
+                                    atomic_write, check_destination, keymap,
                                     read_state_dict)
 
 BACKBONE = 'backbone.'
@@ -110,6 +116,7 @@ def parse_args(argv=None):
         '--from', dest='from_', choices=['timm', 'mae'],
         help='from this layout (state dict possibly under "model" or '
         '"state_dict") to ours')
+    add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -117,6 +124,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     direction = f'to {args.to}' if args.to else f'from {args.from_}'
     try:
+        check_destination(args.dst, args.src, args.overwrite)
         state, _ = read_state_dict(args.src)
         converted = convert(state, direction)
     except keymap.UnmappedKeyError as err:

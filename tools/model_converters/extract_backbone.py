@@ -14,9 +14,15 @@ import argparse
 import os.path as osp
 import sys
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'extract_backbone.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 import torch
 
-from mixedae_mm.checkpoints import (CheckpointError, atomic_write, finite,
+from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
+                                    atomic_write, check_destination, finite,
                                     keymap, read_state_dict)
 
 PREFIX = 'backbone.'
@@ -50,12 +56,14 @@ def parse_args(argv=None):
         help='also keep the encoder-side segment embedding (only trained '
         "with segment_embed='encoder'; unused by plain ViTs, which ignore it)")
     finite.add_flag(parser)
+    add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_destination(args.dst, args.src, args.overwrite)
         state, _ = read_state_dict(args.src)
         backbone, dropped = extract(state, args.keep_segment_embed)
     except CheckpointError as err:

@@ -16,9 +16,15 @@ import hashlib
 import os.path as osp
 import sys
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'publish_model.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 import torch
 
-from mixedae_mm.checkpoints import (CheckpointError, atomic_write, finite,
+from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
+                                    atomic_write, check_destination, finite,
                                     keymap, read_state_dict)
 
 #: mmengine ``meta`` entries worth shipping (others describe the training
@@ -71,6 +77,7 @@ def parse_args(argv=None):
     parser.add_argument(
         'dst', help='output name; the file is saved as DST-<sha256[:8]>.pth')
     finite.add_flag(parser)
+    add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -84,9 +91,18 @@ def main(argv=None) -> int:
     if refusal and not args.allow_nonfinite:
         sys.exit(f'publish_model.py: error: {refusal}')
     published = publishable(checkpoint, state, args.src)
-    final = atomic_write(
-        args.dst, lambda f: torch.save(published, f),
-        final_path=lambda tmp: hashed_name(args.dst, sha256_of(tmp)))
+
+    def final_name(tmp):
+        # the name is known once the file is written; a refusal removes it
+        final = hashed_name(args.dst, sha256_of(tmp))
+        check_destination(final, args.src, args.overwrite)
+        return final
+
+    try:
+        final = atomic_write(args.dst, lambda f: torch.save(published, f),
+                             final_path=final_name)
+    except CheckpointError as err:
+        sys.exit(f'publish_model.py: error: {err}')
     weights_key = next((k for k in ('state_dict', 'model')
                         if isinstance(checkpoint.get(k), dict)), None)
     left_out = [] if weights_key is None else sorted(

@@ -21,8 +21,13 @@ Anything else that still needs unpickling stops the tool with its name. The
 copy is written atomically; the input is left as it is.
 """
 import argparse
-import os.path as osp
+import pickle
 import sys
+
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'trust_checkpoint.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
 
 import torch
 
@@ -41,16 +46,22 @@ def parse_args(argv=None):
         '--trust', action='store_true',
         help='confirm that SRC comes from a source you trust: loading it '
         'runs any code pickled in it')
+    checkpoints.add_overwrite_flag(parser)
     return parser.parse_args(argv)
 
 
 def trusted_load(path: str):
     """``torch.load(weights_only=False)``, with one-line errors."""
-    if not osp.isfile(path):
-        raise checkpoints.CheckpointError(f'{path}: no such checkpoint file')
+    try:  # nothing is unpickled from a file that is no checkpoint
+        checkpoints.checkpoint_format(path)
+    except FileNotFoundError as err:
+        raise checkpoints.CheckpointError(str(err)) from None
     try:
         return torch.load(path, map_location='cpu', weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError,
+            IndexError, pickle.UnpicklingError) as err:
+        # a file that begins right and then breaks: the unpickler fails on
+        # damaged data with about any of these
         detail = str(err).strip().split('. ')[0].splitlines()
         raise checkpoints.CheckpointError(
             f'{path}: not a complete checkpoint, it may be truncated or '
@@ -72,6 +83,7 @@ def main(argv=None) -> int:
             'it. Add --trust only if the file comes from a source you trust '
             '(your own run, an official release).')
     try:
+        checkpoints.check_destination(args.dst, args.src, args.overwrite)
         checkpoint = checkpoints.to_weights_only(trusted_load(args.src))
         checkpoints.check_weights_only(checkpoint, args.src)
     except checkpoints.CheckpointError as err:

@@ -22,6 +22,11 @@ import glob
 import os.path as osp
 import sys
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'demo_figures.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 from mixedae_mm.cli.vis_homologous_attention import save_attention
 from mixedae_mm.cli.vis_reconstruction import load_model, save_reconstructions
 from mixedae_mm.visualization.curves import find_scalars, plot

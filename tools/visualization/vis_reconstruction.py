@@ -8,6 +8,11 @@ has it as the ``mixedae-vis-reconstruction`` command.
 """
 import sys
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'vis_reconstruction.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 # the helpers, for demo_figures.py and tests that load this file
 from mixedae_mm.cli.vis_reconstruction import (  # noqa: F401
     common_parser, image_paths, load_model, load_model_and_images, main,

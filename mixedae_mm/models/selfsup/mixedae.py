@@ -32,6 +32,36 @@ ABLATIONS = {
 SEGMENT_EMBED_CHOICES = ('decoder', 'encoder', 'none')
 
 
+def check_pretraining_config(model: dict, batch_size: Optional[int]) -> None:
+    """Raise a one-line ``ValueError`` naming the setting to change where
+    a MixedAE config would fail only once built or trained: an unknown
+    ``model.ablation`` / ``model.segment_embed``, or a per-GPU
+    ``train_dataloader.batch_size`` that does not split into mixing groups.
+    ``model`` is the config's ``model`` dict (anything but MixedAE passes);
+    nothing is built."""
+    if str(model.get('type', '')).split('.')[-1] != 'MixedAE':
+        return
+    ablation = model.get('ablation', 'none')
+    if ablation not in ABLATIONS:
+        raise ValueError(f'model.ablation must be one of '
+                         f'{sorted(ABLATIONS)}, got {ablation!r}')
+    segment_embed = model.get('segment_embed', 'decoder')
+    if segment_embed not in SEGMENT_EMBED_CHOICES:
+        raise ValueError(f'model.segment_embed must be one of '
+                         f'{SEGMENT_EMBED_CHOICES}, got {segment_embed!r}')
+    backbone = dict(model.get('backbone') or {})
+    backbone.update(ABLATIONS[ablation].get('backbone', {}))
+    ratio = backbone.get('mixing_ratio', 0.25)
+    if not backbone.get('mixing', True) or not ratio or batch_size is None:
+        return  # no mixing (the MAE ablation), or the backbone says why
+    group_size = round(1 / ratio)
+    if batch_size % group_size:
+        raise ValueError(
+            f'train_dataloader.batch_size={batch_size} cannot be mixed: '
+            f'MixedAE mixes groups of {group_size} images; use a per-GPU '
+            f'batch size that is a multiple of {group_size}')
+
+
 class Reconstruction(NamedTuple):
     """What :meth:`MixedAE.reconstruct` returns, per source image ``b``.
 
