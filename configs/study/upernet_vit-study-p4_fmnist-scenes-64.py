@@ -47,7 +47,7 @@ test_pipeline = [
 dataset = dict(type='FashionMNISTScenesDataset',
                data_root={{_base_.scenes_root}})
 train_dataloader = dict(
-    batch_size={{_base_.batch_size}},
+    batch_size=16,
     num_workers=1,
     persistent_workers=True,
     dataset=dict(

@@ -69,6 +69,12 @@ def data_root_options(task: str, scenes: str) -> List[str]:
     return options
 
 
+#: the training does not validate: the study tests the final checkpoint
+#: once, in a run of its own (so a run stopped during its last iterations
+#: and resumed is tested too)
+NO_VALIDATION = ['train_cfg.val_begin=1000000000']
+
+
 def encoder_options(checkpoint: Optional[str]) -> List[str]:
     """``--cfg-options`` loading the encoder from a pretraining checkpoint
     (strictly: the backbone's ``init_cfg``), or a random encoder for
@@ -91,7 +97,7 @@ def read_test_metrics(test_work_dir: str, task: str) -> Dict[str, float]:
     with open(paths[-1]) as f:
         raw = json.load(f)
     if task == 'seg':
-        return {key: value for key, value in raw.items()
+        return {key: round(value, 2) for key, value in raw.items()
                 if key in ('mIoU', 'mAcc', 'aAcc') or key.startswith('IoU.')}
     return {key.split('/', 1)[1]: round(100 * value, 2)
             for key, value in raw.items()

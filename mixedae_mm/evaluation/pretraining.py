@@ -52,7 +52,7 @@ FORWARDED = {'SIGTERM': 'SIGTERM', 'SIGINT': 'SIGINT', 'SIGUSR1': 'SIGUSR1',
 STOP_LINE = re.compile(r'\b(SIG[A-Z0-9]+: stopped after iteration [^;]*)')
 
 __all__ = [
-    'run_pretraining', 'hook_data_root_options', 'hold_run_folder',
+    'run_pretraining', 'run_training', 'run_study', 'hook_data_root_options', 'hold_run_folder',
     'PretrainingStopped', 'PretrainingFailedError', 'RunFolderBusyError',
     'LOCK_FILE'
 ]
@@ -229,7 +229,7 @@ class _Forwarder:
             os.kill(self.pid, getattr(signal, FORWARDED[name]))
         except ProcessLookupError:
             return  # it has ended: the wait returns now
-        self.log(f'{name}: passed on to the pretraining (process '
+        self.log(f'{name}: passed on to the training (process '
                  f'{self.pid}); waiting for it to save a checkpoint and '
                  'stop' if len(self.received) == 1 else
                  f'{name} again: passed on (a second Ctrl-C stops it at '
@@ -359,36 +359,54 @@ def run_pretraining(config: str, work_dir: str, seed: int, data_root: str,
 
     ``config`` is relative to the clone or absolute; ``cfg_options`` are
     ``KEY=VALUE`` strings for ``tools/train.py`` (after the seed and the
-    data root); the training's output goes to ``work_dir/train_stdout.log``.
+    data root). See :func:`run_training` for the rest.
+    """
+    timing = run_training(
+        work_dir, lambda resume: train_command(
+            config, work_dir, seed, data_root, cfg_options, resume),
+        log, what='pretraining', detail=f'{config} (seed {seed})')
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    return checkpoint, timing['seconds'], timing['peak_rss_mib']
+
+
+def run_training(work_dir: str, command_for: Callable[[bool], List[str]],
+                 log: Callable[[str], None], what: str = 'training',
+                 detail: str = '', log_name: str = 'train_stdout.log'
+                 ) -> dict:
+    """Run (or continue) one training (or test) child in ``work_dir``:
+    ``command_for(resume)`` is its command line, ``resume`` true when the
+    folder holds a ``last_checkpoint``; its output goes to
+    ``work_dir/<log_name>``; ``what`` (a noun) and ``detail`` name it in
+    messages. Returns the folder's ``timing.json``
+    (``seconds``, ``peak_rss_mib``, ``attempts``, ``done``), summed /
+    maximised over every attempt; a finished one is not run again.
+
     Raises :class:`RunFolderBusyError` if another process holds
-    ``work_dir``, :class:`PretrainingFailedError` if the training fails and
+    ``work_dir``, :class:`PretrainingFailedError` if the child fails and
     :class:`PretrainingStopped` if the study was told to stop (see the
     module doc).
     """
     with hold_run_folder(work_dir) as lock:
         timing_path = osp.join(work_dir, 'timing.json')
-        log_path = osp.join(work_dir, 'train_stdout.log')
+        log_path = osp.join(work_dir, log_name)
         timing = _read_timing(timing_path, log_path, log)
         if not timing['done']:
-            _attempt(config, work_dir, seed, data_root, cfg_options, log,
+            _attempt(command_for, work_dir, log_path, what, detail, log,
                      lock, timing)
         _write_json(timing_path, timing)
-        with open(osp.join(work_dir, 'last_checkpoint')) as f:
-            checkpoint = f.read().strip()
-    return checkpoint, timing['seconds'], timing['peak_rss_mib']
+    return timing
 
 
-def _attempt(config, work_dir, seed, data_root, cfg_options, log, lock,
+def _attempt(command_for, work_dir, log_path, what, detail, log, lock,
              timing) -> None:
-    """One run of the training, recorded in ``timing``; raises if it did
-    not finish."""
+    """One run of the child, recorded in ``timing``; raises if it did not
+    finish."""
     timing_path = osp.join(work_dir, 'timing.json')
-    log_path = osp.join(work_dir, 'train_stdout.log')
     resume = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
-    command = train_command(config, work_dir, seed, data_root, cfg_options,
-                            resume)
+    command = command_for(resume)
     if resume:
-        log('continuing the stopped pretraining from its last checkpoint')
+        log(f'continuing the stopped {what} from its last checkpoint')
     with open(log_path, 'ab') as out, _Forwarder(log) as forwarder:
         offset = out.tell()
         start = time.perf_counter()
@@ -424,16 +442,54 @@ def _attempt(config, work_dir, seed, data_root, cfg_options, log, lock,
     _write_json(timing_path, timing)
     if received:
         signum = received[0]
-        line = ('the pretraining had finished' if returncode == 0 else
+        line = (f'the {what} had finished' if returncode == 0 else
                 _stop_line(log_path, offset, returncode))
-        log(f'pretraining {work_dir}: {line}')
+        log(f'{what} {work_dir}: {line}')
         log(f'stopped by {signal.Signals(signum).name} after '
-            f'{timing["seconds"]:.0f} s of pretraining in '
+            f'{timing["seconds"]:.0f} s of {what} in '
             f'{timing["attempts"]} attempt(s) (timing.json); run the study '
             'again to continue')
         raise PretrainingStopped(signum, line)
     if returncode != 0:
         raise PretrainingFailedError(
-            f'pretraining {config} (seed {seed}) failed with exit code '
+            f'{what} {detail or work_dir} failed with exit code '
             f'{returncode}: see {log_path}; run the study again to '
             'continue it')
+
+
+# ---------------------------------------------------------------- a study
+class StudyStopped(Exception):
+    """A stop signal outside a training (which handles its own)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise StudyStopped(signum)
+
+
+def run_study(body: Callable[[], None], prog: str) -> None:
+    """Run a study tool's ``body`` so that a stop signal ends it with one
+    line and status 128 + signal (after a running training has saved and
+    stopped: :func:`run_training`), and its errors (a failed run, a busy
+    folder) are one line too. Call it first, so that SIGTERM or Ctrl-C
+    during the imports is handled the same way."""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        try:
+            return body()
+        except (PretrainingFailedError, RunFolderBusyError) as err:
+            sys.exit(f'error: {err}')
+    except KeyboardInterrupt:
+        signum = signal.SIGINT
+    except StudyStopped as stop:
+        signum = stop.signum
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    name = signal.Signals(signum).name
+    print(f'[{prog} {time.strftime("%H:%M:%S")}] stopped by {name}; the '
+          'finished runs are kept: run the study again to continue',
+          file=sys.stderr, flush=True)
+    sys.exit(128 + signum)

@@ -103,11 +103,12 @@ def encoder_checkpoint(arm, seed, args, log):
 
 
 def run_one(arm, seed, task, checkpoint, args, log):
-    from mixedae_mm.evaluation.dense_study import (TASKS, data_root_options,
+    from mixedae_mm.evaluation.dense_study import (NO_VALIDATION, TASKS,
+                                                   data_root_options,
                                                    encoder_options,
                                                    read_test_metrics,
                                                    run_name)
-    from mixedae_mm.evaluation.pretraining import run_logged_child
+    from mixedae_mm.evaluation.pretraining import run_training
     run_dir = osp.join(args.out, 'runs', run_name(task, arm, seed))
     result_path = osp.join(run_dir, 'result.json')
     if osp.isfile(result_path):
@@ -117,19 +118,22 @@ def run_one(arm, seed, task, checkpoint, args, log):
     work_dir = osp.join(run_dir, 'work')
     options = [*data_root_options(task, osp.abspath(args.scenes)),
                *encoder_options(checkpoint), *args.cfg_options]
-    resume = ['--resume'] if osp.isfile(
-        osp.join(work_dir, 'last_checkpoint')) else []
-    train = run_logged_child(
-        [sys.executable, osp.join(ROOT, 'tools/train.py'), config,
-         '--work-dir', work_dir, *resume, '--cfg-options',
-         f'randomness.seed={seed}', *options],
-        work_dir, 'train', log)
-    trained = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    train = run_training(
+        work_dir, lambda resume: [
+            sys.executable, osp.join(ROOT, 'tools/train.py'), config,
+            '--work-dir', work_dir, *(['--resume'] if resume else []),
+            '--cfg-options', f'randomness.seed={seed}', *NO_VALIDATION,
+            *options],
+        log, what='transfer training', detail=run_name(task, arm, seed))
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        trained = f.read().strip()
     test_dir = osp.join(work_dir, 'test')
-    test = run_logged_child(
-        [sys.executable, osp.join(ROOT, 'tools/test.py'), config, trained,
-         '--work-dir', test_dir, '--cfg-options', *options],
-        test_dir, 'test', log)
+    test = run_training(
+        test_dir, lambda resume: [
+            sys.executable, osp.join(ROOT, 'tools/test.py'), config, trained,
+            '--work-dir', test_dir, '--cfg-options', *options],
+        log, what='test', detail=run_name(task, arm, seed),
+        log_name='test_stdout.log')
     metrics = read_test_metrics(test_dir, task)
     import torch
     result = dict(
@@ -167,7 +171,11 @@ def write_report(out_dir, log):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    from mixedae_mm.evaluation.pretraining import run_study
+    run_study(lambda: _main(parse_args(argv)), 'dense')
+
+
+def _main(args):
     from mixedae_mm.datasets import (FashionMNISTMissingError,
                                      fashion_mnist_files)
     from mixedae_mm.evaluation.dense_study import planned_runs

@@ -16,4 +16,3 @@ std = [90.02, 90.02, 90.02]
 # dense study tool (tools/analysis_tools/dense_study.py) sets each arm's
 # checkpoint, and model.backbone.init_cfg=None for the scratch arm
 encoder_checkpoint = 'docs/results/runs/mixedae_seed0/pretrain/iter_2808.pth'
-batch_size = 16
