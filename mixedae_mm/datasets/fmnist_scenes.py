@@ -28,6 +28,11 @@ import numpy as np
 ITEM_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 SEG_CLASSES = ('background', ) + ITEM_CLASSES
+#: a colour per class of SEG_CLASSES, for the visualizers
+SEG_PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25),
+               (0, 130, 200), (245, 130, 48), (145, 30, 180),
+               (70, 240, 240), (240, 50, 230), (210, 245, 60),
+               (250, 190, 212))
 #: an item pixel is foreground from this grey level on (Fashion-MNIST's
 #: background is 0; the bilinear resize softens the edges)
 FOREGROUND_LEVEL = 20

@@ -7,7 +7,7 @@ from mmseg.evaluation import IoUMetric
 from mmseg.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
 
 import mixedae_mm  # noqa: F401  (layer decay constructor, atomic_local)
-from mixedae_mm.datasets.fmnist_scenes import SEG_CLASSES
+from mixedae_mm.datasets.fmnist_scenes import SEG_CLASSES, SEG_PALETTE
 from mixedae_mm.downstream import register_in
 
 register_in(MODELS, HOOKS, TRANSFORMS)
@@ -18,12 +18,8 @@ class FashionMNISTScenesDataset(BaseSegDataset):
     """The dense study's scenes (``tools/dataset_converters/
     fmnist_scenes.py``): PNG images and PNG class maps, 0 = background,
     1-10 = Fashion-MNIST's classes."""
-    METAINFO = dict(
-        classes=SEG_CLASSES,
-        palette=[[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
-                 [0, 130, 200], [245, 130, 48], [145, 30, 180],
-                 [70, 240, 240], [240, 50, 230], [210, 245, 60],
-                 [250, 190, 212]])
+    METAINFO = dict(classes=SEG_CLASSES,
+                    palette=[list(colour) for colour in SEG_PALETTE])
 
     def __init__(self, img_suffix: str = '.png', seg_map_suffix: str = '.png',
                  **kwargs) -> None:

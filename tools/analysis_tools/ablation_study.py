@@ -23,9 +23,13 @@ import argparse
 import json
 import os
 import os.path as osp
-import signal
 import sys
 import time
+
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'ablation_study.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -205,42 +209,11 @@ def write_report(out_dir, log):
     log(f'{len(results)} runs -> {out_dir}/results.md, results.png')
 
 
-class StudyStopped(Exception):
-    """A stop signal outside a pretraining (which handles its own)."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stopped(signum, frame):
-    raise StudyStopped(signum)
-
-
 def main(argv=None):
     # first, so that a SIGTERM or Ctrl-C even during the imports ends the
     # study with one line; a pretraining passes them on to its training
-    # instead (mixedae_mm.evaluation.pretraining)
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
-    try:
-        args = parse_args(argv)
-        from mixedae_mm.evaluation.pretraining import (PretrainingFailedError,
-                                                       RunFolderBusyError)
-        try:
-            return _main(args)
-        except (PretrainingFailedError, RunFolderBusyError) as err:
-            sys.exit(f'error: {err}')
-    except KeyboardInterrupt:
-        signum = signal.SIGINT
-    except StudyStopped as stop:
-        signum = stop.signum
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    name = signal.Signals(signum).name
-    print(f'[study {time.strftime("%H:%M:%S")}] stopped by {name}; the '
-          'finished runs are kept: run the study again to continue',
-          file=sys.stderr, flush=True)
-    sys.exit(128 + signum)
+    from mixedae_mm.evaluation.pretraining import run_study
+    run_study(lambda: _main(parse_args(argv)), 'study')
 
 
 def _main(args):

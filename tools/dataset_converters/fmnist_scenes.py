@@ -11,6 +11,11 @@ docs/results.md ("Dense transfer") for why the scenes are synthetic.
 import argparse
 import sys
 
+if __name__ == '__main__':  # Ctrl-C during the imports below: one line
+    sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
+        'fmnist_scenes.py: interrupted (Ctrl-C)', file=sys.stderr
+    ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
+
 
 def parse_args(argv=None):
     from mixedae_mm.datasets import DEBIAN_FASHION_MNIST

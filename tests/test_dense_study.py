@@ -1,0 +1,168 @@
+"""The dense study: the scenes of Fashion-MNIST items
+(tools/dataset_converters/fmnist_scenes.py), the UperNet and Mask R-CNN
+study configs, and tools/analysis_tools/dense_study.py end to end on a
+shrunk scene set."""
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
+from mixedae_mm.datasets.fmnist_scenes import (ITEM_CLASSES, SEG_CLASSES,
+                                               build_scene_set, compose_scene)
+from conftest import IN_PROCESS_LOADING, run_python
+
+pytest.importorskip('mmseg')
+pytest.importorskip('mmdet')
+
+CONVERTER = 'tools/dataset_converters/fmnist_scenes.py'
+STUDY = 'tools/analysis_tools/dense_study.py'
+SEG_CONFIG = 'configs/study/upernet_vit-study-p4_fmnist-scenes-64.py'
+#: loaders without worker processes, for the transfer runs
+NO_WORKERS = [f'{loader}.{key}' for loader in (
+    'train_dataloader', 'val_dataloader', 'test_dataloader')
+    for key in ('num_workers=0', 'persistent_workers=False')]
+
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('scenes'))
+    build_scene_set(DEBIAN_FASHION_MNIST, root, seed=0, num_train=24,
+                    num_test=12)
+    return root
+
+
+def _files(root):
+    import glob
+    return {osp.relpath(p, root): open(p, 'rb').read()
+            for p in sorted(glob.glob(osp.join(root, '**', '*.*'),
+                                      recursive=True))}
+
+
+def test_scenes_are_a_function_of_the_seed(scenes, tmp_path):
+    again = str(tmp_path / 'again')
+    other = str(tmp_path / 'other')
+    build_scene_set(DEBIAN_FASHION_MNIST, again, seed=0, num_train=24,
+                    num_test=12)
+    build_scene_set(DEBIAN_FASHION_MNIST, other, seed=1, num_train=24,
+                    num_test=12)
+    assert _files(again) == _files(scenes)
+    assert _files(other) != _files(scenes)
+    assert len(_files(scenes)) == 2 * 36 + 2 + 1  # images, maps, COCO, log
+
+
+@pytest.mark.parametrize('split', ['train', 'test'])
+def test_annotations_agree_with_the_pixels(scenes, split):
+    """Every instance mask lies inside its box, masks do not overlap, and
+    the class map is exactly the union of the instance masks with their
+    classes (background elsewhere); the COCO file loads in pycocotools."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    coco = COCO(osp.join(scenes, 'annotations', f'instances_{split}.json'))
+    assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(
+        ITEM_CLASSES)
+    assert len(coco.getImgIds()) == (24 if split == 'train' else 12)
+    ann_ids = [a['id'] for a in coco.dataset['annotations']]
+    assert len(set(ann_ids)) == len(ann_ids)
+    for image_id in coco.getImgIds():
+        info, = coco.loadImgs(image_id)
+        class_map = np.asarray(Image.open(
+            osp.join(scenes, 'seg_maps', split, info['file_name'])))
+        image = np.asarray(Image.open(
+            osp.join(scenes, 'images', split, info['file_name'])))
+        assert image.shape == (64, 64, 3) and class_map.shape == (64, 64)
+        union = np.zeros_like(class_map)
+        covered = np.zeros(class_map.shape, bool)
+        annotations = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
+        assert 1 <= len(annotations) <= 4
+        for ann in annotations:
+            mask = mask_utils.decode(ann['segmentation']).astype(bool)
+            assert mask.sum() == ann['area'] >= 40
+            assert not (mask & covered).any()
+            covered |= mask
+            x, y, w, h = ann['bbox']
+            ys, xs = np.nonzero(mask)
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (
+                x, y, x + w, y + h)
+            union[mask] = ann['category_id']
+        assert (union == class_map).all()
+        assert (image[..., 0][~covered] == 0).all()  # background is black
+
+
+def test_an_item_hidden_below_the_minimum_area_is_removed():
+    """Two full squares at the same place: the later one hides the earlier,
+    which is dropped; the scene keeps one instance covering the canvas."""
+    items = np.full((2, 28, 28), 200, np.uint8)
+    scene = compose_scene(items, np.array([3, 5]),
+                          np.random.default_rng(0), canvas_size=28,
+                          num_items=(2, 2), scale=(1.0, 1.0))
+    instance, = scene['instances']
+    assert instance['mask'].all() and instance['bbox'] == [0, 0, 28, 28]
+    assert set(np.unique(scene['class_map'])) == {instance['label'] + 1}
+
+
+def test_converter_without_fashion_mnist_is_one_line(tmp_path):
+    result = run_python(CONVERTER, '--data-root', tmp_path, '--out',
+                        tmp_path / 'scenes', check=False,
+                        env=dict(PYTHONWARNINGS='ignore'))
+    assert result.returncode == 1
+    line, = result.stderr.strip().splitlines()
+    assert 'dataset-fashion-mnist' in line and '--data-root' in line
+
+
+@pytest.mark.slow
+def test_dense_study_trains_and_tests_both_tasks_and_reports(scenes,
+                                                            tmp_path):
+    """One arm end to end: its pretraining made (shrunk), UperNet and Mask
+    R-CNN trained on it and tested, every metric in result.json, the table
+    and the plot written, and --report-only rebuilding the same table."""
+    out = tmp_path / 'dense'
+    command = [
+        STUDY, '--out', out, '--scenes', scenes, '--pretrain-dir',
+        tmp_path / 'pretrain', '--arms', 'mae', '--seeds', '0',
+        '--pretrain-cfg-options', 'train_cfg.max_iters=2',
+        'train_dataloader.batch_size=16', *IN_PROCESS_LOADING,
+        '--cfg-options', 'train_cfg.max_iters=2',
+        'train_dataloader.batch_size=4', *NO_WORKERS]
+    run_python(*command, timeout=900)
+    seg = json.load(open(out / 'runs' / 'seg_mae_seed0' / 'result.json'))
+    det = json.load(open(out / 'runs' / 'det_mae_seed0' / 'result.json'))
+    assert {'mIoU', 'mAcc', 'aAcc'} | {f'IoU.{name}' for name in
+                                       SEG_CLASSES} == set(seg['metrics'])
+    assert {'bbox_mAP', 'bbox_mAP_50', 'segm_mAP',
+            'segm_mAP_50'} <= set(det['metrics'])
+    for result in (seg, det):
+        assert result['encoder'].endswith('.pth')
+        assert result['train_seconds'] > 0 and result['peak_rss_mib'] > 0
+        assert result['commit']
+    table = (out / 'results.md').read_text()
+    assert '| mae | 0 |' in table and (out / 'results.png').stat().st_size
+    (out / 'results.md').unlink()
+    run_python(STUDY, '--out', out, '--report-only')
+    assert (out / 'results.md').read_text() == table
+    again = run_python(*command, timeout=300)  # everything is done already
+    assert again.stdout.count('done already') == 2
+
+
+@pytest.mark.slow
+def test_an_encoder_of_another_size_is_refused(scenes, tmp_path):
+    """Strict loading: a pretraining checkpoint whose encoder does not match
+    the study encoder stops the run; it never trains from random weights."""
+    from mixedae_mm.models.backbones import MixedAEViT
+    other = MixedAEViT(arch=dict(embed_dims=64, num_layers=8, num_heads=4,
+                                 feedforward_channels=256),
+                       img_size=32, patch_size=4)
+    checkpoint = tmp_path / 'other.pth'
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in
+                                other.state_dict().items()}), checkpoint)
+    result = run_python(
+        'tools/train.py', SEG_CONFIG, '--work-dir', tmp_path / 'work',
+        '--cfg-options', f'model.backbone.init_cfg.checkpoint={checkpoint}',
+        *[f'{loader}.dataset.data_root={scenes}' for loader in (
+            'train_dataloader', 'val_dataloader', 'test_dataloader')],
+        'train_cfg.max_iters=1', *NO_WORKERS, check=False, timeout=300)
+    assert result.returncode != 0
+    assert 'shape' in result.stderr and 'Iter(train)' not in result.stdout
