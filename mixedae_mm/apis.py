@@ -30,7 +30,8 @@ def find_model_index():
 def register_model_index():
     """Registers our recipes with mmpretrain's ``ModelHub`` (names are the
     config file names, e.g. ``mixedae_vitb_1600e``), with absolute config
-    paths, so ``get_model(name)`` works from any working directory."""
+    and published-weight paths, so ``get_model(name)`` (and
+    ``pretrained=True``, offline) works from any working directory."""
     from mmpretrain.apis.model import ModelHub
     try:
         path, root = find_model_index()
@@ -40,7 +41,14 @@ def register_model_index():
         warnings.warn(f'{error}; mmpretrain.get_model will not know '
                       'mixedae_mm recipes by name')
         return
+    before = set(ModelHub._models_dict)
     ModelHub.register_model_index(path, config_prefix=root)
+    for name in set(ModelHub._models_dict) - before:
+        metainfo = ModelHub._models_dict[name]
+        weights = metainfo.weights
+        # weights shipped in the repository are named relative to it
+        if weights and '://' not in weights and not osp.isabs(weights):
+            metainfo.weights = osp.join(root, weights)
 
 
 def with_test_pipeline(config):

@@ -45,14 +45,21 @@ def is_plain(value) -> bool:
     return False
 
 
-def publishable(checkpoint: dict, state: dict, src: str) -> dict:
-    """``{'state_dict', 'meta'}`` with plain tensors and plain meta only."""
+def publishable(checkpoint: dict, state: dict, src: str,
+                half: bool = False) -> dict:
+    """``{'state_dict', 'meta'}`` with plain tensors and plain meta only;
+    with ``half``, floating-point tensors in float16."""
     meta = checkpoint.get('meta')
     meta = meta if isinstance(meta, dict) else {}
     meta = {k: meta[k] for k in META_KEYS if k in meta and is_plain(meta[k])}
     meta.update(source=osp.basename(src),
                 converter='tools/model_converters/publish_model.py')
-    return dict(state_dict=keymap.plain(state), meta=meta)
+    state = keymap.plain(state)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v
+                 for k, v in state.items()}
+        meta.update(stored_as='float16')
+    return dict(state_dict=state, meta=meta)
 
 
 def sha256_of(path: str) -> str:
@@ -76,6 +83,10 @@ def parse_args(argv=None):
     parser.add_argument('src', help='training checkpoint (mmengine .pth)')
     parser.add_argument(
         'dst', help='output name; the file is saved as DST-<sha256[:8]>.pth')
+    parser.add_argument(
+        '--half', action='store_true',
+        help='store floating-point tensors as float16: half the file; '
+        'loading casts them to the model\'s dtype')
     finite.add_flag(parser)
     add_overwrite_flag(parser)
     return parser.parse_args(argv)
@@ -90,7 +101,7 @@ def main(argv=None) -> int:
     refusal = finite.refusal(state, args.src)
     if refusal and not args.allow_nonfinite:
         sys.exit(f'publish_model.py: error: {refusal}')
-    published = publishable(checkpoint, state, args.src)
+    published = publishable(checkpoint, state, args.src, args.half)
 
     def final_name(tmp):
         # the name is known once the file is written; a refusal removes it
