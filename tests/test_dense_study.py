@@ -145,6 +145,13 @@ def test_dense_study_trains_and_tests_both_tasks_and_reports(scenes,
     assert (out / 'results.md').read_text() == table
     again = run_python(*command, timeout=300)  # everything is done already
     assert again.stdout.count('done already') == 2
+    # a run folder is never reused with other options
+    (out / 'runs' / 'seg_mae_seed0' / 'result.json').unlink()
+    other = run_python(*command[:-len(NO_WORKERS) - 2],
+                       'train_dataloader.batch_size=2', *NO_WORKERS,
+                       check=False, timeout=300)
+    assert other.returncode == 1
+    assert 'was started with other options' in other.stderr.splitlines()[-1]
 
 
 @pytest.mark.slow

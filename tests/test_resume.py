@@ -138,13 +138,17 @@ def test_replaced_train_loader_has_stopped_its_workers_and_threads():
     assert first.shape == (2, 4)
 
 
-@pytest.mark.parametrize('step_seeds', [True, False])
-def test_reopened_loader_of_an_infinite_sampler_keeps_drawing(step_seeds):
+@pytest.mark.parametrize('step_seeds,persistent', [
+    (True, True), (False, True), (False, False)])
+def test_reopened_loader_of_an_infinite_sampler_keeps_drawing(
+        step_seeds, persistent):
     """mmseg's and mmdet's iteration-based recipes sample with mmengine's
     InfiniteSampler, which draws from one generator. Before training,
     StepSeedHook and PreemptionHook open a new iterator over the loader in
     place of the loop's first one; when that one was freed it closed the
     sampler's generator, and training stopped with StopIteration at step 1.
+    (With persistent workers and no StepSeedHook, the same loader must not
+    restart the closed iterator.)
     """
     from mmengine.dataset import InfiniteSampler
     from mmengine.runner import IterBasedTrainLoop
@@ -154,6 +158,7 @@ def test_reopened_loader_of_an_infinite_sampler_keeps_drawing(step_seeds):
     from mixedae_mm.engine.seeding import StepSeedHook
     dataset = RandomDraws()
     loader = DataLoader(dataset, batch_size=2, num_workers=1,
+                        persistent_workers=persistent,
                         sampler=InfiniteSampler(dataset, shuffle=True))
     loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
     loop.dataloader = loader

@@ -37,11 +37,14 @@ model = dict(
         in_channels=64, feat_channels=64,
         anchor_generator=dict(scales=[4], strides=[2, 4, 8, 16, 32])),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64,
+        # RoIs under 28 px read the stride-2 level, 28-56 px the stride-4
+        # one (with the recipe's finest_scale 56, every RoI of these scenes
+        # would read the stride-2 level alone)
+        bbox_roi_extractor=dict(out_channels=64, finest_scale=14,
                                 featmap_strides=[2, 4, 8, 16]),
         bbox_head=dict(in_channels=64, conv_out_channels=64,
                        fc_out_channels=256, num_classes=10),
-        mask_roi_extractor=dict(out_channels=64,
+        mask_roi_extractor=dict(out_channels=64, finest_scale=14,
                                 featmap_strides=[2, 4, 8, 16]),
         mask_head=dict(in_channels=64, conv_out_channels=64,
                        num_classes=10)),
@@ -98,7 +101,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(
     _delete_=True,
     type='CocoMetric',
-    ann_file={{_base_.scenes_root}} + '/annotations/instances_test.json',
+    ann_file={{_base_.scenes_test_annotations}},
     metric=['bbox', 'segm'],
     format_only=False)
 test_evaluator = val_evaluator

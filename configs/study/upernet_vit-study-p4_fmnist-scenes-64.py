@@ -30,7 +30,9 @@ model = dict(
     neck=dict(embed_dim=128, rescales=[2, 1, 0.5, 0.25]),
     decode_head=dict(in_channels=[128, 128, 128, 128], channels=64,
                      num_classes=11),
-    auxiliary_head=dict(in_channels=128, channels=64, num_classes=11),
+    # on the grid's own resolution (the recipe's 1x level)
+    auxiliary_head=dict(in_index=1, in_channels=128, channels=64,
+                        num_classes=11),
     test_cfg=dict(mode='whole'))
 
 train_pipeline = [
@@ -65,7 +67,8 @@ val_dataloader = dict(
         pipeline=test_pipeline,
         **dataset))
 test_dataloader = val_dataloader
-# IoUMetric that also returns each class's IoU (in scalars.json)
+# IoUMetric that also returns each class's IoU (in the metrics a test run
+# writes to <timestamp>.json)
 val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 

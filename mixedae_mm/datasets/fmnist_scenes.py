@@ -143,8 +143,15 @@ def write_scene_set(root: str, splits: Dict[str, Tuple[np.ndarray,
     :func:`compose_scene`. Returns ``{split: number of instances}``. The
     files are laid out as the module docstring shows; ``scenes.json``,
     written last, records the settings (and marks the set complete)."""
+    import shutil
+
     from PIL import Image
     instances = {}
+    # a half-written or earlier set must not mix with this one
+    if osp.isfile(osp.join(root, 'scenes.json')):
+        os.remove(osp.join(root, 'scenes.json'))
+    for folder in ('images', 'seg_maps', 'annotations'):
+        shutil.rmtree(osp.join(root, folder), ignore_errors=True)
     os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
     for split, (items, labels, count) in splits.items():
         rng = split_rng(seed, split)

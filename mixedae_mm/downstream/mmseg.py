@@ -30,8 +30,8 @@ class FashionMNISTScenesDataset(BaseSegDataset):
 @METRICS.register_module()
 class PerClassIoUMetric(IoUMetric):
     """mmseg's ``IoUMetric``, also returning each class's IoU (%) as
-    ``IoU.<class>``, so that it reaches ``scalars.json`` and not only the
-    log's table."""
+    ``IoU.<class>``, so that it reaches the metrics a test run writes
+    (``<timestamp>.json``) and not only the log's table."""
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         metrics = super().compute_metrics(results)

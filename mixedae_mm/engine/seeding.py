@@ -224,7 +224,11 @@ def reopen_train_loader(loop: IterBasedTrainLoop, loader: DataLoader
     when it was built: the old iterator's workers and threads are stopped
     first (:func:`close_loader_iterator`), and mmengine's
     ``InfiniteSampler`` starts over (:func:`restart_infinite_sampler`)."""
-    close_loader_iterator(loop.dataloader_iterator._iterator)
+    old = loop.dataloader_iterator._iterator
+    close_loader_iterator(old)
+    if getattr(loader, '_iterator', None) is old:
+        # a loader with persistent workers would restart the closed one
+        loader._iterator = None
     restart_infinite_sampler(getattr(loader.batch_sampler, 'sampler', None))
     loop.dataloader = loader
     loop.dataloader_iterator = _InfiniteDataloaderIterator(loader)

@@ -84,22 +84,26 @@ def encoder_options(checkpoint: Optional[str]) -> List[str]:
     return [f'model.backbone.init_cfg.checkpoint={checkpoint}']
 
 
-def read_test_metrics(test_work_dir: str, task: str) -> Dict[str, float]:
+def read_test_metrics(test_work_dir: str, task: str
+                      ) -> Optional[Dict[str, Optional[float]]]:
     """The metrics mmengine wrote for the newest test run in
-    ``test_work_dir`` (``<timestamp>/<timestamp>.json``), renamed and in
-    percent: mIoU, mAcc, aAcc, IoU.<class> for ``seg``; bbox_mAP,
-    bbox_mAP_50, bbox_mAP_75, segm_mAP, ... for ``det``."""
+    ``test_work_dir`` (``<timestamp>/<timestamp>.json``), in percent:
+    mIoU, mAcc, aAcc, IoU.<class> for ``seg`` (background included, as
+    mmseg counts it); bbox_mAP, bbox_mAP_50, bbox_mAP_75, segm_mAP, ... for
+    ``det`` (``None`` for a size range with no object, which COCO scores
+    -1). ``None`` when no test run wrote metrics."""
     paths = sorted(glob.glob(osp.join(test_work_dir, '*', '*.json')))
     paths = [p for p in paths if osp.basename(osp.dirname(p)) ==
              osp.splitext(osp.basename(p))[0]]
     if not paths:
-        raise FileNotFoundError(f'no test metrics in {test_work_dir}')
+        return None
     with open(paths[-1]) as f:
         raw = json.load(f)
     if task == 'seg':
         return {key: round(value, 2) for key, value in raw.items()
                 if key in ('mIoU', 'mAcc', 'aAcc') or key.startswith('IoU.')}
-    return {key.split('/', 1)[1]: round(100 * value, 2)
+    return {key.split('/', 1)[1]: (round(100 * value, 2) if value >= 0
+                                   else None)
             for key, value in raw.items()
             if key.startswith('coco/') and not key.endswith('_copypaste')}
 
@@ -136,10 +140,13 @@ def _spread(values: Sequence[float], digits: int = 1) -> str:
 def welch_interval(a: Sequence[float], b: Sequence[float],
                    confidence: float = 0.95) -> Optional[dict]:
     """Mean of ``a`` minus mean of ``b`` with Welch's t interval; ``None``
-    with fewer than 2 values on a side. Also the seeds per arm that would
-    make the interval's half-width equal the observed difference, at the
-    observed spread (``seeds_to_resolve``; ``None`` when the difference is
-    0)."""
+    with fewer than 2 values on a side.
+
+    Also ``seeds_to_resolve``: the seeds per arm with which a true
+    difference of the observed size, at the observed spread, would make the
+    interval exclude 0 four times in five (80% power, t quantiles with
+    ``2n - 2`` degrees of freedom); ``None`` when the difference or the
+    spread is 0, or more than 1,000 would be needed."""
     if len(a) < 2 or len(b) < 2:
         return None
     from scipy import stats
@@ -154,10 +161,14 @@ def welch_interval(a: Sequence[float], b: Sequence[float],
     half = stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(se2)
     seeds = None
     if difference != 0:
-        # n per arm with 1.96 * sqrt((va + vb) / n) = |difference|
-        seeds = math.ceil(1.96**2 * (va + vb) / difference**2)
-    return dict(difference=difference, low=difference - half,
-                high=difference + half, seeds_to_resolve=seeds)
+        for n in range(2, 1001):
+            needed = (stats.t.ppf(0.5 + confidence / 2, 2 * n - 2) +
+                      stats.t.ppf(0.8, 2 * n - 2)) * math.sqrt((va + vb) / n)
+            if needed <= abs(difference):
+                seeds = n
+                break
+    return dict(difference=difference, low=float(difference - half),
+                high=float(difference + half), seeds_to_resolve=seeds)
 
 
 def markdown_table(results: List[dict]) -> str:
@@ -209,8 +220,9 @@ def _difference_line(grouped, key, title, first, second) -> str:
     if interval['low'] <= 0 <= interval['high']:
         text += ': includes 0'
         if interval['seeds_to_resolve']:
-            text += (f', about {interval["seeds_to_resolve"]} seeds a side '
-                     'would resolve a difference this size')
+            text += (f'; about {interval["seeds_to_resolve"]} seeds a side '
+                     'would resolve a difference this size at this spread '
+                     '(80% power)')
     return text + ')'
 
 

@@ -114,45 +114,49 @@ def run_one(arm, seed, task, checkpoint, args, log):
                                                    read_test_metrics,
                                                    run_name)
     from mixedae_mm.evaluation.pretraining import run_training
-    run_dir = osp.join(args.out, 'runs', run_name(task, arm, seed))
+    name = run_name(task, arm, seed)
+    run_dir = osp.join(args.out, 'runs', name)
     result_path = osp.join(run_dir, 'result.json')
     if osp.isfile(result_path):
         log(f'{task} {arm} seed {seed}: done already ({result_path})')
         return
     config = osp.join(ROOT, TASKS[task])
     work_dir = osp.join(run_dir, 'work')
-    options = [*data_root_options(task, osp.abspath(args.scenes)),
+    options = [*data_root_options(task, args.scenes),
                *encoder_options(checkpoint), *args.cfg_options]
+    started = same_run_options(work_dir, dict(
+        config=TASKS[task], seed=seed, options=options, commit=args.commit))
     train = run_training(
         work_dir, lambda resume: [
             sys.executable, osp.join(ROOT, 'tools/train.py'), config,
             '--work-dir', work_dir, *(['--resume'] if resume else []),
             '--cfg-options', f'randomness.seed={seed}', *NO_VALIDATION,
             *options],
-        log, what='transfer training', detail=run_name(task, arm, seed))
+        log, what='transfer training', detail=name)
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         trained = f.read().strip()
     test_dir = osp.join(work_dir, 'test')
+    if read_test_metrics(test_dir, task) is None and osp.isfile(
+            osp.join(test_dir, 'timing.json')):
+        os.remove(osp.join(test_dir, 'timing.json'))  # ended unrecorded
     test = run_training(
         test_dir, lambda resume: [
             sys.executable, osp.join(ROOT, 'tools/test.py'), config, trained,
             '--work-dir', test_dir, '--cfg-options', *options],
-        log, what='test', detail=run_name(task, arm, seed),
-        log_name='test_stdout.log')
+        log, what='test', detail=name, log_name='test_stdout.log')
     metrics = read_test_metrics(test_dir, task)
     import torch
     result = dict(
         task=task, arm=arm, seed=seed, pretrain_seed=seed,
         transfer_seed=seed, config=TASKS[task],
         encoder=(osp.relpath(checkpoint, ROOT) if checkpoint else None),
-        cfg_options=args.cfg_options, commit=git_commit(), metrics=metrics,
-        train_seconds=round(train['seconds'], 1),
+        cfg_options=args.cfg_options, commit=started['commit'],
+        metrics=metrics, train_seconds=round(train['seconds'], 1),
         train_attempts=train['attempts'],
         test_seconds=round(test['seconds'], 1),
         peak_rss_mib=round(max(train['peak_rss_mib'],
                                test['peak_rss_mib']), 1),
         torch_threads=torch.get_num_threads())
-    os.makedirs(run_dir, exist_ok=True)
     with open(result_path + '.tmp', 'w') as f:
         json.dump(result, f, indent=1)
     os.replace(result_path + '.tmp', result_path)
@@ -160,6 +164,30 @@ def run_one(arm, seed, task, checkpoint, args, log):
                      if k in ('mIoU', 'mAcc', 'bbox_mAP', 'segm_mAP'))
     log(f'{task} {arm} seed {seed}: {main} '
         f'({result["train_seconds"] / 60:.1f} min training)')
+
+
+def same_run_options(work_dir, options):
+    """The options a run folder was started with (``run_options.json``,
+    written at its first attempt); a later call with others (another
+    ``--cfg-options``, encoder or scene folder) is refused, so that a
+    shrunk trial run is never reported as a full one. The commit is the
+    first attempt's."""
+    path = osp.join(work_dir, 'run_options.json')
+    if not osp.isfile(path):
+        os.makedirs(work_dir, exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(options, f, indent=1)
+        return options
+    with open(path) as f:
+        started = json.load(f)
+    if {k: v for k, v in started.items() if k != 'commit'} != {
+            k: v for k, v in options.items() if k != 'commit'}:
+        sys.exit(
+            f'dense_study.py: error: {work_dir} was started with other '
+            f'options ({path}): pass the same --cfg-options / --scenes / '
+            f'--pretrain-dir, or delete {osp.dirname(work_dir)} to run it '
+            'again with these')
+    return started
 
 
 def write_report(out_dir, log):
@@ -196,7 +224,10 @@ def _main(args):
         fashion_mnist_files(args.data_root)
     except FashionMNISTMissingError as err:
         sys.exit(f'dense_study.py: error: {err}')
-    args.data_root = osp.abspath(args.data_root)
+    # children run from the clone's root: every path absolute
+    for name in ('data_root', 'scenes', 'pretrain_dir', 'out'):
+        setattr(args, name, osp.abspath(getattr(args, name)))
+    args.commit = git_commit()
     ensure_scenes(args, log)
     runs = planned_runs(args.tasks, args.arms, args.seeds)
     checkpoints = {}

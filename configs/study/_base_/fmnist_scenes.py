@@ -3,6 +3,7 @@
 # (docs/results.md, "Dense transfer"). Scenes: 64x64 canvases of 2-4
 # Fashion-MNIST items (tools/dataset_converters/fmnist_scenes.py).
 scenes_root = 'data/fmnist_scenes'
+scenes_test_annotations = 'data/fmnist_scenes/annotations/instances_test.json'
 img_size = 64
 # the classification study's encoder has patch 4, so 64x64 scenes give a
 # 16x16 token grid; the 8x8 position embeddings of the 32x32 pretraining are
