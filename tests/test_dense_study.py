@@ -173,3 +173,20 @@ def test_an_encoder_of_another_size_is_refused(scenes, tmp_path):
         'train_cfg.max_iters=1', *NO_WORKERS, check=False, timeout=300)
     assert result.returncode != 0
     assert 'shape' in result.stderr and 'Iter(train)' not in result.stdout
+
+
+def test_readme_and_results_quote_the_committed_dense_runs(repo_root):
+    """docs/results/dense/results.md is the table dense_study.py writes
+    from the committed runs, and the README's dense numbers are theirs."""
+    from mixedae_mm.evaluation.dense_study import markdown_table, read_results
+    out = osp.join(repo_root, 'docs', 'results', 'dense')
+    results = read_results(out)
+    assert results
+    with open(osp.join(out, 'results.md')) as f:
+        assert f.read() == markdown_table(results)
+    with open(osp.join(repo_root, 'README.md')) as f:
+        readme = ' '.join(f.read().split())  # the sentences, unwrapped
+    for result in results:
+        if result['task'] == 'seg':
+            assert (f'{result["arm"]} {result["metrics"]["mIoU"]:.1f}'
+                    in readme), result['arm']
