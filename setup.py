@@ -9,9 +9,10 @@ HERE = osp.dirname(osp.abspath(__file__))
 
 
 class BuildPyWithModelIndex(build_py):
-    """Ships ``model-index.yml``, ``configs/`` and ``tools/`` inside the
-    package, in ``mixedae_mm/.mim`` (where ``mixedae_mm.apis.find_model_index``
-    and ``mixedae_mm.cli.knn_eval.find_tool`` look first), so
+    """Ships ``model-index.yml``, ``configs/``, ``tools/`` and the published
+    ``weights/`` inside the package, in ``mixedae_mm/.mim`` (where
+    ``mixedae_mm.apis.find_model_index`` and
+    ``mixedae_mm.cli.knn_eval.find_tool`` look first), so
     ``mmpretrain.get_model(name)`` and ``mixedae-knn`` work from an installed
     wheel; an editable install reads them from the clone."""
 
@@ -21,7 +22,7 @@ class BuildPyWithModelIndex(build_py):
         shutil.rmtree(target, ignore_errors=True)
         os.makedirs(target)
         shutil.copy(osp.join(HERE, 'model-index.yml'), target)
-        for folder in ('configs', 'tools'):
+        for folder in ('configs', 'tools', 'weights'):
             shutil.copytree(
                 osp.join(HERE, folder), osp.join(target, folder),
                 ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))

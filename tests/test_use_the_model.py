@@ -21,16 +21,19 @@ DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 
 
 def recipe_configs():
-    """Every config a user runs: all of configs/ but the _base_ parts and
-    the small-scale study's family (configs/study/, run by
-    ablation_study.py and reported in docs/results.md, not published as
-    models)."""
-    return sorted(
+    """Every config a user runs by name: all of configs/ but the _base_
+    parts and the small-scale study's family (configs/study/, run by
+    ablation_study.py and reported in docs/results.md), of which only the
+    encoders with published weights (configs/study/metafile.yml) are
+    models."""
+    published = [entry['Config'] for entry in yaml.safe_load(open(osp.join(
+        ROOT, 'configs/study/metafile.yml')))['Models']]
+    return sorted(published + [
         osp.relpath(p, ROOT)
         for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
                            recursive=True)
         if not {'_base_', 'study'} & set(
-            osp.relpath(p, ROOT).split(os.sep)[:-1]))
+            osp.relpath(p, ROOT).split(os.sep)[:-1])])
 
 
 def run_fresh(code, cwd):
@@ -52,7 +55,7 @@ def photo():
 @pytest.mark.slow
 def test_model_index_lists_every_recipe_and_builds_it(tmp_path):
     """From another working directory, ``import mixedae_mm`` is all it takes
-    for ``list_models('*mixedae*')`` to name every recipe config and
+    for ``list_models()`` to name every recipe config (our index's names) and
     ``get_model(name)`` to build it at full size (random weights): MixedAE
     in mmpretrain, Mask R-CNN and UperNet through mmdet's / mmseg's
     registries."""
@@ -61,7 +64,8 @@ def test_model_index_lists_every_recipe_and_builds_it(tmp_path):
         'from mmpretrain import get_model, list_models\n'
         'from mmpretrain.apis.model import ModelHub\n'
         'out = {}\n'
-        'for name in list_models("*mixedae*"):\n'
+        f'for name in [n for n in list_models() if ModelHub._models_dict[\n'
+        f'        n].config.startswith({ROOT!r})]:\n'
         '    model = get_model(name)\n'
         '    out[name] = dict(type=type(model).__name__,\n'
         '        width=model.backbone.embed_dims,\n'
@@ -77,20 +81,32 @@ def test_model_index_lists_every_recipe_and_builds_it(tmp_path):
                     'configs/finetune': 'ImageClassifier'}.get(
                         osp.dirname(config), 'MixedAE')
         assert built[name]['type'] == expected, name
-        width = next((w for key, w in (('demo', 192), ('_vitl_', 1024),
+        width = next((w for key, w in (('demo', 192), ('study', 192),
+                                       ('_vitl_', 1024),
                                        ('_vith-', 1280)) if key in name), 768)
         assert built[name]['width'] == width, name
 
 
-def test_metafiles_publish_no_weights_and_label_paper_numbers():
+def test_metafiles_label_every_number_and_weights_exist():
+    """Paper numbers say so; only the study encoders have weights, files
+    in weights/study/ named after their sha256 (as publish_model.py
+    writes them), with numbers measured on those files."""
+    import hashlib
     index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
     entries = []
     for metafile in index['Import']:
         entries += yaml.safe_load(open(osp.join(ROOT, metafile)))['Models']
-    assert len(entries) == len(recipe_configs())
+    assert sorted(e['Config'] for e in entries) == recipe_configs()
     for entry in entries:
-        assert entry['Weights'] is None, entry['Name']
         assert osp.isfile(osp.join(ROOT, entry['Config']))
+        study = osp.dirname(entry['Config']) == 'configs/study'
+        assert (entry['Weights'] is not None) == study, entry['Name']
+        if study:
+            weights = osp.join(ROOT, entry['Weights'])
+            digest = hashlib.sha256(open(weights, 'rb').read()).hexdigest()
+            assert weights.endswith(f'-{digest[:8]}.pth')
+            assert 'measured' in entry['Metadata']['Results From']
+            continue
         # pretraining recipes have no task of their own (as MAE's entries)
         pretraining = osp.dirname(entry['Config']) in (
             'configs', 'configs/demo', 'configs/fsdp')
@@ -99,7 +115,8 @@ def test_metafiles_publish_no_weights_and_label_paper_numbers():
             if 'Metrics' in result:
                 assert 'paper' in entry['Metadata']['Results From']
     results = {e['Name']: e['Results'][0]['Metrics'] for e in entries
-               if e['Results'] and 'Metrics' in e['Results'][0]}
+               if e['Results'] and 'Metrics' in e['Results'][0]
+               and 'study' not in e['Config']}
     assert results == {
         'mixedae_vitb_ft-100e_in1k': {'Top 1 Accuracy': 83.9},
         'mixedae_vitb_upernet-160k_ade20k-512': {'mIoU': 48.7}}
@@ -229,7 +246,7 @@ def build_wheel(tmp_path):
     source, wheels = tmp_path / 'src', tmp_path / 'wheels'
     source.mkdir()
     for part in ('setup.py', 'README.md', 'model-index.yml', 'requirements',
-                 'mixedae_mm', 'configs', 'tools'):
+                 'mixedae_mm', 'configs', 'tools', 'weights'):
         path = osp.join(ROOT, part)
         if osp.isdir(path):
             shutil.copytree(path, str(source / part),
@@ -247,9 +264,9 @@ def build_wheel(tmp_path):
 
 @pytest.mark.slow
 def test_an_installed_wheel_ships_the_model_index(tmp_path):
-    """A wheel built from this clone carries model-index.yml and configs/
-    (mixedae_mm/.mim): installed elsewhere, names still resolve to configs
-    inside the package and build."""
+    """A wheel built from this clone carries model-index.yml, configs/ and
+    the published weights (mixedae_mm/.mim): installed elsewhere, names
+    still resolve to configs inside the package, build and load."""
     site = tmp_path / 'site'
     result = subprocess.run(
         [sys.executable, '-m', 'pip', '-q', 'install', '--no-deps',
@@ -262,18 +279,24 @@ def test_an_installed_wheel_ships_the_model_index(tmp_path):
          'import json, mixedae_mm\n'
          'from mmpretrain import get_model, list_models\n'
          'from mmpretrain.apis.model import ModelHub\n'
-         'names = list_models("*mixedae*")\n'
+         'names = [n for n in list_models() if ".mim" in\n'
+         '         ModelHub._models_dict[n].config]\n'
          'model = get_model("mixedae_vit-tiny-p8_demo")\n'
+         'study = get_model("mixedae_vit-study-p4_fmnist", pretrained=True)\n'
          'print(json.dumps([mixedae_mm.__file__, len(names),\n'
-         '    ModelHub.get("mixedae_vitl_1600e").config.filename]))\n'],
+         '    ModelHub.get("mixedae_vitl_1600e").config.filename,\n'
+         '    ModelHub._models_dict["mixedae_vit-study-p4_fmnist"].weights]))\n'],
         cwd=str(tmp_path), env=env, capture_output=True, text=True,
         timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    package, count, config = json.loads(result.stdout.strip().splitlines()[-1])
+    package, count, config, weights = json.loads(
+        result.stdout.strip().splitlines()[-1])
     assert package.startswith(str(site))
     assert count == len(recipe_configs())
     assert config == str(
         site / 'mixedae_mm/.mim/configs/mixedae_vitl_1600e.py')
+    # the published study weights travel in the wheel and load from it
+    assert weights.startswith(str(site / 'mixedae_mm/.mim/weights/study/'))
 
 
 @pytest.mark.slow

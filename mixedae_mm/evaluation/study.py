@@ -184,6 +184,34 @@ def evaluate_encoder(model, data: Dict[str, Tensor], *, finetune: dict,
     return result
 
 
+def load_study_data(data_root: str, frozen_per_class: int = 1000,
+                    finetune_per_class: int = 200,
+                    limit_train: Optional[int] = None,
+                    limit_test: Optional[int] = None,
+                    log=print) -> Dict[str, Tensor]:
+    """The images and labels every study encoder is evaluated on: a
+    class-balanced subset of the training split for the frozen probes
+    (``train_raw``, ``train_labels``), the labelled fine-tuning images
+    drawn from it (``finetune_index``) and the test split (``test_raw``,
+    ``test_labels``); raw ``(n, 28, 28)`` uint8."""
+    from ..datasets import load_fashion_mnist
+    data = {}
+    for split, limit in (('train', limit_train), ('test', limit_test)):
+        images, labels = load_fashion_mnist(data_root, split)
+        data[f'{split}_raw'] = images[:limit]
+        data[f'{split}_labels'] = labels[:limit]
+    # the fine-tuning images are drawn from the frozen-feature subset
+    frozen = balanced_subset(data['train_labels'], frozen_per_class)
+    data['train_raw'] = data['train_raw'][frozen]
+    data['train_labels'] = data['train_labels'][frozen]
+    data['finetune_index'] = balanced_subset(data['train_labels'],
+                                             finetune_per_class)
+    log(f'Fashion-MNIST from {data_root}: {len(frozen)} training images '
+        f'for the frozen probes, {len(data["finetune_index"])} of them '
+        f'labelled for fine-tuning, {len(data["test_labels"])} test images')
+    return data
+
+
 def balanced_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
     """Indices of ``per_class`` images of every class, drawn with ``seed``
     (the same labelled subset for every arm)."""

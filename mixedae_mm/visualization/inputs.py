@@ -27,6 +27,11 @@ def load_inputs(images: Sequence, pipeline: list, model) -> Tensor:
     info of an in-memory dataset (a dict with an ``img`` array, as
     mmpretrain's ``FashionMNIST`` gives)."""
     from mmpretrain.registry import TRANSFORMS
+    if any(isinstance(image, str) for image in images) and not str(
+            pipeline[0]['type']).endswith('LoadImageFromFile'):
+        # a pipeline for in-memory images (the study's) takes files too, as
+        # in mmpretrain's inferencers, which read the file themselves
+        pipeline = [dict(type='LoadImageFromFile')] + list(pipeline)
     transform = Compose([TRANSFORMS.build(t) for t in pipeline])
     batch = default_collate([
         transform(dict(img_path=image) if isinstance(image, str) else

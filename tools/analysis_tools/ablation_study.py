@@ -92,32 +92,13 @@ def options_dict(options):
 def load_data(args, log):
     """The images and labels the probes use; exits with one line for a
     damaged file or a class with fewer images than asked for."""
+    from mixedae_mm.evaluation.study import load_study_data
     try:
-        return _load_data(args, log)
+        return load_study_data(args.data_root, args.frozen_per_class,
+                               args.finetune_per_class, args.limit_train,
+                               args.limit_test, log)
     except ValueError as err:  # FashionMNISTDamagedError, balanced_subset's
         raise SystemExit(f'ablation_study.py: error: {err}') from None
-
-
-def _load_data(args, log):
-    from mixedae_mm.datasets import load_fashion_mnist
-    from mixedae_mm.evaluation.study import balanced_subset
-    data = {}
-    for split in ('train', 'test'):
-        images, labels = load_fashion_mnist(args.data_root, split)
-        limit = args.limit_train if split == 'train' else args.limit_test
-        data[f'{split}_raw'] = images[:limit]
-        data[f'{split}_labels'] = labels[:limit]
-    # the fine-tuning images are drawn from the frozen-feature subset
-    frozen = balanced_subset(data['train_labels'], args.frozen_per_class)
-    data['train_raw'] = data['train_raw'][frozen]
-    data['train_labels'] = data['train_labels'][frozen]
-    data['finetune_index'] = balanced_subset(
-        data['train_labels'], args.finetune_per_class)
-    log(f'Fashion-MNIST from {args.data_root}: {len(frozen)} training '
-        f'images for the frozen probes, {len(data["finetune_index"])} of '
-        f'them labelled for fine-tuning, {len(data["test_labels"])} test '
-        'images')
-    return data
 
 
 def run_one(arm, seed, args, data, cfg_options, log):
