@@ -49,11 +49,11 @@ def uses_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim > 1 and not any(n in name for n in NO_DECAY_NAMES)
 
 
-def layer_decay_param_groups(named_parameters: Iterable[Tuple[str, nn.Parameter]],
-                             num_layers: int, base_lr: float,
-                             decay_rate: float, weight_decay: float,
-                             backbone_prefix: str = 'backbone.'
-                             ) -> Dict[Tuple[int, bool], dict]:
+def layer_decay_param_groups(
+        named_parameters: Iterable[Tuple[str, nn.Parameter]],
+        num_layers: int, base_lr: float, decay_rate: float,
+        weight_decay: float, backbone_prefix: str = 'backbone.'
+) -> Dict[Tuple[int, bool], dict]:
     """The one layer-decay rule: parameter groups by ``(depth, decay)``.
 
     Every trainable parameter of ``named_parameters`` goes to the group of

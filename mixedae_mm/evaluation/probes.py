@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils import eval_mode
+
 
 def plain_tokens(backbone: nn.Module, images: Tensor) -> Tensor:
     """``(B, 1 + L, D)`` last-layer tokens of a MixedAEViT or mmpretrain
@@ -26,16 +28,12 @@ def encode(backbone: nn.Module, images: Tensor, batch_size: int = 500
            ) -> Dict[str, Tensor]:
     """Frozen features of ``images``: ``{'cls': (n, D), 'mean': (n, D)}``,
     the cls token and the mean patch token, in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
     cls, mean = [], []
-    try:
+    with eval_mode(backbone):
         for chunk in images.split(batch_size):
             tokens = plain_tokens(backbone, chunk)
             cls.append(tokens[:, 0])
             mean.append(tokens[:, 1:].mean(1))
-    finally:
-        backbone.train(was_training)
     return dict(cls=torch.cat(cls), mean=torch.cat(mean))
 
 
