@@ -11,8 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from test_study import SHRUNK, small_fashion_mnist  # noqa: F401
-from test_transfer_cls import tiny_imagenet
+from builders import SHRUNK, tiny_imagenet
 
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 LINEAR = 'configs/finetune/mixedae_vitb_linear-90e_in1k.py'
@@ -95,7 +94,7 @@ def test_bad_settings_name_the_setting():
 
 @pytest.mark.slow
 def test_study_config_writes_knn_and_a_picture_to_tensorboard(
-        repo_root, small_fashion_mnist, tmp_path):  # noqa: F811
+        repo_root, small_fashion_mnist, tmp_path):
     """The shipped MixedAE study config, shrunk through --cfg-options only:
     its TensorBoard events hold knn_top1 and a reconstruction image, and
     scalars.json holds knn_top1."""

@@ -13,21 +13,21 @@ import sys
 import pytest
 import torch
 
-import test_transfer_cls
-import test_transfer_det
-import test_transfer_seg
+from builders import (CLS_FINETUNE, DET_LONG, SEG_CONFIG, cls_overrides,
+                      det_overrides, seg_overrides)
 from transfer_utils import assert_backbone_equals_pretrained, build_model
 
+pytest.importorskip('mmseg')
+pytest.importorskip('mmdet')
+
 DOWNSTREAM = {
-    'mmpretrain fine-tune': (test_transfer_cls.FINETUNE,
-                             lambda ckpt: test_transfer_cls.tiny_overrides(
-                                 test_transfer_cls.FINETUNE, ckpt, 'unused')),
-    'mmseg UperNet': (test_transfer_seg.CONFIG,
-                      lambda ckpt: test_transfer_seg.tiny_overrides(
-                          ckpt, 'unused')),
-    'mmdet Mask R-CNN': (test_transfer_det.LONG,
-                         lambda ckpt: test_transfer_det.tiny_overrides(
-                             ckpt, 'unused')),
+    'mmpretrain fine-tune': (CLS_FINETUNE,
+                             lambda ckpt: cls_overrides(
+                                 CLS_FINETUNE, ckpt, 'unused')),
+    'mmseg UperNet': (SEG_CONFIG,
+                      lambda ckpt: seg_overrides(ckpt, 'unused')),
+    'mmdet Mask R-CNN': (DET_LONG,
+                         lambda ckpt: det_overrides(ckpt, 'unused')),
 }
 
 
