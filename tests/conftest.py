@@ -99,13 +99,26 @@ def short_demo_run(work_dir, data_root, iters, batch_size, name, edit=None):
 
 
 @pytest.fixture(scope='session')
-def pretrained_checkpoint(tmp_path_factory, demo_data):
-    """A real MixedAE pretraining checkpoint: the demo config trained for 2
-    iterations on the demo photos (mmengine format, ``backbone.*`` keys)."""
-    work_dir = tmp_path_factory.mktemp('pretrain')
+def demo_work_dir(tmp_path_factory, demo_data):
+    """One trained demo work dir for the tests that only read one: the demo
+    config trained for 2 iterations of 8 demo photos, logging every
+    iteration and checkpointing at the end (``iter_2.pth``), as
+    tools/train.py leaves it."""
+    def log_every_iteration(cfg):
+        cfg.default_hooks.logger.interval = 1
+
+    work_dir = tmp_path_factory.mktemp('demo_work_dir')
     short_demo_run(work_dir, demo_data, iters=2, batch_size=8,
-                   name='pretrain_fixture').train()
-    path = osp.join(str(work_dir), 'iter_2.pth')
+                   name='demo_work_dir', edit=log_every_iteration).train()
+    return work_dir
+
+
+@pytest.fixture(scope='session')
+def pretrained_checkpoint(demo_work_dir):
+    """A real MixedAE pretraining checkpoint: the demo config trained for 2
+    iterations on the demo photos (mmengine format, ``backbone.*`` keys),
+    the last one of ``demo_work_dir``."""
+    path = osp.join(str(demo_work_dir), 'iter_2.pth')
     assert osp.exists(path)
     return path
 

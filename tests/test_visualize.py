@@ -239,24 +239,9 @@ def test_hook_writes_pictures_and_leaves_training_unchanged(demo_data,
                              'vis_image' / '*.png'))
 
 
-@pytest.fixture(scope='module')
-def logged_run(demo_data, tmp_path_factory):
-    """Work dir of the demo config run for 3 iterations, logging each one
-    and checkpointing at the end (as tools/train.py leaves it)."""
-    from conftest import short_demo_run
-
-    def log_every_iteration(cfg):
-        cfg.default_hooks.logger.interval = 1
-
-    work_dir = tmp_path_factory.mktemp('logged_run')
-    short_demo_run(work_dir, demo_data, iters=3, batch_size=4, name='log',
-                   edit=log_every_iteration).train()
-    return work_dir
-
-
 @pytest.mark.slow
-def test_plot_log_tool(repo_root, logged_run, tmp_path):
-    work_dir = logged_run
+def test_plot_log_tool(repo_root, demo_work_dir, tmp_path):
+    work_dir = demo_work_dir
     out = tmp_path / 'curves.png'
     result = _run_tool(repo_root, 'tools/analysis_tools/plot_log.py',
                        str(work_dir), '--out', str(out))
@@ -313,16 +298,16 @@ def test_a_config_without_test_pipeline_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_demo_figures_from_a_work_dir(repo_root, logged_run, tmp_path):
+def test_demo_figures_from_a_work_dir(repo_root, demo_work_dir, tmp_path):
     """The one command behind run_demo.sh's pictures and docs/images: the
     last checkpoint, the dumped config, one group of different photos, three
     PNGs, their paths printed next to the checkpoint's."""
     out = tmp_path / 'figures'
     result = _run_tool(repo_root, 'tools/visualization/demo_figures.py',
-                       str(logged_run), '--out', str(out))
+                       str(demo_work_dir), '--out', str(out))
     lines = dict(line.split(': ', 1) for line in result.stdout.splitlines()
                  if ': ' in line)
-    assert lines['checkpoint'].endswith('iter_3.pth')
+    assert lines['checkpoint'].endswith('iter_2.pth')
     expected = {
         'reconstructions': 'demo_reconstruction.png',
         'homologous attention': 'demo_homologous_attention.png',
@@ -341,7 +326,7 @@ def test_demo_figures_from_a_work_dir(repo_root, logged_run, tmp_path):
     assert len({name.rsplit('_', 1)[0] for name in shown}) == 4
     # the same pictures again: fixed images and seeds
     again = _run_tool(repo_root, 'tools/visualization/demo_figures.py',
-                      str(logged_run), '--out', str(tmp_path / 'again'))
+                      str(demo_work_dir), '--out', str(tmp_path / 'again'))
     for name in ('demo_reconstruction.png', 'demo_homologous_attention.png'):
         assert np.array_equal(_png(out / name),
                               _png(tmp_path / 'again' / name))
