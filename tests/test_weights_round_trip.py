@@ -7,8 +7,6 @@ the UperNet segmentor (mmseg) and the Mask R-CNN detector (mmdet), each built
 from its real transfer config with tiny overrides.
 """
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -33,11 +31,12 @@ DOWNSTREAM = {
 
 @pytest.fixture(scope='module')
 def extracted(repo_root, pretrained_checkpoint, tmp_path_factory):
+    from conftest import load_tool
     out = str(tmp_path_factory.mktemp('extracted') / 'backbone.pth')
-    subprocess.run([
-        sys.executable, 'tools/model_converters/extract_backbone.py',
-        pretrained_checkpoint, out
-    ], cwd=repo_root, check=True, capture_output=True)
+    # the published tool, in this process (tests/test_converters.py starts
+    # it as a command)
+    assert load_tool('model_converters/extract_backbone.py').main(
+        [pretrained_checkpoint, out]) == 0
     state = torch.load(out, weights_only=True)['state_dict']
     assert not any(k.startswith(('backbone.', 'neck.', 'head.'))
                    for k in state)
