@@ -1,6 +1,7 @@
 import importlib.util
 import os
 import os.path as osp
+import struct
 import subprocess
 import sys
 
@@ -98,15 +99,52 @@ def short_demo_run(work_dir, data_root, iters, batch_size, name, edit=None):
 
 
 @pytest.fixture(scope='session')
-def pretrained_checkpoint(tmp_path_factory, demo_data):
-    """A real MixedAE pretraining checkpoint: the demo config trained for 2
-    iterations on the demo photos (mmengine format, ``backbone.*`` keys)."""
-    work_dir = tmp_path_factory.mktemp('pretrain')
+def demo_work_dir(tmp_path_factory, demo_data):
+    """One trained demo work dir for the tests that only read one: the demo
+    config trained for 2 iterations of 8 demo photos, logging every
+    iteration and checkpointing at the end (``iter_2.pth``), as
+    tools/train.py leaves it."""
+    def log_every_iteration(cfg):
+        cfg.default_hooks.logger.interval = 1
+
+    work_dir = tmp_path_factory.mktemp('demo_work_dir')
     short_demo_run(work_dir, demo_data, iters=2, batch_size=8,
-                   name='pretrain_fixture').train()
-    path = osp.join(str(work_dir), 'iter_2.pth')
+                   name='demo_work_dir', edit=log_every_iteration).train()
+    return work_dir
+
+
+@pytest.fixture(scope='session')
+def pretrained_checkpoint(demo_work_dir):
+    """A real MixedAE pretraining checkpoint: the demo config trained for 2
+    iterations on the demo photos (mmengine format, ``backbone.*`` keys),
+    the last one of ``demo_work_dir``."""
+    path = osp.join(str(demo_work_dir), 'iter_2.pth')
     assert osp.exists(path)
     return path
+
+
+def write_idx(path, tensor):
+    """An IDX file (uncompressed) of a uint8 tensor."""
+    import torch
+    magic = 0x0800 + tensor.dim()
+    with open(path, 'wb') as f:
+        f.write(struct.pack('>i', magic))
+        f.write(struct.pack('>' + 'i' * tensor.dim(), *tensor.shape))
+        f.write(tensor.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.fixture(scope='module')
+def small_fashion_mnist(tmp_path_factory):
+    """The first 200 training and 100 test images of the real data set,
+    uncompressed (the packaged files are .gz: both forms are read)."""
+    from mixedae_mm.datasets import DEBIAN_FASHION_MNIST, load_fashion_mnist
+    root = tmp_path_factory.mktemp('fashion-mnist')
+    for split, count, prefix in (('train', 200, 'train'),
+                                 ('test', 100, 't10k')):
+        images, labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, split)
+        write_idx(root / f'{prefix}-images-idx3-ubyte', images[:count])
+        write_idx(root / f'{prefix}-labels-idx1-ubyte', labels[:count])
+    return str(root)
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import IN_PROCESS_LOADING
-from test_transfer_cls import FINETUNE, tiny_overrides
+from conftest import IN_PROCESS_LOADING, load_tool
+from builders import CLS_FINETUNE, cls_overrides
 from transfer_utils import assert_backbone_equals_pretrained, build_model
 
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
@@ -77,9 +77,9 @@ def test_fsdp_demo_trains_resumes_and_transfers(repo_root, demo_data,
          str(work / 'iter_3.pth'), str(backbone)],
         cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    overrides = tiny_overrides(FINETUNE, str(backbone), str(tmp_path))
+    overrides = cls_overrides(CLS_FINETUNE, str(backbone), str(tmp_path))
     overrides['model.backbone.init_cfg.prefix'] = ''  # extracted: no prefix
-    model = build_model(osp.join(repo_root, FINETUNE), overrides)
+    model = build_model(osp.join(repo_root, CLS_FINETUNE), overrides)
     # every tensor of the FSDP checkpoint's encoder, bit for bit
     assert_backbone_equals_pretrained(model.backbone, str(work / 'iter_3.pth'))
 
@@ -89,8 +89,9 @@ def test_fsdp_demo_trains_resumes_and_transfers(repo_root, demo_data,
 def test_fsdp_configs_are_their_recipe_plus_the_strategy(repo_root, name):
     path = osp.join(repo_root, 'configs/fsdp', name)
     recipe_path = osp.join(repo_root, 'configs', name.replace('_fsdp', ''))
-    if not osp.exists(recipe_path):
-        pytest.skip(f'{recipe_path} is not in this checkout')
+    # every FSDP config is a shipped recipe plus the strategy: a recipe
+    # missing from the checkout is a failure, not a reason to skip
+    assert osp.exists(recipe_path), f'{recipe_path} is missing'
     cfg, recipe = Config.fromfile(path), Config.fromfile(recipe_path)
     assert cfg.runner_type == 'FlexibleRunner'
     assert cfg.strategy.type == 'MixedAEFSDPStrategy'
@@ -151,8 +152,7 @@ def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, repo_root):
 def test_fsdp_recipe_runs_fp32_on_a_cpu_and_refuses_amp(repo_root, capsys):
     """docs/troubleshooting.md: on a machine without GPU the shipped FSDP
     recipe drops FSDP mixed precision and says so; --amp is an error."""
-    from test_nonfinite import train_tool
-    tool = train_tool(repo_root)
+    tool = load_tool('train.py')
     path = osp.join(repo_root, 'configs/fsdp/mixedae_vitl_1600e_fsdp.py')
     cfg = Config.fromfile(path)
     tool.configure_amp(cfg, amp_flag=False)
@@ -180,8 +180,7 @@ def test_fsdp_precision_on_a_gpu_when_the_strategy_names_no_wrapper(
     ``model_wrapper``, as a user's own config may have it): bf16 FSDP mixed
     precision, or its fp16 equivalent with AMP's dynamic loss scale where
     the GPU has no bf16. (The GPU is simulated: only the config changes.)"""
-    from test_nonfinite import train_tool
-    tool = train_tool(repo_root)
+    tool = load_tool('train.py')
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance()  # created while the real CUDA state shows
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mixedae_mm.evaluation import knn_accuracy, weighted_knn_scores
-from test_transfer_cls import tiny_imagenet
+from builders import tiny_imagenet
 
 
 def test_weights_decide_against_the_majority():

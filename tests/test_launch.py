@@ -2,7 +2,6 @@
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import textwrap
 
@@ -10,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from PIL import Image
 
 from conftest import IN_PROCESS_LOADING
+from builders import pretraining_imagenet, run_command
 from transfer_utils import assert_cpu_fp32_and_scaled_lr
 
 CONFIGS = {  # arch, patch size, epochs
@@ -76,39 +75,12 @@ def test_recipe_configs_hold_the_spec_values(repo_root, name):
     assert 'StepSeedHook' in [h.type for h in cfg.custom_hooks]
 
 
-def _imagenet_layout(root, classes=2, per_class=4, size=240):
-    """A tiny ImageNet in OpenMMLab's layout: train/<wnid>/<name>.JPEG and
-    meta/train.txt ("<wnid>/<name>.JPEG <label>" per line)."""
-    gen = torch.Generator().manual_seed(0)
-    lines = []
-    for c in range(classes):
-        wnid = f'n0000000{c}'
-        os.makedirs(osp.join(root, 'train', wnid))
-        for i in range(per_class):
-            pixels = torch.randint(0, 255, (size, size, 3), generator=gen,
-                                   dtype=torch.uint8).numpy()
-            name = f'{wnid}/{wnid}_{i}.JPEG'
-            Image.fromarray(pixels).save(osp.join(root, 'train', name))
-            lines.append(f'{name} {c}\n')
-    os.makedirs(osp.join(root, 'meta'))
-    with open(osp.join(root, 'meta', 'train.txt'), 'w') as f:
-        f.writelines(lines)
-    return root
-
-
-def _run(cmd, cwd, timeout=600, env=None):
-    result = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env=dict(os.environ, **(env or {})))
-    return result
-
-
 @pytest.mark.slow
 def test_train_tool_runs_vitb_1600e_one_iteration_on_cpu(repo_root,
                                                          tmp_path):
-    data = _imagenet_layout(str(tmp_path / 'imagenet'))
+    data = pretraining_imagenet(str(tmp_path / 'imagenet'))
     work = tmp_path / 'work'
-    result = _run([
+    result = run_command([
         sys.executable, 'tools/train.py', 'configs/mixedae_vitb_1600e.py',
         '--work-dir', str(work), '--cfg-options',
         f'train_dataloader.dataset.data_root={data}',
@@ -133,9 +105,9 @@ def test_train_tool_runs_vitb_1600e_one_iteration_on_cpu(repo_root,
 def test_train_tool_runs_an_ablation_of_the_vitb_recipe(repo_root, tmp_path):
     """One config line turns the recipe into an ablation (tiny encoder and
     decoder through --cfg-options; the recipe's 224 crops and data)."""
-    data = _imagenet_layout(str(tmp_path / 'imagenet'), per_class=2)
+    data = pretraining_imagenet(str(tmp_path / 'imagenet'), per_class=2)
     work = tmp_path / 'work'
-    result = _run([
+    result = run_command([
         sys.executable, 'tools/train.py', 'configs/mixedae_vitb_1600e.py',
         '--work-dir', str(work), '--cfg-options', 'model.ablation=naive_mixing',
         'model.backbone.arch=demo-tiny', 'model.neck.decoder_embed_dim=32',
@@ -159,7 +131,7 @@ def test_train_tool_runs_an_ablation_of_the_vitb_recipe(repo_root, tmp_path):
 def test_amp_flag_on_cpu_fails_with_a_clear_message(repo_root, tmp_path):
     if torch.cuda.is_available():
         pytest.skip('this machine has a GPU')
-    result = _run([
+    result = run_command([
         sys.executable, 'tools/train.py',
         'configs/demo/mixedae_vit-tiny-p8_demo.py', '--amp', '--work-dir',
         str(tmp_path)
@@ -183,7 +155,7 @@ def _demo_overrides(data_root, max_iters, batch_size=16, interval=None,
 @pytest.mark.slow
 def test_dist_train_two_cpu_processes(repo_root, demo_data, tmp_path):
     work = tmp_path / 'dist'
-    result = _run(
+    result = run_command(
         ['bash', 'tools/dist_train.sh', 'configs/demo/mixedae_vit-tiny-p8_demo.py',
          '2', '--work-dir', str(work), '--cfg-options'] +
         _demo_overrides(demo_data, max_iters=4, batch_size=8),
@@ -233,21 +205,22 @@ def test_killed_run_resumes_to_the_same_weights(repo_root, demo_data,
     env = {'PYTHONPATH': os.pathsep.join([helpers, repo_root])}
 
     full = tmp_path / 'full'
-    result = _run([sys.executable, 'tools/train.py', base, '--work-dir',
-                   str(full), '--cfg-options'] + overrides, cwd=repo_root)
+    result = run_command([sys.executable, 'tools/train.py', base,
+                          '--work-dir', str(full), '--cfg-options'] +
+                         overrides, cwd=repo_root)
     assert result.returncode == 0, result.stderr[-3000:]
 
     part = tmp_path / 'part'
-    result = _run([sys.executable, 'tools/train.py', str(killed_cfg),
-                   '--work-dir', str(part), '--cfg-options'] + overrides,
-                  cwd=repo_root, env=env)
+    result = run_command([sys.executable, 'tools/train.py', str(killed_cfg),
+                          '--work-dir', str(part), '--cfg-options'] +
+                         overrides, cwd=repo_root, env=env)
     assert result.returncode == -9, 'the run was not killed'
     assert (part / 'iter_4.pth').exists()
     assert not (part / 'iter_8.pth').exists()
 
-    result = _run([sys.executable, 'tools/train.py', base, '--work-dir',
-                   str(part), '--resume', '--cfg-options'] + overrides,
-                  cwd=repo_root)
+    result = run_command([sys.executable, 'tools/train.py', base,
+                          '--work-dir', str(part), '--resume',
+                          '--cfg-options'] + overrides, cwd=repo_root)
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(sorted(part.glob('*/*.log'))[-1]).read()
     assert 'resumed epoch: 0, iter: 4' in log

@@ -10,16 +10,11 @@ import re
 
 import pytest
 import torch
-from conftest import IN_PROCESS_LOADING
+from conftest import IN_PROCESS_LOADING, load_tool
 
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 #: NonFiniteGuardHook's place in the shipped configs' custom_hooks
 GUARD = 'custom_hooks.0'
-
-
-def train_tool(repo_root):
-    from conftest import load_tool
-    return load_tool('train.py')
 
 
 def train(repo_root, work_dir, data_root, *options, iters=6, resume=None):
@@ -35,7 +30,7 @@ def train(repo_root, work_dir, data_root, *options, iters=6, resume=None):
         'default_hooks.logger.interval=1', *options
     ]
     try:
-        return train_tool(repo_root).main(argv)
+        return load_tool('train.py').main(argv)
     except SystemExit as stop:
         return str(stop.code)
 

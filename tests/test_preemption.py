@@ -257,7 +257,7 @@ def test_unknown_signal_names_are_refused_with_the_setting_named():
 def test_every_recipe_and_the_demo_stop_with_a_checkpoint(repo_root):
     from mmengine.config import Config
 
-    from test_use_the_model import recipe_configs
+    from builders import recipe_configs
     assert DEMO in recipe_configs()
     for path in recipe_configs():
         cfg = Config.fromfile(osp.join(repo_root, path))
@@ -343,8 +343,8 @@ def test_epoch_based_recipe_stopped_mid_epoch_or_at_its_end_resumes_exactly(
     either way --resume ends with the uninterrupted run's weights."""
     from mmengine.config import Config
 
-    from test_launch import _imagenet_layout
-    from test_resume import RECIPE, _tiny_recipe_overrides, _train
+    from builders import (RECIPE, pretraining_imagenet,
+                          tiny_recipe_overrides, train_recipe)
     base = osp.join(repo_root, RECIPE)
     shipped = Config.fromfile(base)
     signalled = tmp_path / 'signalled.py'
@@ -354,20 +354,20 @@ def test_epoch_based_recipe_stopped_mid_epoch_or_at_its_end_resumes_exactly(
         " + ['signal_hook'], allow_failed_imports=False)\n"
         f'custom_hooks = {[dict(h) for h in shipped.custom_hooks]!r} + '
         f"[dict(type='SignalAtIterHook', iteration={signalled_at})]\n")
-    overrides = _tiny_recipe_overrides(
-        _imagenet_layout(str(tmp_path / 'imagenet'), size=72))
+    overrides = tiny_recipe_overrides(
+        pretraining_imagenet(str(tmp_path / 'imagenet'), size=72))
 
     full, part = tmp_path / 'full', tmp_path / 'part'
-    result = _train(repo_root, str(signalled), part, overrides)
+    result = train_recipe(repo_root, str(signalled), part, overrides)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     name, iteration, path = STOPPED.findall(result.stdout + result.stderr)[0]
     assert (name, int(iteration)) == ('SIGTERM', signalled_at + 1)
     assert path == str(part / saved)
     assert (part / 'last_checkpoint').read_text() == path
     assert not (part / 'epoch_3.pth').exists()
-    result = _train(repo_root, base, part, overrides, '--resume')
+    result = train_recipe(repo_root, base, part, overrides, '--resume')
     assert result.returncode == 0, result.stderr[-3000:]
     assert resumed_at in result.stdout + result.stderr
-    result = _train(repo_root, base, full, overrides)
+    result = train_recipe(repo_root, base, full, overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_weights(full / 'epoch_3.pth', part / 'epoch_3.pth')

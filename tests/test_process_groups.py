@@ -11,7 +11,7 @@ import torch.distributed as dist
 from conftest import IN_PROCESS_LOADING
 
 from mixedae_mm.engine.launch import process_group_torn_down_at_exit
-from test_transfer_cls import tiny_imagenet
+from builders import tiny_imagenet
 
 #: runs a tool as ``python TOOL ARGS...`` would, then reports whether this
 #: rank's default process group is still alive

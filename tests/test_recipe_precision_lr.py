@@ -124,8 +124,8 @@ def test_train_tool_keeps_bf16_or_falls_back_to_fp16_on_a_gpu(
     """tools/train.py on a (simulated) GPU with the shipped ViT-B recipe:
     its bf16 AMP as written, or fp16 with a dynamic loss scale where the GPU
     has no bf16."""
-    from test_nonfinite import train_tool
-    tool = train_tool(ROOT)
+    from conftest import load_tool
+    tool = load_tool('train.py')
     cfg = Config.fromfile(osp.join(ROOT, 'configs/mixedae_vitb_1600e.py'))
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda: bf16)

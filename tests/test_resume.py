@@ -5,7 +5,6 @@ import gc
 import os
 import os.path as osp
 import random
-import sys
 from functools import partial
 from types import SimpleNamespace
 
@@ -17,7 +16,8 @@ from mmengine.dataset import DefaultSampler
 from mmengine.dataset import worker_init_fn as mmengine_worker_init_fn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from test_launch import _imagenet_layout, _run
+from builders import (RECIPE, pretraining_imagenet, tiny_recipe_overrides,
+                      train_recipe)
 
 
 class RandomDraws(Dataset):
@@ -229,31 +229,6 @@ def test_mixup_cutmix_of_a_step_are_a_function_of_seed_rank_and_iteration(
     assert not torch.equal(step(0, 1, 7)[1], scores)
 
 
-def _tiny_recipe_overrides(data_root):
-    """configs/mixedae_vitb_1600e.py shrunk: tiny ViT, 64 px, 8 images,
-    batch 4 (2 iterations per epoch), 3 epochs, 2 workers (persistent, as
-    shipped)."""
-    return [
-        'model.backbone.arch=demo-tiny', 'model.backbone.img_size=64',
-        'model.backbone.patch_size=8', 'model.neck.decoder_embed_dim=64',
-        'model.neck.decoder_depth=1', 'model.neck.decoder_num_heads=2',
-        f'train_dataloader.dataset.data_root={data_root}',
-        'train_dataloader.dataset.split=train',
-        'train_dataloader.dataset.pipeline.1.scale=64',
-        'train_dataloader.batch_size=4', 'train_dataloader.num_workers=2',
-        'train_cfg.max_epochs=3', 'default_hooks.logger.interval=1',
-    ]
-
-
-def _train(repo_root, config, work, overrides, *extra):
-    env = {'PYTHONPATH': os.pathsep.join(
-        [osp.join(repo_root, 'tests', 'helpers'), repo_root]),
-        'OMP_NUM_THREADS': '1'}
-    return _run([sys.executable, 'tools/train.py', config, '--work-dir',
-                 str(work), *extra, '--cfg-options'] + overrides,
-                cwd=repo_root, env=env)
-
-
 def _assert_same_training_state(path_a, path_b):
     a = torch.load(path_a, map_location='cpu')
     b = torch.load(path_b, map_location='cpu')
@@ -263,9 +238,6 @@ def _assert_same_training_state(path_a, path_b):
     for idx, state in a['optimizer']['state'].items():
         torch.testing.assert_close(b['optimizer']['state'][idx]['exp_avg'],
                                    state['exp_avg'], rtol=0, atol=1e-6)
-
-
-RECIPE = 'configs/mixedae_vitb_1600e.py'
 
 
 @pytest.mark.slow
@@ -287,17 +259,17 @@ def test_killed_epoch_based_recipe_resumes_to_the_same_weights(
         " + ['kill_hook'], allow_failed_imports=False)\n"
         f'custom_hooks = {hooks!r} + '
         "[dict(type='KillAtIterHook', iteration=5)]\n")
-    overrides = _tiny_recipe_overrides(
-        _imagenet_layout(str(tmp_path / 'imagenet'), size=72))
+    overrides = tiny_recipe_overrides(
+        pretraining_imagenet(str(tmp_path / 'imagenet'), size=72))
 
     full, part = tmp_path / 'full', tmp_path / 'part'
-    result = _train(repo_root, base, full, overrides)
+    result = train_recipe(repo_root, base, full, overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    result = _train(repo_root, str(killed_cfg), part, overrides)
+    result = train_recipe(repo_root, str(killed_cfg), part, overrides)
     assert result.returncode == -9, 'the run was not killed'
     assert (part / 'epoch_2.pth').exists()
     assert not (part / 'epoch_3.pth').exists()
-    result = _train(repo_root, base, part, overrides, '--resume')
+    result = train_recipe(repo_root, base, part, overrides, '--resume')
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(sorted(part.glob('*/*.log'))[-1]).read()
     assert 'resumed epoch: 2, iter: 4' in log
@@ -310,15 +282,15 @@ def test_epoch_based_recipe_resumes_from_a_mid_epoch_checkpoint(
     """Checkpoints every 3 iterations (the middle of epoch 2): resuming from
     iter_3.pth continues at epoch 2's second batch, so the run ends with
     the uninterrupted run's weights (mmengine alone restarts the epoch)."""
-    overrides = _tiny_recipe_overrides(
-        _imagenet_layout(str(tmp_path / 'imagenet'), size=72)) + [
+    overrides = tiny_recipe_overrides(
+        pretraining_imagenet(str(tmp_path / 'imagenet'), size=72)) + [
             'train_cfg.max_epochs=2',
             'default_hooks.checkpoint.by_epoch=False',
             'default_hooks.checkpoint.interval=3']
     full, part = tmp_path / 'full', tmp_path / 'part'
-    result = _train(repo_root, RECIPE, full, overrides)
+    result = train_recipe(repo_root, RECIPE, full, overrides)
     assert result.returncode == 0, result.stderr[-3000:]
-    result = _train(repo_root, RECIPE, part, overrides, '--resume',
+    result = train_recipe(repo_root, RECIPE, part, overrides, '--resume',
                     str(full / 'iter_3.pth'))
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(sorted(part.glob('*/*.log'))[-1]).read()

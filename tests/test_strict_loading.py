@@ -11,7 +11,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from test_transfer_cls import FINETUNE, tiny_imagenet, tiny_overrides
+from builders import (CLS_FINETUNE, cls_overrides, det_overrides,
+                      seg_overrides, tiny_imagenet)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VITB = 'configs/mixedae_vitb_1600e.py'
@@ -90,12 +91,12 @@ def test_seg_and_det_inferencers_refuse_a_pretraining_checkpoint(
     from mixedae_mm.checkpoint_io import CheckpointMismatchError
     if codebase == 'mmseg':
         from mmseg.apis import MMSegInferencer as Inferencer
-        from test_transfer_seg import tiny_overrides as overrides_of
+        overrides_of = seg_overrides
         config = 'configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py'
         kind = 'EncoderDecoder'
     else:
         from mmdet.apis import DetInferencer as Inferencer
-        from test_transfer_det import tiny_overrides as overrides_of
+        overrides_of = det_overrides
         config = 'configs/det/mixedae_vitb_mask-rcnn_simplefpn-lsj-1x_coco.py'
         kind = 'MaskRCNN'
     cfg = Config.fromfile(osp.join(ROOT, config))
@@ -152,14 +153,14 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(
     """A pretraining checkpoint is no classifier: tools/test.py used to
     evaluate the random head it left."""
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
-    overrides = tiny_overrides(FINETUNE, pretrained_checkpoint, data)
+    overrides = cls_overrides(CLS_FINETUNE, pretrained_checkpoint, data)
     overrides.update({
         'test_dataloader.dataset.pipeline.1.scale': 73,
         'test_dataloader.dataset.pipeline.2.crop_size': 64,
         'test_dataloader.batch_size': 4,
         'test_dataloader.num_workers': 0,
         'test_dataloader.persistent_workers': False})
-    result = _run('tools/test.py', FINETUNE, pretrained_checkpoint,
+    result = _run('tools/test.py', CLS_FINETUNE, pretrained_checkpoint,
                   '--work-dir', str(tmp_path / 'work'), '--cfg-options',
                   *(f'{k}={v}' for k, v in overrides.items()))
     _assert_refused(result, model='ImageClassifier')
@@ -201,8 +202,8 @@ def test_a_pretrained_encoder_loads_strictly_and_names_what_it_skips(
     assert any(f'outside the prefix, skipped: neck.* ({len(heads)})' in line
                for line in lines.lines), lines.lines
 
-    cfg = Config.fromfile(osp.join(ROOT, FINETUNE))
-    cfg.merge_from_dict({k: v for k, v in tiny_overrides(FINETUNE, '',
+    cfg = Config.fromfile(osp.join(ROOT, CLS_FINETUNE))
+    cfg.merge_from_dict({k: v for k, v in cls_overrides(CLS_FINETUNE, '',
                                                          '').items()
                          if k.startswith('model.') and 'init_cfg' not in k})
     classifier = downstream.build_model(cfg.model, cfg.default_scope)

@@ -7,7 +7,6 @@ import os
 import os.path as osp
 import re
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -19,36 +18,10 @@ from mixedae_mm.datasets import (DEBIAN_FASHION_MNIST, FashionMNISTFiles,
                                  FashionMNISTMissingError, load_fashion_mnist)
 from mixedae_mm.evaluation.pretraining import LOCK_FILE
 from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
+from builders import SHRUNK
 from conftest import IN_PROCESS_LOADING, load_tool, run_python
 
 STUDY = 'tools/analysis_tools/ablation_study.py'
-#: shrink every pretraining to 2 iterations of 16 images
-SHRUNK = ['train_cfg.max_iters=2', 'train_dataloader.batch_size=16',
-          *IN_PROCESS_LOADING]
-
-
-def write_idx(path, tensor):
-    """An IDX file (uncompressed) of a uint8 tensor."""
-    magic = 0x0800 + tensor.dim()
-    with open(path, 'wb') as f:
-        f.write(struct.pack('>i', magic))
-        f.write(struct.pack('>' + 'i' * tensor.dim(), *tensor.shape))
-        f.write(tensor.to(torch.uint8).numpy().tobytes())
-
-
-@pytest.fixture(scope='module')
-def small_fashion_mnist(tmp_path_factory):
-    """The first 200 training and 100 test images of the real data set,
-    uncompressed (the packaged files are .gz: both forms are read)."""
-    root = tmp_path_factory.mktemp('fashion-mnist')
-    for split, count, prefix in (('train', 200, 'train'),
-                                 ('test', 100, 't10k')):
-        images, labels = load_fashion_mnist(DEBIAN_FASHION_MNIST, split)
-        write_idx(root / f'{prefix}-images-idx3-ubyte', images[:count])
-        write_idx(root / f'{prefix}-labels-idx1-ubyte', labels[:count])
-    return str(root)
-
-
 def test_the_packaged_data_set_is_installed():
     """README command 2 installs Debian's dataset-fashion-mnist; nothing in
     the suite skips for want of it."""

@@ -187,7 +187,7 @@ def test_knn_eval_names_a_missing_split_folder(repo_root,
     import subprocess
     import sys
 
-    from test_transfer_cls import tiny_imagenet
+    from builders import tiny_imagenet
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
     shutil.rmtree(osp.join(data, missing))
     result = subprocess.run(

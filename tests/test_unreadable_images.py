@@ -9,7 +9,7 @@ import shutil
 import pytest
 from mmengine.config import Config
 
-from test_nonfinite import train_tool
+from conftest import load_tool
 
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
 
@@ -37,7 +37,7 @@ def train(repo_root, work_dir, data_root, *options, iters):
         f'default_hooks.checkpoint.interval={iters}', *options
     ]
     try:
-        return train_tool(repo_root).main(argv)
+        return load_tool('train.py').main(argv)
     except SystemExit as stop:
         return str(stop.code)
 

@@ -14,26 +14,11 @@ import pytest
 import torch
 import yaml
 from mmengine.config import Config
+from builders import recipe_configs
 from conftest import IN_PROCESS_LOADING
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
-
-
-def recipe_configs():
-    """Every config a user runs by name: all of configs/ but the _base_
-    parts and the small-scale study's family (configs/study/, run by
-    ablation_study.py and reported in docs/results.md), of which only the
-    encoders with published weights (configs/study/metafile.yml) are
-    models."""
-    published = [entry['Config'] for entry in yaml.safe_load(open(osp.join(
-        ROOT, 'configs/study/metafile.yml')))['Models']]
-    return sorted(published + [
-        osp.relpath(p, ROOT)
-        for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                           recursive=True)
-        if not {'_base_', 'study'} & set(
-            osp.relpath(p, ROOT).split(os.sep)[:-1])])
 
 
 def run_fresh(code, cwd):
@@ -202,10 +187,10 @@ def test_mmseg_inferencer():
     pytest.importorskip('mmseg')
     import mixedae_mm  # noqa: F401
     from mmseg.apis import MMSegInferencer
-    from test_transfer_seg import tiny_overrides
+    from builders import seg_overrides
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py'))
-    overrides = {k: v for k, v in tiny_overrides(None, '').items()
+    overrides = {k: v for k, v in seg_overrides(None, '').items()
                  if k.startswith('model.') and 'init_cfg' not in k}
     overrides['test_dataloader.dataset.pipeline.1.scale'] = (256, 64)
     cfg.merge_from_dict(overrides)
@@ -221,10 +206,10 @@ def test_det_inferencer():
     pytest.importorskip('mmdet')
     import mixedae_mm  # noqa: F401
     from mmdet.apis import DetInferencer
-    from test_transfer_det import tiny_overrides
+    from builders import det_overrides
     cfg = Config.fromfile(osp.join(
         ROOT, 'configs/det/mixedae_vitb_mask-rcnn_simplefpn-lsj-1x_coco.py'))
-    overrides = {k: v for k, v in tiny_overrides(None, '').items()
+    overrides = {k: v for k, v in det_overrides(None, '').items()
                  if k.startswith('model.') and 'init_cfg' not in k
                  and 'num_classes' not in k}
     overrides['test_dataloader.dataset.pipeline.1.scale'] = (128, 128)

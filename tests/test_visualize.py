@@ -102,9 +102,13 @@ def test_reconstruct_shapes_paste_and_rng(repo_root, ablation):
         model.reconstruct(inputs, seed=2).visible, rec.visible)
 
 
-def _run_tool(repo_root, *args):
-    from conftest import run_python
-    return run_python(*args, cwd=repo_root, timeout=300)
+def _run_tool(capsys, tool, *args):
+    """``tools/<tool>``'s ``main`` in this process (the tool's work, not a
+    new interpreter, is what these tests check); returns what it printed."""
+    from conftest import load_tool
+    capsys.readouterr()
+    load_tool(tool).main([str(a) for a in args])
+    return capsys.readouterr().out
 
 
 def _png(path):
@@ -139,14 +143,15 @@ def assert_text_drawn(picture, text, xy):
 
 @pytest.mark.slow
 def test_vis_reconstruction_tool(repo_root, pretrained_checkpoint, demo_data,
-                                 tmp_path):
+                                 tmp_path, capsys):
     images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
                               recursive=True))[:5]
     out = tmp_path / 'vis'
-    result = _run_tool(repo_root, 'tools/visualization/vis_reconstruction.py',
-                       DEMO_CONFIG, pretrained_checkpoint, *images, '--out',
-                       str(out), '--seed', '3')
-    assert 'repeating 3' in result.stdout  # 5 images -> 2 groups of 4
+    printed = _run_tool(capsys, 'visualization/vis_reconstruction.py',
+                        osp.join(repo_root, DEMO_CONFIG),
+                        pretrained_checkpoint, *images, '--out', out,
+                        '--seed', '3')
+    assert 'repeating 3' in printed  # 5 images -> 2 groups of 4
     pngs = sorted(glob.glob(str(out / '*.png')))
     assert [osp.basename(p) for p in pngs] == ['group_0.png', 'group_1.png']
     from mixedae_mm.visualization import GAP, ROW_NAMES
@@ -239,28 +244,13 @@ def test_hook_writes_pictures_and_leaves_training_unchanged(demo_data,
                              'vis_image' / '*.png'))
 
 
-@pytest.fixture(scope='module')
-def logged_run(demo_data, tmp_path_factory):
-    """Work dir of the demo config run for 3 iterations, logging each one
-    and checkpointing at the end (as tools/train.py leaves it)."""
-    from conftest import short_demo_run
-
-    def log_every_iteration(cfg):
-        cfg.default_hooks.logger.interval = 1
-
-    work_dir = tmp_path_factory.mktemp('logged_run')
-    short_demo_run(work_dir, demo_data, iters=3, batch_size=4, name='log',
-                   edit=log_every_iteration).train()
-    return work_dir
-
-
 @pytest.mark.slow
-def test_plot_log_tool(repo_root, logged_run, tmp_path):
-    work_dir = logged_run
+def test_plot_log_tool(repo_root, demo_work_dir, tmp_path, capsys):
+    work_dir = demo_work_dir
     out = tmp_path / 'curves.png'
-    result = _run_tool(repo_root, 'tools/analysis_tools/plot_log.py',
-                       str(work_dir), '--out', str(out))
-    drawn = result.stdout.split(': ')[1].split(' from ')[0].split(', ')
+    printed = _run_tool(capsys, 'analysis_tools/plot_log.py', work_dir,
+                        '--out', out)
+    drawn = printed.split(': ')[1].split(' from ')[0].split(', ')
     assert {'loss', 'loss_rec', 'loss_homo', 'lr', 'homo_acc',
             'homo_acc_l0'} <= set(drawn)
     image = _png(out)
@@ -285,16 +275,15 @@ def test_topk_key_frequency():
 
 @pytest.mark.slow
 def test_vis_homologous_attention_tool(repo_root, pretrained_checkpoint,
-                                       demo_data, tmp_path):
+                                       demo_data, tmp_path, capsys):
     images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
                               recursive=True))[:8]
     out = tmp_path / 'attn'
-    result = _run_tool(repo_root,
-                       'tools/visualization/vis_homologous_attention.py',
-                       DEMO_CONFIG, pretrained_checkpoint, *images, '--out',
-                       str(out))
+    printed = _run_tool(capsys, 'visualization/vis_homologous_attention.py',
+                        osp.join(repo_root, DEMO_CONFIG),
+                        pretrained_checkpoint, *images, '--out', out)
     pngs = sorted(glob.glob(str(out / '*.png')))
-    assert len(pngs) == 2 == result.stdout.count('homologous share')
+    assert len(pngs) == 2 == printed.count('homologous share')
     from mixedae_mm.visualization import GAP
     grid = _png(pngs[0])
     # 6 homologous layers x 4 queries of 128 px cells, labelled
@@ -313,16 +302,17 @@ def test_a_config_without_test_pipeline_is_a_clear_error():
 
 
 @pytest.mark.slow
-def test_demo_figures_from_a_work_dir(repo_root, logged_run, tmp_path):
+def test_demo_figures_from_a_work_dir(repo_root, demo_work_dir, tmp_path,
+                                      capsys):
     """The one command behind run_demo.sh's pictures and docs/images: the
     last checkpoint, the dumped config, one group of different photos, three
     PNGs, their paths printed next to the checkpoint's."""
     out = tmp_path / 'figures'
-    result = _run_tool(repo_root, 'tools/visualization/demo_figures.py',
-                       str(logged_run), '--out', str(out))
-    lines = dict(line.split(': ', 1) for line in result.stdout.splitlines()
+    printed = _run_tool(capsys, 'visualization/demo_figures.py',
+                        demo_work_dir, '--out', out)
+    lines = dict(line.split(': ', 1) for line in printed.splitlines()
                  if ': ' in line)
-    assert lines['checkpoint'].endswith('iter_3.pth')
+    assert lines['checkpoint'].endswith('iter_2.pth')
     expected = {
         'reconstructions': 'demo_reconstruction.png',
         'homologous attention': 'demo_homologous_attention.png',
@@ -340,8 +330,8 @@ def test_demo_figures_from_a_work_dir(repo_root, logged_run, tmp_path):
     shown = lines[str(out / 'demo_reconstruction.png')].split(', ')
     assert len({name.rsplit('_', 1)[0] for name in shown}) == 4
     # the same pictures again: fixed images and seeds
-    again = _run_tool(repo_root, 'tools/visualization/demo_figures.py',
-                      str(logged_run), '--out', str(tmp_path / 'again'))
+    _run_tool(capsys, 'visualization/demo_figures.py', demo_work_dir,
+              '--out', tmp_path / 'again')
     for name in ('demo_reconstruction.png', 'demo_homologous_attention.png'):
         assert np.array_equal(_png(out / name),
                               _png(tmp_path / 'again' / name))

@@ -7,37 +7,36 @@ the UperNet segmentor (mmseg) and the Mask R-CNN detector (mmdet), each built
 from its real transfer config with tiny overrides.
 """
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
 
-import test_transfer_cls
-import test_transfer_det
-import test_transfer_seg
+from builders import (CLS_FINETUNE, DET_LONG, SEG_CONFIG, cls_overrides,
+                      det_overrides, seg_overrides)
 from transfer_utils import assert_backbone_equals_pretrained, build_model
 
+pytest.importorskip('mmseg')
+pytest.importorskip('mmdet')
+
 DOWNSTREAM = {
-    'mmpretrain fine-tune': (test_transfer_cls.FINETUNE,
-                             lambda ckpt: test_transfer_cls.tiny_overrides(
-                                 test_transfer_cls.FINETUNE, ckpt, 'unused')),
-    'mmseg UperNet': (test_transfer_seg.CONFIG,
-                      lambda ckpt: test_transfer_seg.tiny_overrides(
-                          ckpt, 'unused')),
-    'mmdet Mask R-CNN': (test_transfer_det.LONG,
-                         lambda ckpt: test_transfer_det.tiny_overrides(
-                             ckpt, 'unused')),
+    'mmpretrain fine-tune': (CLS_FINETUNE,
+                             lambda ckpt: cls_overrides(
+                                 CLS_FINETUNE, ckpt, 'unused')),
+    'mmseg UperNet': (SEG_CONFIG,
+                      lambda ckpt: seg_overrides(ckpt, 'unused')),
+    'mmdet Mask R-CNN': (DET_LONG,
+                         lambda ckpt: det_overrides(ckpt, 'unused')),
 }
 
 
 @pytest.fixture(scope='module')
 def extracted(repo_root, pretrained_checkpoint, tmp_path_factory):
+    from conftest import load_tool
     out = str(tmp_path_factory.mktemp('extracted') / 'backbone.pth')
-    subprocess.run([
-        sys.executable, 'tools/model_converters/extract_backbone.py',
-        pretrained_checkpoint, out
-    ], cwd=repo_root, check=True, capture_output=True)
+    # the published tool, in this process (tests/test_converters.py starts
+    # it as a command)
+    assert load_tool('model_converters/extract_backbone.py').main(
+        [pretrained_checkpoint, out]) == 0
     state = torch.load(out, weights_only=True)['state_dict']
     assert not any(k.startswith(('backbone.', 'neck.', 'head.'))
                    for k in state)

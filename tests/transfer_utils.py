@@ -1,8 +1,9 @@
-"""What the transfer tests share: verified-load assertion and a
-``tools/train.py`` runner."""
+"""What the transfer tests share: verified-load assertion and the
+``tools/train.py`` / ``tools/test.py`` runners."""
+import contextlib
+import io
+import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -52,35 +53,42 @@ def assert_backbone_equals_pretrained(backbone, checkpoint, prefix='backbone.'):
     return compared
 
 
-def _run(repo_root, tool, args, work_dir, overrides, timeout):
-    result = subprocess.run(
-        [sys.executable, f'tools/{tool}.py', *args, '--work-dir',
-         str(work_dir), '--cfg-options'] +
-        [f'{k}={v}' for k, v in overrides.items()],
-        cwd=repo_root, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, (result.stdout[-4000:] +
-                                    result.stderr[-4000:])
+def _run(repo_root, tool, args, work_dir, overrides):
+    """``tools/<tool>.py``'s ``main`` in this process (what the transfer
+    tests check is the tool's work, not a new interpreter's start), with
+    ``--cfg-options``; returns what it printed before mmengine's logger
+    existed, then its log."""
+    from conftest import load_tool
+    config, *rest = args
+    argv = [osp.join(repo_root, config), *rest, '--work-dir', str(work_dir),
+            '--cfg-options'] + [f'{k}={v}' for k, v in overrides.items()]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            load_tool(f'{tool}.py').main(argv)
+    except SystemExit as stopped:
+        pytest.fail(f'{tool}.py stopped: {stopped}\n{out.getvalue()[-4000:]}')
     logs = sorted(work_dir.glob('*/*.log'))
     assert logs, f'no log in {work_dir}'
     # what the tool prints before mmengine's logger exists, then the log
-    printed = [line for line in result.stdout.splitlines()
+    printed = [line for line in out.getvalue().splitlines()
                if not re.match(r'\d{2}/\d{2} \d{2}:\d{2}:\d{2} - ', line)]
     return '\n'.join(printed) + '\n' + logs[-1].read_text()
 
 
-def train(repo_root, config, work_dir, overrides, timeout=900):
+def train(repo_root, config, work_dir, overrides):
     """Run ``tools/train.py config`` with ``--cfg-options``; return what it
     printed before logging started (e.g. the fp32-on-CPU note), then its
     log."""
-    return _run(repo_root, 'train', [config], work_dir, overrides, timeout)
+    return _run(repo_root, 'train', [config], work_dir, overrides)
 
 
-def evaluate(repo_root, config, train_dir, overrides, timeout=600):
+def evaluate(repo_root, config, train_dir, overrides):
     """Run ``tools/test.py`` on the last checkpoint ``train`` saved in
     ``train_dir`` (loaded with ``weights_only=True``); return its log."""
     checkpoint = (train_dir / 'last_checkpoint').read_text().strip()
     return _run(repo_root, 'test', [config, checkpoint],
-                train_dir / 'test', overrides, timeout)
+                train_dir / 'test', overrides)
 
 
 def assert_cpu_fp32_and_scaled_lr(log, recipe_lr, batch, recipe_batch):

@@ -13,6 +13,7 @@ from mmpretrain.registry import HOOKS
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from ..evaluation import extract_features, knn_accuracy, weighted_knn_scores
+from ..utils import eval_mode
 
 
 @HOOKS.register_module()
@@ -123,14 +124,10 @@ class OnlineKNNHook(Hook):
     def _evaluate(self, runner) -> dict:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             (bank, bank_labels), (queries, query_labels) = (
                 extract_features(model, self.loaders[split], self.feature)
                 for split in ('train', 'val'))
-        finally:
-            model.train(was_training)
         num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
         scores = weighted_knn_scores(bank, bank_labels, queries, num_classes,
                                      k=self.k, temperature=self.temperature)

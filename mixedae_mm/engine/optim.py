@@ -7,7 +7,7 @@ configs all find it, and it reads depths from the parameter names of
 ``MixedAEViT`` (mmpretrain ViT names).
 """
 import re
-from typing import List, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import torch.nn as nn
 from mmengine.logging import MMLogger
@@ -49,6 +49,42 @@ def uses_weight_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim > 1 and not any(n in name for n in NO_DECAY_NAMES)
 
 
+def layer_decay_param_groups(
+        named_parameters: Iterable[Tuple[str, nn.Parameter]],
+        num_layers: int, base_lr: float, decay_rate: float,
+        weight_decay: float, backbone_prefix: str = 'backbone.'
+) -> Dict[Tuple[int, bool], dict]:
+    """The one layer-decay rule: parameter groups by ``(depth, decay)``.
+
+    Every trainable parameter of ``named_parameters`` goes to the group of
+    its :func:`layer_depth` and :func:`uses_weight_decay`, with
+    ``lr = base_lr * lr_scale(depth)`` and ``weight_decay`` or 0. Groups
+    keep the order of their first parameter, and each holds ``params``,
+    ``param_names``, ``lr``, ``lr_scale`` and ``weight_decay``. Used by
+    :class:`ViTLayerDecayOptimWrapperConstructor` (the recipes) and by
+    ``evaluation.probes.fine_tune`` (the study). Frozen parameters are
+    left out.
+    """
+    groups = {}
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        depth = layer_depth(name, num_layers, backbone_prefix)
+        decay = uses_weight_decay(name, param)
+        key = (depth, decay)
+        if key not in groups:
+            scale = lr_scale(depth, num_layers, decay_rate)
+            groups[key] = dict(
+                params=[],
+                param_names=[],
+                lr=base_lr * scale,
+                lr_scale=scale,
+                weight_decay=weight_decay if decay else 0.)
+        groups[key]['params'].append(param)
+        groups[key]['param_names'].append(name)
+    return groups
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Layer-wise lr decay + weight-decay exclusions for ``MixedAEViT``.
@@ -81,35 +117,11 @@ class ViTLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                     f'model has no {backbone_name!r} with num_layers: set '
                     'paramwise_cfg.num_layers (or .backbone)')
             num_layers = backbone.num_layers
-        weight_decay = self.base_wd or 0.
-
-        groups = {}
-        for name, param in module.named_parameters():
-            if not param.requires_grad:
-                continue
-            depth = layer_depth(name, num_layers, backbone_name + '.')
-            decay = uses_weight_decay(name, param)
-            key = (depth, decay)
-            if key not in groups:
-                scale = lr_scale(depth, num_layers, rate)
-                groups[key] = dict(
-                    params=[],
-                    param_names=[],
-                    lr=self.base_lr * scale,
-                    lr_scale=scale,
-                    weight_decay=weight_decay if decay else 0.)
-            groups[key]['params'].append(param)
-            groups[key]['param_names'].append(name)
+        groups = layer_decay_param_groups(
+            module.named_parameters(), num_layers, self.base_lr, rate,
+            self.base_wd or 0., backbone_name + '.')
         params.extend(groups[k] for k in sorted(groups))
         MMLogger.get_current_instance().info(
             f'layer decay {rate} over {num_layers} layers: '
             f'{len(groups)} parameter groups')
 
-
-def summarize_groups(optimizer) -> List[Tuple[str, float, float]]:
-    """``(param name, lr, weight_decay)`` for every parameter, to inspect."""
-    rows = []
-    for group in optimizer.param_groups:
-        for name in group.get('param_names', []):
-            rows.append((name, group['lr'], group['weight_decay']))
-    return rows

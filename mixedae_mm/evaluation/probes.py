@@ -6,12 +6,15 @@ without a data pipeline per step. Used by
 ``tools/analysis_tools/ablation_study.py``; the ImageNet-scale protocols
 are the configs in ``configs/finetune/``.
 """
+import itertools
 import math
 from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..utils import eval_mode
 
 
 def plain_tokens(backbone: nn.Module, images: Tensor) -> Tensor:
@@ -25,16 +28,12 @@ def encode(backbone: nn.Module, images: Tensor, batch_size: int = 500
            ) -> Dict[str, Tensor]:
     """Frozen features of ``images``: ``{'cls': (n, D), 'mean': (n, D)}``,
     the cls token and the mean patch token, in eval mode."""
-    was_training = backbone.training
-    backbone.eval()
     cls, mean = [], []
-    try:
+    with eval_mode(backbone):
         for chunk in images.split(batch_size):
             tokens = plain_tokens(backbone, chunk)
             cls.append(tokens[:, 0])
             mean.append(tokens[:, 1:].mean(1))
-    finally:
-        backbone.train(was_training)
     return dict(cls=torch.cat(cls), mean=torch.cat(mean))
 
 
@@ -109,38 +108,20 @@ def random_crop_flip(images: Tensor, pad: int,
 
 def layer_decay_groups(backbone: nn.Module, head: nn.Module, lr: float,
                        layer_decay: float, weight_decay: float) -> list:
-    """AdamW parameter groups with layer-wise lr decay (BEiT/MAE): layer
+    """AdamW parameter groups with layer-wise lr decay (BEiT/MAE), by the
+    recipes' rule (:func:`mixedae_mm.engine.optim.layer_decay_param_groups`)
+    with ``backbone`` named ``backbone.*`` and ``head`` ``head.*``: layer
     ``i`` of ``L`` gets ``lr * decay ** (L - i)``; the embeddings count as
     layer 0, the final norm and the head as ``L + 1``. Biases, norms and
-    the cls/position tokens have no weight decay."""
-    num_layers = len(backbone.layers)
-    groups = {}
-
-    def add(name: str, param, layer: int) -> None:
-        no_decay = param.ndim == 1 or name.endswith(('cls_token',
-                                                     'pos_embed'))
-        key = (layer, no_decay)
-        group = groups.setdefault(key, dict(
-            params=[], lr_scale=layer_decay ** (num_layers + 1 - layer),
-            weight_decay=0. if no_decay else weight_decay))
-        group['params'].append(param)
-
-    for name, param in backbone.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith('layers.'):
-            layer = int(name.split('.')[1]) + 1
-        elif name.startswith(('patch_embed', 'cls_token', 'pos_embed')):
-            layer = 0
-        else:
-            layer = num_layers + 1
-        add(name, param, layer)
-    for name, param in head.named_parameters():
-        add(name, param, num_layers + 1)
-    groups = list(groups.values())
-    for group in groups:
-        group['lr'] = lr * group['lr_scale']
-    return groups
+    the embeddings and tables (``NO_DECAY_NAMES``) have no weight decay.
+    On the study's encoders these are the groups of the study's committed
+    results (tests/test_probes.py holds them equal)."""
+    from ..engine.optim import layer_decay_param_groups
+    named = itertools.chain(
+        (('backbone.' + n, p) for n, p in backbone.named_parameters()),
+        (('head.' + n, p) for n, p in head.named_parameters()))
+    return list(layer_decay_param_groups(
+        named, len(backbone.layers), lr, layer_decay, weight_decay).values())
 
 
 class MeanPoolClassifier(nn.Module):

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..utils import eval_mode
 from .knn import knn_accuracy, weighted_knn_scores
 from .probes import encode, fine_tune, linear_probe
 
@@ -118,14 +119,9 @@ def homologous_accuracy(model, images: Tensor, seed: int = 0
         return None
     usable = len(images) - len(images) % backbone.group_size
     chunks = images[:usable].split(512)
-    was_training = model.training
-    model.eval()
-    try:
-        with seeded_rng(seed, images.device):
-            per_chunk = torch.stack([backbone(chunk, mask=True).homo_accuracy
-                                     for chunk in chunks])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), seeded_rng(seed, images.device):
+        per_chunk = torch.stack([backbone(chunk, mask=True).homo_accuracy
+                                 for chunk in chunks])
     sizes = torch.tensor([len(chunk) for chunk in chunks], dtype=torch.float)
     mean = (per_chunk * sizes[:, None]).sum(0) / sizes.sum()
     return [round(v, 4) for v in mean.tolist()]

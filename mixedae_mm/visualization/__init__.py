@@ -18,6 +18,7 @@ import numpy as np
 from torch import Tensor
 
 from .. import ops
+from ..utils import eval_mode
 from . import pixels
 from .inputs import (channels_are_rgb, image_name, load_inputs,
                      pad_to_groups, spread_image_paths, test_pipeline_of)
@@ -169,13 +170,8 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
     if not backbone.mixing or not backbone.homo_attn_layers:
         raise ValueError('the model has no homologous attention to show '
                          '(ablation mae or naive_mixing)')
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), seeded_rng(seed, inputs.device):
-            encoding = backbone(inputs, mask=True, return_topk=True)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), seeded_rng(seed, inputs.device):
+        encoding = backbone(inputs, mask=True, return_topk=True)
     owner = encoding.owner
     num_mixed, num_patches = owner.shape
     group_size, patch = backbone.group_size, backbone.patch_size

@@ -246,29 +246,6 @@ def summarise_benchmark(report: dict) -> dict:
 
 
 # ---------------------------------------------------------------- b. training
-def make_imagenet_folder(root, images, size, classes=4, seed=0) -> str:
-    """``root/train/<wnid>/<name>.JPEG`` and ``root/meta/train.txt``: smooth
-    random images (bicubic upsampling of a 6x6 colour grid), which an
-    autoencoder can learn to reconstruct, unlike pixel noise."""
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i in range(images):
-        label = i % classes
-        wnid = f'n{label:08d}'
-        os.makedirs(osp.join(root, 'train', wnid), exist_ok=True)
-        grid = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-        name = f'{wnid}/{wnid}_{i:05d}.JPEG'
-        Image.fromarray(grid).resize((size, size), Image.BICUBIC).save(
-            osp.join(root, 'train', name), quality=90)
-        lines.append(f'{name} {label}\n')
-    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
-    with open(osp.join(root, 'meta', 'train.txt'), 'w') as f:
-        f.writelines(lines)
-    return root
-
-
 def train_argv(settings, data, work_dir, batch, epochs, resume=False):
     argv = [sys.executable, 'tools/train.py', RECIPE, '--work-dir', work_dir]
     if resume:
@@ -337,7 +314,11 @@ def train_and_resume(settings, work, steps) -> None:
     images = 2 * max(batches)
     size = 40 if settings['tiny'] else 256
     start = time.monotonic()
-    make_imagenet_folder(data, images, size)
+    # smooth images (learnable by an autoencoder), 4 classes; the batches
+    # are multiples of GROUP_SIZE, so images is too
+    from mixedae_mm.datasets import make_imagenet_folder
+    make_imagenet_folder(data, classes=4, per_class=images // 4, size=size,
+                         style='smooth')
     print(f'generated {images} images of {size}px in {data}', flush=True)
     train = report['train'] = dict(
         status='failed', batch_size=None, tries=[],
