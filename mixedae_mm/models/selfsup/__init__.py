@@ -1,3 +1,3 @@
-from .mixedae import ABLATIONS, MixedAE, Reconstruction
+from .mixedae import ABLATIONS, MixedAE
 
-__all__ = ['ABLATIONS', 'MixedAE', 'Reconstruction']
+__all__ = ['ABLATIONS', 'MixedAE']

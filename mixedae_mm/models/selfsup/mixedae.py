@@ -1,16 +1,13 @@
-import contextlib
 import copy
 import inspect
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional
 
-import torch
 from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from ... import ops
-from ...visualization import pixels as pixel_space
 from ...apis import with_test_pipeline
 
 #: ``ablation`` presets: the paper's ablations, one config line each. A
@@ -60,47 +57,6 @@ def check_pretraining_config(model: dict, batch_size: Optional[int]) -> None:
             f'train_dataloader.batch_size={batch_size} cannot be mixed: '
             f'MixedAE mixes groups of {group_size} images; use a per-GPU '
             f'batch size that is a multiple of {group_size}')
-
-
-class Reconstruction(NamedTuple):
-    """What :meth:`MixedAE.reconstruct` returns, per source image ``b``.
-
-    Images are ``(B, C, H, W)`` float pixels in ``[0, 255]``, in the channel
-    order the model sees (RGB with the data preprocessor's ``to_rgb=True``,
-    as in every config of this package).
-
-    original: the input image.
-    model_input: what the encoder saw of it: the mixed image of its group
-        (MixedAE) or the image with its masked patches black (MAE).
-    visible: ``(B, N)`` bool, the patches of ``b`` the encoder saw (its own
-        patches in the mix, or MAE's unmasked ones).
-    owner: ``(M, N)`` group slot of every position of every mixed image
-        (``None`` for MAE); image ``b`` is slot ``b % G`` of mix ``b // G``.
-    reconstruction: the decoder's prediction at every position.
-    pasted: ``reconstruction`` with the visible patches replaced by the
-        original ones.
-    """
-    original: Tensor
-    model_input: Tensor
-    visible: Tensor
-    owner: Optional[Tensor]
-    reconstruction: Tensor
-    pasted: Tensor
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: Optional[int], device: torch.device):
-    """Run the block on torch's global generators seeded with ``seed`` and
-    put their previous state back after (``None``: leave them alone)."""
-    if seed is None:
-        yield
-        return
-    on_cuda = torch.device(device).type == 'cuda'
-    with torch.random.fork_rng(devices=[device] if on_cuda else []):
-        torch.random.default_generator.manual_seed(seed)
-        if on_cuda:
-            torch.cuda.manual_seed(seed)
-        yield
 
 
 def _set(cfg: dict, key: str, value, reason: str) -> None:
@@ -235,70 +191,9 @@ class MixedAE(BaseSelfSupervisor):
                 losses[f'homo_acc_l{layer}'] = value
         return losses
 
-    @torch.no_grad()
-    def reconstruct(self, inputs: Tensor, seed: Optional[int] = None,
-                    pixel_stats: str = 'target') -> Reconstruction:
-        """See what the model reconstructs, in pixel space.
-
-        Args:
-            inputs: ``(B, C, H, W)`` as the data preprocessor outputs them;
-                ``B`` a multiple of the group size when mixing.
-            seed: Draw the mixing partition (or MAE mask) from this seed,
-                leaving the global random state untouched; ``None`` draws
-                from (and advances) the global state, as training does.
-            pixel_stats: How predictions made in ``norm_pix`` units get
-                their brightness and contrast back: ``'target'`` (each
-                patch's true mean/var, as MAE's visualisation; hidden
-                patches borrow theirs) or ``'visible'`` (one mean/var per
-                image from its visible patches: nothing hidden leaks). See
-                :func:`pixel_space.patch_statistics`.
-
-        Runs in eval mode without gradients and restores the mode after.
-        """
-        if pixel_stats not in pixel_space.PIXEL_STATS_CHOICES:
-            raise ValueError(
-                f'pixel_stats must be one of '
-                f'{pixel_space.PIXEL_STATS_CHOICES}, got {pixel_stats!r}')
-        was_training = self.training
-        self.eval()
-        try:
-            with seeded_rng(seed, inputs.device):
-                pred, hidden, encoding = self._predict(inputs)
-        finally:
-            self.train(was_training)
-
-        visible = hidden == 0
-        owner = None if encoding is None else encoding.owner
-        head = self.head
-        patches = head.patchify(inputs)
-        if head.norm_pix:
-            mean, var = pixel_space.patch_statistics(
-                patches, visible if pixel_stats == 'visible' else None)
-            pred = pixel_space.denormalize_patches(pred, mean, var)
-        pasted = pixel_space.paste_visible(pred, patches, visible)
-
-        preprocessor = self.data_preprocessor
-
-        def pixels(images: Tensor) -> Tensor:
-            return pixel_space.to_pixels(images, preprocessor.mean,
-                                         preprocessor.std)
-
-        original = pixels(inputs)
-        if owner is not None:
-            group_size = self.backbone.group_size
-            model_input = pixels(ops.mix_images(
-                inputs, owner, self.backbone.patch_size)).repeat_interleave(
-                    group_size, dim=0)
-        else:
-            model_input = original * pixel_space.patch_mask_to_pixels(
-                visible, self.backbone.patch_resolution,
-                self.backbone.patch_size).to(original)
-        return Reconstruction(original, model_input, visible, owner,
-                              pixels(head.unpatchify(pred)),
-                              pixels(head.unpatchify(pasted)))
-
     def _predict(self, inputs: Tensor):
-        """Encode, decode: ``(pred (B, N, P), hidden (B, N), encoding)``,
+        """(Also what :func:`mixedae_mm.visualization.reconstruct` pictures.)
+        Encode, decode: ``(pred (B, N, P), hidden (B, N), encoding)``,
         ``hidden`` 1 where the loss counts a patch, ``encoding`` the
         backbone's :class:`MixedEncoding` (``None`` for the MAE ablation:
         the one place the method forks)."""
