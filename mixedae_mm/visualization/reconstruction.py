@@ -91,7 +91,7 @@ def reconstruct(model, inputs: Tensor, seed: Optional[int] = None,
     model.eval()
     try:
         with seeded_rng(seed, inputs.device):
-            pred, hidden, encoding = model._predict(inputs)
+            pred, hidden, encoding = model.encode_decode(inputs)
     finally:
         model.train(was_training)
 
