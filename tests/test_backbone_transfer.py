@@ -6,9 +6,9 @@ from torch import nn
 import mixedae_mm  # noqa: F401
 from mixedae_mm.engine.optim import ViTLayerDecayOptimWrapperConstructor
 from mixedae_mm.models import MixedAEViT
-from mixedae_mm.models.backbones.attention import (relative_position_index,
-                                                   window_partition,
-                                                   window_unpartition)
+from mixedae_mm.models.backbones.transfer import (relative_position_index,
+                                                  window_partition,
+                                                  window_unpartition)
 
 TINY = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 
@@ -60,7 +60,7 @@ def test_window_covering_the_grid_equals_global_attention_on_patches():
     tokens, grid = plain.patch_embed(x)
     tokens = tokens + plain.pos_embed[:, 1:]
     for layer in plain.layers:
-        tokens, _ = layer(tokens, grid)
+        tokens = layer(tokens)
     torch.testing.assert_close(windowed(x)[0], plain.ln1(tokens))
 
 
@@ -107,7 +107,7 @@ def _brute_force_index(height, width, with_cls):
 def test_relative_position_index_is_built_once_per_grid(monkeypatch, window):
     """Repeated forwards reuse one index per grid, on the table's device; the
     bias is BEiT's, and the state_dict holds only the tables."""
-    from mixedae_mm.models.backbones import attention
+    from mixedae_mm.models.backbones import transfer as attention
     builds = []
     build = attention._build_relative_position_index
 

@@ -351,7 +351,7 @@ def test_homologous_layer_equals_plain_layer_when_k_is_all_patches():
         TransformerEncoderLayer
     x = torch.randn(2, 17, 32)
     layer = backbone.layers[0]
-    out, _ = layer(x, (4, 4), top_k=16)
+    out = layer(x, top_k=16)
     # mmpretrain's own forward of the same layer
     torch.testing.assert_close(out, TransformerEncoderLayer.forward(layer, x))
 
@@ -425,3 +425,39 @@ def test_with_cp_keeps_less_for_backward():
             model.loss(images, [])
         kept.append(sum(shapes))
     assert kept[1] < 0.7 * kept[0]
+
+
+def test_readable_attention_switch_gives_the_same_step(monkeypatch):
+    """MIXEDAE_FAST_ATTN=0 (or set_fast_attn(False)) builds homologous
+    attention on the readable path: the same losses and gradients as the
+    fast path, from the same weights and seed."""
+    from mixedae_mm.models.backbones import attention
+    results = []
+    for fast in (True, False):
+        monkeypatch.setattr(attention, '_FAST_ATTN', fast)
+        model = build()
+        assert all(layer.attn.fast_attn == fast
+                   for layer in model.backbone.layers)
+        torch.manual_seed(5)
+        losses = model.loss(torch.randn(8, 3, 32, 32), [])
+        sum(v for k, v in losses.items() if k.startswith('loss')).backward()
+        results.append((losses, {n: p.grad for n, p in
+                                 model.named_parameters()
+                                 if p.grad is not None}))
+    (fast, fast_grads), (readable, readable_grads) = results
+    assert fast.keys() == readable.keys()
+    for key in fast:
+        torch.testing.assert_close(readable[key], fast[key])
+    for name in fast_grads:
+        torch.testing.assert_close(readable_grads[name], fast_grads[name],
+                                   atol=1e-6, rtol=1e-5, msg=name)
+    # the environment variable, read when the package is imported
+    import os
+    import subprocess
+    import sys
+    switched = subprocess.run(
+        [sys.executable, '-c', 'from mixedae_mm.models.backbones.attention '
+         'import use_fast_attn; print(use_fast_attn())'],
+        env=dict(os.environ, MIXEDAE_FAST_ATTN='0'), capture_output=True,
+        text=True, check=True)
+    assert switched.stdout.split() == ['False']

@@ -587,3 +587,22 @@ def test_random_masking_matches_mmpretrain_mae():
     assert torch.equal(restore, restore_ref)
     assert ids_keep.shape == (3, 4)
     assert (mask.gather(1, ids_keep) == 0).all()
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64,
+                                   torch.bfloat16])
+@pytest.mark.parametrize('k', [1, 5, 16])
+def test_fast_topk_select_equals_the_reference_sort(dtype, k):
+    """The fast path's int32-key selection keeps the keys of the readable
+    path's stable sort: ties (zeros of both signs, infinities, duplicated
+    keys) to the lower position."""
+    torch.manual_seed(0)
+    scores = torch.randn(3, 2, 16, 16)
+    scores[..., 5] = scores[..., 3]
+    scores[0, 0, 0] = 0.
+    scores[0, 0, 1, :8] = -0.0
+    scores[0, 1, 2, :4] = torch.tensor([math.inf, -math.inf, math.inf, 1.])
+    scores = scores.to(dtype)
+    for s in (scores, scores.transpose(-2, -1)):
+        assert _same_selection(ops.topk_select(s, k),
+                               ops.topk_select_reference(s, k))

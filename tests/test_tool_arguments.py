@@ -409,7 +409,7 @@ def test_train_refuses_a_model_setting_before_the_runner_is_built(
 
 
 def test_the_mae_ablation_has_no_groups_to_fill():
-    from mixedae_mm.models.selfsup.mixedae import check_pretraining_config
+    from mixedae_mm.models.selfsup.ablations import check_pretraining_config
     from mmengine.config import Config
     model = Config.fromfile(CONFIG).model
     check_pretraining_config(dict(model, ablation='mae'), 6)

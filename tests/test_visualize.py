@@ -8,6 +8,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from mixedae_mm import visualization as vis
 from mixedae_mm.visualization import pixels as pixel_space
 
 DEMO_CONFIG = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
@@ -63,7 +64,7 @@ def test_reconstruct_shapes_paste_and_rng(repo_root, ablation):
     pixels = torch.randint(0, 256, (8, 3, 64, 64)).float()
     inputs = (pixels - pre.mean) / pre.std
     state = torch.get_rng_state()
-    rec = model.reconstruct(inputs, seed=1)
+    rec = vis.reconstruct(model, inputs, seed=1)
     assert torch.equal(torch.get_rng_state(), state)  # global RNG untouched
     assert model.training  # mode restored
     for image in (rec.original, rec.model_input, rec.reconstruction,
@@ -90,16 +91,16 @@ def test_reconstruct_shapes_paste_and_rng(repo_root, ablation):
     else:
         assert rec.owner is None
         assert (rec.model_input[~own] == 0).all()
-    flat = model.reconstruct(inputs, seed=1, pixel_stats='visible')
+    flat = vis.reconstruct(model, inputs, seed=1, pixel_stats='visible')
     assert torch.equal(flat.visible, rec.visible)
     torch.testing.assert_close(flat.pasted[own], pixels[own], atol=1e-3,
                                rtol=0)
     with pytest.raises(ValueError, match='pixel_stats must be one of'):
-        model.reconstruct(inputs, pixel_stats='mean')
-    again = model.reconstruct(inputs, seed=1)
+        vis.reconstruct(model, inputs, pixel_stats='mean')
+    again = vis.reconstruct(model, inputs, seed=1)
     assert torch.equal(again.reconstruction, rec.reconstruction)
     assert not torch.equal(
-        model.reconstruct(inputs, seed=2).visible, rec.visible)
+        vis.reconstruct(model, inputs, seed=2).visible, rec.visible)
 
 
 def _run_tool(capsys, tool, *args):
@@ -365,7 +366,7 @@ def test_attention_picture_shows_the_backbones_topk_keys(repo_root):
     of heads), read back from the pixels and compared with an independent
     seeded call of the backbone."""
     from mixedae_mm import visualization as vis
-    from mixedae_mm.models.selfsup.mixedae import seeded_rng
+    from mixedae_mm.visualization import seeded_rng
     model = _demo_model(repo_root)
     backbone, pre = model.backbone, model.data_preprocessor
     generator = torch.Generator().manual_seed(0)
@@ -426,7 +427,7 @@ def test_reconstruction_picture_names_its_rows_and_images(repo_root):
     column shows, in its pixels; the cells are the images, untouched."""
     from mixedae_mm import visualization as vis
     model = _demo_model(repo_root)
-    rec = model.reconstruct(_demo_inputs(model), seed=1)
+    rec = vis.reconstruct(model, _demo_inputs(model), seed=1)
     names = [f'photo_{i}.jpg' for i in range(8)]
     pictures = vis.reconstruction_grids(rec, 4, 8, scale=2,
                                         image_names=names)

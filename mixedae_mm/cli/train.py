@@ -166,7 +166,7 @@ def check_model_settings(cfg, prog: str) -> None:
     """Exit with one line for a model setting that would fail only after
     the runner's start-up (its log, then a traceback): an unknown ablation,
     a batch MixedAE cannot mix."""
-    from ..models.selfsup.mixedae import check_pretraining_config
+    from ..models.selfsup.ablations import check_pretraining_config
     loader = cfg.get('train_dataloader') or {}
     try:
         check_pretraining_config(cfg.get('model') or {},

@@ -134,7 +134,7 @@ def save_reconstructions(model, pipeline, paths, out, seed=0, scale=0,
 
     from mixedae_mm import visualization as vis
 
-    if not hasattr(model, 'reconstruct'):
+    if not vis.can_reconstruct(model):
         raise SystemExit(f'error: {type(model).__name__} has no reconstruct; '
                          'give a MixedAE pretraining config')
     group_size = model.backbone.group_size

@@ -31,7 +31,8 @@ class ReconstructionVisualizationHook(Hook):
             training set), rounded up to a multiple of the group size.
         seed (int): Seed of the partition (the same every time, so the
             pictures of one run differ only by training).
-        pixel_stats (str): See :meth:`MixedAE.reconstruct`.
+        pixel_stats (str): See
+            :func:`mixedae_mm.visualization.reconstruct`.
         scale (int): Cell upscaling; 0: to at least 128 pixels.
     """
     priority = 'LOW'
@@ -58,7 +59,7 @@ class ReconstructionVisualizationHook(Hook):
     def before_train(self, runner) -> None:
         from mixedae_mm import visualization as vis
         model = self._model(runner)
-        if not hasattr(model, 'reconstruct'):
+        if not vis.can_reconstruct(model):
             raise ValueError(f'ReconstructionVisualizationHook needs a model '
                              f'with reconstruct (MixedAE), got '
                              f'{type(model).__name__}: remove the hook')

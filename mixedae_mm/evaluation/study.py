@@ -113,7 +113,7 @@ def homologous_accuracy(model, images: Tensor, seed: int = 0
     top-K picks that come from its own image, over ``images`` mixed in
     groups with a fixed partition (eval mode); ``None`` for a model
     without homologous attention."""
-    from ..models.selfsup.mixedae import seeded_rng
+    from ..visualization.reconstruction import seeded_rng
     backbone = model.backbone
     if not getattr(backbone, 'mixing', False) or not backbone.homo_attn_layers:
         return None

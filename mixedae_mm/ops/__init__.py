@@ -2,10 +2,11 @@
 
 - :mod:`.mixing`: the ``owner`` partition, mixing, un-mixing, the
   reconstruction mask (and MAE's random masking, for the ablation);
-- :mod:`.selection`: which keys a patch query keeps (top-k, ties to the
-  lower position);
-- :mod:`.homologous_attention`: attention over the kept keys, its
-  reference, homologous accuracy; :mod:`.fast` is its CPU fast path;
+- :mod:`.homologous_attention`: which keys a patch query keeps (top-k,
+  ties to the lower position) and attention over them, written out (the
+  readable path and the reference), homologous accuracy;
+- :mod:`.fast`: the same attention, fast (``topk_attention``): int32
+  ranking keys, a C kernel on the CPU, a fused kernel elsewhere;
 - :mod:`.contrastive`: the homologous contrastive loss.
 
 They need only torch. The registered classes in ``mixedae_mm.models`` are
@@ -25,16 +26,18 @@ Image ``g`` of group ``m`` is batch element ``b = m * G + g``: groups are
 consecutive images, which the shuffling sampler makes a random grouping.
 """
 from .contrastive import homologous_contrastive_loss
-from .homologous_attention import (TopKAttention, homologous_accuracy,
-                                   homologous_accuracy_chance, topk_attention,
-                                   topk_attention_mask,
-                                   topk_attention_reference, topk_keep_mask)
+from .fast import topk_attention
+from .fast.selection import (ordered_int32_keys, select_topk_keys,
+                             topk_attention_mask, topk_select,
+                             topk_select_with_scores)
+from .homologous_attention import (TopKAttention, attention_scores_fp32,
+                                   homologous_accuracy,
+                                   homologous_accuracy_chance,
+                                   topk_attention_reference, topk_keep_mask,
+                                   topk_select_reference)
 from .mixing import (check_mixing_shapes, homologous_target, mix_images,
                      mix_tokens, random_masking, reconstruction_mask,
                      sample_partition, unmix_tokens)
-from .selection import (attention_scores_fp32, ordered_int32_keys,
-                        select_topk_keys, topk_select,
-                        topk_select_with_scores)
 
 __all__ = [
     'TopKAttention', 'attention_scores_fp32', 'check_mixing_shapes',
@@ -43,6 +46,6 @@ __all__ = [
     'mix_tokens', 'ordered_int32_keys', 'random_masking',
     'reconstruction_mask', 'sample_partition', 'select_topk_keys',
     'topk_attention', 'topk_attention_mask', 'topk_attention_reference',
-    'topk_keep_mask', 'topk_select', 'topk_select_with_scores',
-    'unmix_tokens'
+    'topk_keep_mask', 'topk_select', 'topk_select_reference',
+    'topk_select_with_scores', 'unmix_tokens'
 ]

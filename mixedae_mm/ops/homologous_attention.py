@@ -1,25 +1,27 @@
-"""Homologous attention: each patch query attends to the cls token and to
-its ``K`` highest-scoring patch keys only.
+"""Homologous attention, written out: each patch query attends to the cls
+token and to its ``K`` highest-scoring patch keys only.
 
-The readable path is :func:`topk_attention`'s second half: select the keys
-(:func:`~.selection.select_topk_keys`), turn them into a boolean mask
-(:func:`topk_keep_mask`), run ``F.scaled_dot_product_attention``. On the
-CPU the same result comes from :mod:`.fast`, which tests hold equal to
-:func:`topk_attention_reference`.
+This is the readable path (the model runs it with the fast path switched
+off: ``MIXEDAE_FAST_ATTN=0``, see ``models/backbones/attention.py``) and
+the reference every optimised path is held equal to: select the keys from
+fp32 scores (:func:`topk_select_reference`, a stable sort), turn them into
+a boolean mask (:func:`topk_keep_mask`), softmax over the kept keys
+(:func:`topk_attention_reference`). The fast path, :mod:`.fast`, computes
+the same with int32 ranking keys, a C kernel on the CPU and a fused kernel
+elsewhere.
 """
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import fast
 from .mixing import check_mixing_shapes
-from .selection import select_topk_keys, topk_select
 
 
 class TopKAttention(NamedTuple):
-    """Result of :func:`topk_attention`.
+    """Result of :func:`topk_attention_reference` (and of the fast path's
+    ``ops.topk_attention``).
 
     out: ``(M, h, L, d)`` attention output.
     topk_indices: ``(M, h, N, K)`` long, the patch keys (0-based patch
@@ -29,46 +31,50 @@ class TopKAttention(NamedTuple):
     topk_indices: Tensor
 
 
-def topk_attention(q: Tensor,
-                   k: Tensor,
-                   v: Tensor,
-                   top_k: int,
-                   num_prefix_tokens: int = 1,
-                   dropout_p: float = 0.0) -> TopKAttention:
-    """Scaled dot-product attention restricted to each patch query's top-k
-    patch keys (plus the prefix keys); softmax over the kept keys only.
+def attention_scores_fp32(q: Tensor, k: Tensor) -> Tensor:
+    """``q @ k^T`` in fp32, without gradient, even under autocast.
 
-    The selection is made without gradient from fp32 scores
-    (:func:`attention_scores_fp32`, :func:`topk_select`). Then:
-
-    - on the CPU (no dropout), the fast path (:mod:`.fast`) reuses the
-      selection's scores and keeps only the probabilities of the selected
-      keys for backward, no ``(L, L)`` tensor; selection and softmax are a
-      C kernel (:mod:`.fast.cpu_kernels`) where one can be built;
-    - elsewhere (and with attention dropout), the selection is the boolean
-      mask of ``F.scaled_dot_product_attention``, a fused kernel on GPUs
-      (whose memory-efficient CUDA kernel keeps the mask, as an additive
-      ``(L, L)`` bias, for backward). A single kernel that selects and
-      attends in one pass is the GPU path to write next; the GPU path is not
-      measured here.
-
-    Equals :func:`topk_attention_reference` (tests compare outputs and
-    gradients).
+    bf16 keeps 8 significant bits, so keys whose fp32 scores differ would
+    tie (or swap) and the top-k selection would depend on the autocast
+    dtype. The softmax scale is left out: a positive factor does not change
+    a ranking.
 
     Args:
-        q, k, v: ``(M, h, L, d)``.
+        q, k: ``(M, h, L, d)``.
 
     Returns:
-        :class:`TopKAttention`.
+        ``(M, h, L, L)`` fp32.
     """
-    if q.device.type == 'cpu' and dropout_p == 0:
-        return TopKAttention(*fast.sparse_topk_attention(
-            q, k, v, top_k, num_prefix_tokens))
-    topk_indices = select_topk_keys(q, k, top_k, num_prefix_tokens)
-    keep = topk_keep_mask(topk_indices, q.shape[-2], num_prefix_tokens)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=keep, dropout_p=dropout_p)
-    return TopKAttention(out, topk_indices)
+    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
+        # k is a strided view of the qkv projection: made contiguous first,
+        # its transpose is a layout the batched matmul reads as is, where
+        # transposing the view would cost a slow transposing copy
+        return q.float() @ k.float().contiguous().transpose(-2, -1)
+
+
+def topk_select_reference(patch_scores: Tensor, k: int) -> Tensor:
+    """The selection rule of homologous attention: the ``k`` highest
+    scores, exact ties going to the lower key position.
+
+    A stable descending sort keeps tied scores in position order. bf16 and
+    fp16 scores are ranked as their exact fp32 values; adding ``0.0`` turns
+    ``-0.0`` into ``0.0``, an equal score. (NaN scores rank highest here;
+    the fast path ranks a NaN with its sign bit set lowest.)
+
+    Args:
+        patch_scores: ``(..., N, N)`` query-key scores between patches.
+        k: keys kept per query.
+
+    Returns:
+        ``(..., N, k)`` long key positions, highest score first.
+    """
+    num_keys = patch_scores.shape[-1]
+    if not 0 < k <= num_keys:
+        raise ValueError(f'top-k must be in [1, {num_keys}], got {k}')
+    if patch_scores.dtype in (torch.bfloat16, torch.float16):
+        patch_scores = patch_scores.float()
+    ranked = (patch_scores + 0.0).sort(dim=-1, descending=True, stable=True)
+    return ranked.indices[..., :k]
 
 
 def topk_keep_mask(topk_indices: Tensor, seq_len: int,
@@ -79,7 +85,7 @@ def topk_keep_mask(topk_indices: Tensor, seq_len: int,
     prefix queries keep every key.
 
     Args:
-        topk_indices: ``(..., N, K)`` from :func:`topk_select`.
+        topk_indices: ``(..., N, K)`` selected patch keys.
         seq_len: ``L = N + P``.
 
     Returns:
@@ -94,42 +100,30 @@ def topk_keep_mask(topk_indices: Tensor, seq_len: int,
     return keep
 
 
-def topk_attention_mask(scores: Tensor, k: int,
-                        num_prefix_tokens: int = 1) -> Tuple[Tensor, Tensor]:
-    """Boolean attention mask of homologous attention from given scores.
-
-    Args:
-        scores: ``(..., L, L)`` attention logits, prefix tokens first.
-        k: patch keys kept per patch query.
-        num_prefix_tokens: tokens before the patches (1 for cls).
-
-    Returns:
-        keep: ``(..., L, L)`` bool, True = may attend (see
-            :func:`topk_keep_mask`).
-        topk_indices: ``(..., L - P, k)`` long patch positions (0-based,
-            prefix excluded) chosen by each patch query.
-    """
-    p = num_prefix_tokens
-    topk_indices = topk_select(scores[..., p:, p:], k)
-    return topk_keep_mask(topk_indices, scores.shape[-1], p), topk_indices
-
-
 def topk_attention_reference(q: Tensor,
                              k: Tensor,
                              v: Tensor,
                              top_k: int,
                              num_prefix_tokens: int = 1,
                              dropout_p: float = 0.0) -> TopKAttention:
-    """Homologous attention written out: full scores, mask, softmax.
+    """Scaled dot-product attention restricted to each patch query's top-k
+    patch keys (plus the prefix keys); softmax over the kept keys only.
 
-    Keeps the ``(M, h, L, L)`` probabilities for backward; the model runs
-    :func:`topk_attention`, which must equal this (tests compare them).
+    The selection is made without gradient from fp32 scores. Keeps the
+    ``(M, h, L, L)`` probabilities for backward; the fast path
+    (``ops.topk_attention``) must equal this (tests compare outputs and
+    gradients).
 
     Args:
         q, k, v: ``(M, h, L, d)``.
+
+    Returns:
+        :class:`TopKAttention`.
     """
-    topk_indices = select_topk_keys(q, k, top_k, num_prefix_tokens)
-    keep = topk_keep_mask(topk_indices, q.shape[-2], num_prefix_tokens)
+    p = num_prefix_tokens
+    topk_indices = topk_select_reference(
+        attention_scores_fp32(q, k)[..., p:, p:], top_k)
+    keep = topk_keep_mask(topk_indices, q.shape[-2], p)
     scale = q.shape[-1]**-0.5
     scores = (q * scale) @ k.transpose(-2, -1)
     attn = scores.masked_fill(~keep, float('-inf')).softmax(dim=-1)
@@ -142,7 +136,7 @@ def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:
     """Fraction of top-k selected keys that share the query's source image.
 
     Args:
-        topk_indices: ``(M, h, N, K)`` from :func:`topk_attention`.
+        topk_indices: ``(M, h, N, K)`` from homologous attention.
         owner: ``(M, N)``.
 
     The query's own key counts when the top-k selects it (it is homologous

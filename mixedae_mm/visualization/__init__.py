@@ -2,13 +2,14 @@
 
 Shared by ``tools/visualization/vis_reconstruction.py`` and
 :class:`mixedae_mm.engine.ReconstructionVisualizationHook`: load images the
-way the model's config says, run :meth:`MixedAE.reconstruct` and lay the
+way the model's config says, run :func:`reconstruct` and lay the
 result out as one labelled RGB picture per mixed group (row names, source
 images, per-panel numbers drawn in the image with PIL, so a picture reads
 without the docs).
 
 This file holds the two pictures (reconstruction, homologous attention);
-``inputs.py`` turns images into model inputs, ``layout.py`` draws labelled
+``reconstruction.py`` what the model reconstructs (:func:`reconstruct`,
+:func:`seeded_rng`), ``inputs.py`` turns images into model inputs, ``layout.py`` draws labelled
 grids, ``pixels.py`` holds the pixel-space helpers, ``curves.py`` the
 training curves of ``tools/analysis_tools/plot_log.py``.
 """
@@ -24,13 +25,16 @@ from .inputs import (channels_are_rgb, image_name, load_inputs,
                      pad_to_groups, spread_image_paths, test_pipeline_of)
 from .layout import (GAP, LABEL_FONT_SIZE, PAD, Picture, compose, label_font,
                      text_size)
+from .reconstruction import (Reconstruction, can_reconstruct, reconstruct,
+                             seeded_rng)
 
 __all__ = [
     'GAP', 'LABEL_FONT_SIZE', 'PAD', 'Picture', 'ROW_LABELS', 'ROW_NAMES',
-    'SLOT_COLOURS', 'cell_scale', 'channels_are_rgb', 'compose',
-    'homologous_attention_grids', 'image_name', 'label_font', 'load_inputs',
-    'pad_to_groups', 'reconstruction_grids', 'render', 'spread_image_paths',
-    'test_pipeline_of'
+    'Reconstruction', 'SLOT_COLOURS', 'can_reconstruct', 'cell_scale',
+    'channels_are_rgb', 'compose', 'homologous_attention_grids',
+    'image_name', 'label_font', 'load_inputs', 'pad_to_groups',
+    'reconstruct', 'reconstruction_grids', 'render', 'seeded_rng',
+    'spread_image_paths', 'test_pipeline_of'
 ]
 
 #: one colour per group slot (RGB), repeated beyond 6
@@ -70,7 +74,7 @@ def reconstruction_grids(rec, group_size: int, patch_size: int,
     the slot's colour.
 
     Args:
-        rec: a :class:`mixedae_mm.models.Reconstruction`.
+        rec: a :class:`Reconstruction` (:func:`reconstruct`).
         group_size: images per grid (the model's ``G``; 4 for MAE too).
         scale: integer upscaling of every cell (nearest).
         image_names: one name per image of ``rec`` (e.g. file names);
@@ -132,9 +136,9 @@ def cell_scale(inputs: Tensor) -> int:
 def render(model, inputs: Tensor, seed: int = 0, scale: int = 1,
            pixel_stats: str = 'target',
            image_names: Optional[Sequence[str]] = None) -> List[Picture]:
-    """:meth:`MixedAE.reconstruct` of ``inputs`` as labelled pictures (see
+    """:func:`reconstruct` of ``inputs`` as labelled pictures (see
     :func:`reconstruction_grids`); the global random state is untouched."""
-    rec = model.reconstruct(inputs, seed=seed, pixel_stats=pixel_stats)
+    rec = reconstruct(model, inputs, seed=seed, pixel_stats=pixel_stats)
     return reconstruction_grids(rec, model.backbone.group_size,
                                 model.backbone.patch_size,
                                 channels_are_rgb(model), scale, image_names)
@@ -165,7 +169,6 @@ def homologous_attention_grids(model, inputs: Tensor, seed: int = 0,
     """
     import torch
 
-    from ..models.selfsup.mixedae import seeded_rng
     backbone = model.backbone
     if not backbone.mixing or not backbone.homo_attn_layers:
         raise ValueError('the model has no homologous attention to show '

@@ -40,6 +40,7 @@ from mixedae_mm.analysis.flop_counting import flop_counter
 from mixedae_mm.cli_args import (existing_file, fraction, positive_float,
                                  positive_int)
 from mixedae_mm.downstream import build_model
+from mixedae_mm.visualization import can_reconstruct
 
 #: images in the training split of the datasets the recipes use
 TRAIN_IMAGES = {
@@ -105,7 +106,7 @@ def forward_flops(cfg) -> float:
     cfg.model.backbone.pop('init_cfg', None)  # no checkpoint needed to count
     hw = input_size(cfg)
     model = build_model(cfg.model, scope).eval()
-    if hasattr(model, 'reconstruct'):
+    if can_reconstruct(model):  # a MixedAE pretraining model
         return pretraining_step_flops(model, hw), hw, 1
     with torch.no_grad(), flop_counter() as counter:
         model(torch.randn(1, 3, *hw), data_sample(scope, hw), mode='tensor')

@@ -1,4 +1,8 @@
-from .encoder_layer import MixedAEEncoderLayer
+from .attention import HomologousAttention, MixedAEEncoderLayer
 from .mixedae_vit import MixedAEViT, MixedEncoding
+from .transfer import RelPosAttention, TransferEncoderLayer
 
-__all__ = ['MixedAEEncoderLayer', 'MixedAEViT', 'MixedEncoding']
+__all__ = [
+    'HomologousAttention', 'MixedAEEncoderLayer', 'MixedAEViT',
+    'MixedEncoding', 'RelPosAttention', 'TransferEncoderLayer'
+]

@@ -1,227 +1,136 @@
-"""Attention of :class:`MixedAEViT`: one module for every mode.
+"""Pretraining attention of :class:`MixedAEViT`, one class per mode.
 
-``MixedAEAttention`` keeps mmpretrain ``MultiheadAttention``'s parameters
-(``qkv``, ``proj``, ``gamma1``) so checkpoints keep their keys, and adds:
+- mmpretrain's ``MultiheadAttention`` is the plain attention (what a
+  transfer run, and ``extract_feat``, compute);
+- :class:`HomologousAttention` subclasses it and overrides only ``forward``:
+  with a ``top_k`` it attends to each patch query's top-k keys, without one
+  it falls back to its parent;
+- windowed attention and the relative position bias are transfer options:
+  ``transfer.py``.
 
-- top-k homologous attention (pretraining; see ``ops.topk_attention``);
-- an optional relative position bias table (BEiT/MAE segmentation recipe;
-  zero-initialised, so it starts as plain attention);
-- windowed attention helpers (ViTDet recipe), applied by the encoder layer.
+Homologous attention runs the fast path (``ops.topk_attention``: a C kernel
+on the CPU, a fused kernel elsewhere) unless switched to the readable one
+(``ops.topk_attention_reference``: select, mask, softmax, written out) with
+``MIXEDAE_FAST_ATTN=0`` or :func:`set_fast_attn` before the model is built,
+as timm's ``TIMM_FUSED_ATTN``; both give the same result (tests compare
+them), the readable one with an ``(L, L)`` tensor kept for backward.
 """
-import functools
-from typing import Optional, Tuple
+import os
+from typing import List, Optional
 
-import torch
-import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmpretrain.models.backbones.vision_transformer import \
+    TransformerEncoderLayer
 from mmpretrain.models.utils import MultiheadAttention
-from torch import Tensor, nn
+from torch import Tensor
 
 from ... import ops
 
-
-@functools.lru_cache(maxsize=16)
-def relative_position_index(height: int, width: int, with_cls: bool,
-                            device: Optional[torch.device] = None) -> Tensor:
-    """Index into a relative position table, BEiT style.
-
-    Patch pairs index ``(2h-1)(2w-1)`` relative offsets; with a cls token
-    three more entries hold cls->patch, patch->cls and cls->cls.
-
-    Built once per (grid, cls, device) and shared by every layer: for the
-    detector's 64x64 global blocks a fresh index cost half a second per call.
-    The result is cached, so it must not be modified in place.
-
-    Returns:
-        ``(L, L)`` long on ``device``, ``L = h*w (+1 with cls)``.
-    """
-    # a cached index first built under inference_mode could not be saved for
-    # a later backward pass
-    with torch.inference_mode(False):
-        return _build_relative_position_index(height, width, with_cls, device)
+#: ``MIXEDAE_FAST_ATTN=0``: homologous attention built after this reads it
+#: runs the readable path
+_FAST_ATTN = os.environ.get('MIXEDAE_FAST_ATTN', '1') != '0'
 
 
-def _build_relative_position_index(height: int, width: int, with_cls: bool,
-                                   device: Optional[torch.device]) -> Tensor:
-    coords = torch.stack(
-        torch.meshgrid(
-            torch.arange(height, device=device),
-            torch.arange(width, device=device),
-            indexing='ij')).flatten(1)
-    relative = coords[:, :, None] - coords[:, None, :]
-    index = (relative[0] + height - 1) * (2 * width - 1) + (relative[1] +
-                                                             width - 1)
-    if not with_cls:
-        return index
-    num_distances = (2 * height - 1) * (2 * width - 1)
-    full = torch.empty(height * width + 1, height * width + 1,
-                       dtype=torch.long, device=device)
-    full[1:, 1:] = index
-    full[0, 1:] = num_distances
-    full[1:, 0] = num_distances + 1
-    full[0, 0] = num_distances + 2
-    return full
+def use_fast_attn() -> bool:
+    """Whether newly built :class:`HomologousAttention` runs the fast path
+    (default; ``MIXEDAE_FAST_ATTN=0`` or ``set_fast_attn(False)``: the
+    readable one)."""
+    return _FAST_ATTN
 
 
-def resize_relative_table(table: Tensor, src_hw: Tuple[int, int],
-                          dst_hw: Tuple[int, int], num_extra: int) -> Tensor:
-    """Bilinearly resize the ``(2h-1)(2w-1)`` part of a table to a new grid.
+def set_fast_attn(enable: bool = True) -> None:
+    """Switch the path of homologous attention built from now on."""
+    global _FAST_ATTN
+    _FAST_ATTN = bool(enable)
+
+
+def take_over(new: MultiheadAttention, attn: MultiheadAttention):
+    """Give ``new`` the sub-modules of ``attn`` (weights, dropouts, layer
+    scale), so that nothing changes but the class; returns ``new``."""
+    if attn.v_shortcut:
+        raise ValueError(f'{type(new).__name__} does not support v_shortcut')
+    for name in ('qkv', 'proj', 'proj_drop', 'out_drop', 'gamma1'):
+        setattr(new, name, getattr(attn, name))
+    new.scaled_dot_product_attention = attn.scaled_dot_product_attention
+    return new
+
+
+class HomologousAttention(MultiheadAttention):
+    """mmpretrain ``MultiheadAttention`` that, given a ``top_k``, runs
+    homologous attention: each patch query attends to the cls key and its
+    ``top_k`` highest-scoring patch keys (``ops.topk_attention``).
 
     Args:
-        table: ``((2h-1)(2w-1) + num_extra, heads)``.
-    """
-    if tuple(src_hw) == tuple(dst_hw):
-        return table
-    heads = table.shape[1]
-    src = table[:table.shape[0] - num_extra] if num_extra else table
-    src = src.T.reshape(1, heads, 2 * src_hw[0] - 1, 2 * src_hw[1] - 1)
-    dst = F.interpolate(
-        src, size=(2 * dst_hw[0] - 1, 2 * dst_hw[1] - 1),
-        mode='bilinear', align_corners=False)
-    dst = dst.reshape(heads, -1).T
-    if num_extra:
-        dst = torch.cat((dst, table[-num_extra:]), dim=0)
-    return dst
-
-
-def window_partition(x: Tensor, grid_hw: Tuple[int, int],
-                     window: int) -> Tuple[Tensor, Tuple[int, int]]:
-    """``(B, h*w, C)`` patch tokens -> ``(B * nW, window^2, C)`` windows.
-
-    The grid is zero-padded to a multiple of ``window`` (as ViTDet).
-    Returns the windows and the padded grid size.
-    """
-    batch, _, channels = x.shape
-    height, width = grid_hw
-    x = x.view(batch, height, width, channels)
-    pad_h, pad_w = (-height) % window, (-width) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    hp, wp = height + pad_h, width + pad_w
-    x = x.view(batch, hp // window, window, wp // window, window, channels)
-    windows = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window,
-                                                   channels)
-    return windows, (hp, wp)
-
-
-def window_unpartition(windows: Tensor, grid_hw: Tuple[int, int],
-                       padded_hw: Tuple[int, int], window: int) -> Tensor:
-    """Inverse of :func:`window_partition`: back to ``(B, h*w, C)``."""
-    hp, wp = padded_hw
-    channels = windows.shape[-1]
-    batch = windows.shape[0] // ((hp // window) * (wp // window))
-    x = windows.view(batch, hp // window, wp // window, window, window,
-                     channels)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, hp, wp, channels)
-    height, width = grid_hw
-    return x[:, :height, :width].reshape(batch, height * width, channels)
-
-
-class MixedAEAttention(MultiheadAttention):
-    """mmpretrain ``MultiheadAttention`` + top-k and relative position bias.
-
-    Args:
-        rel_pos_grid (tuple, optional): Grid ``(h, w)`` the relative position
-            table is built for; ``None`` = no relative position bias. Other
-            grids interpolate the table.
-        with_cls (bool): The sequences start with a cls token (the table then
-            has three extra entries for it).
+        fast_attn (bool, optional): Fast path (default: :func:`use_fast_attn`)
+            or the readable one.
         Other arguments are those of ``MultiheadAttention``.
     """
 
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 rel_pos_grid: Optional[Tuple[int, int]] = None,
-                 with_cls: bool = True,
-                 **kwargs) -> None:
+    def __init__(self, embed_dims: int, num_heads: int,
+                 fast_attn: Optional[bool] = None, **kwargs) -> None:
         super().__init__(embed_dims, num_heads, **kwargs)
-        if self.v_shortcut:
-            raise ValueError('MixedAEAttention does not support v_shortcut')
-        self.rel_pos_grid = tuple(rel_pos_grid) if rel_pos_grid else None
-        self.with_cls = with_cls
-        if self.rel_pos_grid:
-            height, width = self.rel_pos_grid
-            extra = 3 if with_cls else 0
-            self.relative_position_bias_table = nn.Parameter(
-                torch.zeros((2 * height - 1) * (2 * width - 1) + extra,
-                            num_heads))
-        else:
-            self.relative_position_bias_table = None
+        self.fast_attn = use_fast_attn() if fast_attn is None else fast_attn
 
     @classmethod
-    def replace(cls, attn: MultiheadAttention, **kwargs) -> 'MixedAEAttention':
-        """A ``MixedAEAttention`` that takes over ``attn``'s sub-modules
-        (weights, dropouts, layer scale), so nothing changes but the
-        forward."""
-        new = cls(
-            attn.embed_dims,
-            attn.num_heads,
-            qkv_bias=attn.qkv.bias is not None,
-            attn_drop=attn.attn_drop,
-            **kwargs)
-        for name in ('qkv', 'proj', 'proj_drop', 'out_drop', 'gamma1'):
-            setattr(new, name, getattr(attn, name))
-        new.scaled_dot_product_attention = attn.scaled_dot_product_attention
-        return new
+    def replace(cls, attn: MultiheadAttention, **kwargs):
+        """A ``cls`` that takes over ``attn``'s sub-modules."""
+        return take_over(
+            cls(attn.embed_dims, attn.num_heads,
+                qkv_bias=attn.qkv.bias is not None,
+                attn_drop=attn.attn_drop, **kwargs), attn)
 
-    def relative_position_bias(self, grid_hw: Tuple[int, int]) -> Tensor:
-        """``(heads, L, L)`` bias for sequences on ``grid_hw``."""
-        extra = 3 if self.with_cls else 0
-        table = resize_relative_table(self.relative_position_bias_table,
-                                      self.rel_pos_grid, grid_hw, extra)
-        index = relative_position_index(*grid_hw, self.with_cls,
-                                        table.device)
-        return table[index.view(-1)].view(*index.shape, -1).permute(2, 0, 1)
-
-    def _qkv(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, top_k: Optional[int] = None,
+                selections: Optional[List[Tensor]] = None) -> Tensor:
+        """``(S, L, C)`` -> ``(S, L, C)``; with ``top_k``, homologous
+        attention, whose selected keys ``(S, heads, L - 1, top_k)`` are
+        appended to ``selections``."""
+        if top_k is None:
+            return super().forward(x)
         num_seq, seq_len, _ = x.shape
         qkv = self.qkv(x).reshape(num_seq, seq_len, 3, self.num_heads,
                                   self.head_dims).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
-
-    def _project(self, out: Tensor) -> Tensor:
-        """``(S, heads, L, d)`` -> ``(S, L, C)`` through proj and drops."""
-        out = out.transpose(1, 2).flatten(2)
-        return self.out_drop(self.gamma1(self.proj_drop(self.proj(out))))
-
-    def forward(self,
-                x: Tensor,
-                grid_hw: Optional[Tuple[int, int]] = None,
-                top_k: Optional[int] = None):
-        """Global (or, on window sequences, windowed) attention over ``x``
-        ``(S, L, C)``; ``grid_hw`` is the patch grid of the sequences, needed
-        with the relative position bias.
-
-        With ``top_k``: homologous attention (:meth:`forward_topk`),
-        returning the output and the selected keys.
-        """
-        if top_k is not None:
-            return self.forward_topk(x, top_k)
-        q, k, v = self._qkv(x)
         dropout_p = self.attn_drop if self.training else 0.
-        if self.relative_position_bias_table is None:
-            out = self.scaled_dot_product_attention(
-                q, k, v, dropout_p=dropout_p)
-        else:
-            if grid_hw is None:
-                raise ValueError('relative position bias needs grid_hw')
-            bias = self.relative_position_bias(grid_hw).to(q.dtype)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=dropout_p)
-        return self._project(out)
+        attend = ops.topk_attention if self.fast_attn else \
+            ops.topk_attention_reference
+        out, topk_indices = attend(qkv[0], qkv[1], qkv[2], top_k,
+                                   dropout_p=dropout_p)
+        if selections is not None:
+            selections.append(topk_indices)
+        out = self.proj(out.transpose(1, 2).flatten(2))
+        return self.out_drop(self.gamma1(self.proj_drop(out)))
 
-    def forward_topk(self, x: Tensor, top_k: int) -> Tuple[Tensor, Tensor]:
-        """Homologous attention: patch queries keep the cls key and their
-        ``top_k`` highest-scoring patch keys.
 
-        Returns the output ``(S, L, C)`` and the selected keys
-        ``(S, heads, L - 1, top_k)``.
-        """
-        if self.relative_position_bias_table is not None:
-            raise ValueError('homologous attention is a pretraining mode; '
-                             'relative position bias is for transfer')
-        q, k, v = self._qkv(x)
-        dropout_p = self.attn_drop if self.training else 0.
-        out, topk_indices = ops.topk_attention(
-            q, k, v, top_k, dropout_p=dropout_p)
-        return self._project(out), topk_indices
+def take_over_layer(cls, layer: TransformerEncoderLayer, attn):
+    """A ``cls`` (a ``TransformerEncoderLayer``) with ``layer``'s norms and
+    MLP and the attention ``attn``: parameters and their names unchanged."""
+    new = cls.__new__(cls)
+    BaseModule.__init__(new, init_cfg=layer.init_cfg)
+    new.embed_dims = layer.embed_dims
+    new.ln1 = layer.ln1
+    new.attn = attn
+    new.ln2 = layer.ln2
+    new.ffn = layer.ffn
+    return new
+
+
+class MixedAEEncoderLayer(TransformerEncoderLayer):
+    """mmpretrain's ``TransformerEncoderLayer`` with
+    :class:`HomologousAttention`; its parameters and their names are the
+    parent's. A whole layer is one call of :meth:`forward`, so activation
+    checkpointing (``with_cp``) and FSDP wrap whole layers."""
+
+    @classmethod
+    def replace(cls, layer: TransformerEncoderLayer,
+                **attn_kwargs) -> 'MixedAEEncoderLayer':
+        """Take over ``layer``'s modules, its attention as a
+        :class:`HomologousAttention` (``attn_kwargs``)."""
+        return take_over_layer(
+            cls, layer, HomologousAttention.replace(layer.attn,
+                                                    **attn_kwargs))
+
+    def forward(self, x: Tensor, top_k: Optional[int] = None,
+                selections: Optional[List[Tensor]] = None) -> Tensor:
+        """``(S, L, D)`` tokens -> ``(S, L, D)``; ``top_k`` and
+        ``selections`` as :meth:`HomologousAttention.forward`."""
+        x = x + self.attn(self.ln1(x), top_k, selections)
+        return self.ffn(self.ln2(x), identity=x)

@@ -2,16 +2,16 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint
-from mmengine.logging import MMLogger
 from mmpretrain.models import VisionTransformer
-from mmpretrain.models.utils import (build_2d_sincos_position_embedding,
-                                     resize_pos_embed)
+from mmpretrain.models.utils import build_2d_sincos_position_embedding
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ... import ops
-from ...checkpoints import load_checkpoint_strict
-from .encoder_layer import MixedAEEncoderLayer
+from .arch_zoo import ARCH_ZOO
+from .attention import MixedAEEncoderLayer
+from .pretrained import StrictPretrainedMixin
+from .transfer import TransferViTMixin
 
 
 class MixedEncoding(NamedTuple):
@@ -34,7 +34,7 @@ class MixedEncoding(NamedTuple):
 
 
 @MODELS.register_module()
-class MixedAEViT(VisionTransformer):
+class MixedAEViT(TransferViTMixin, StrictPretrainedMixin, VisionTransformer):
     """Vision Transformer for MixedAE pretraining, and the same ViT for
     fine-tuning and transfer.
 
@@ -85,27 +85,14 @@ class MixedAEViT(VisionTransformer):
     raises if a parameter the checkpoint should hold is missing or of
     another shape (only the tables and norms that transfer adds may be
     new).
+
+    This file is the pretraining encoder; the plain forward, windows and
+    relative position bias are in ``transfer.py``, verified loading in
+    ``pretrained.py``, the sizes in ``arch_zoo.py``.
     """
 
-    #: mmpretrain's ViT sizes plus the demo encoder, which tests and the
-    #: quick-start use (a name, so command-line overrides can pick it)
-    arch_zoo = {
-        **VisionTransformer.arch_zoo,
-        'demo-tiny':
-        dict(
-            embed_dims=192,
-            num_layers=6,
-            num_heads=3,
-            feedforward_channels=768),
-        # the small-scale study's encoder (configs/study/, docs/results.md),
-        # by name for tools/analysis_tools/benchmark_vs_mae.py
-        'study-tiny':
-        dict(
-            embed_dims=128,
-            num_layers=8,
-            num_heads=4,
-            feedforward_channels=512),
-    }
+    #: mmpretrain's ViT sizes plus the demo's and the study's (arch_zoo.py)
+    arch_zoo = ARCH_ZOO
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',
@@ -172,36 +159,17 @@ class MixedAEViT(VisionTransformer):
         if fix_pos_embed:
             self.pos_embed.requires_grad = False
 
-        # windowed attention (ViTDet): per-layer window size, 0 = global
-        if window_size < 0:
-            raise ValueError(f'window_size must be >= 0, got {window_size}')
-        if window_size and out_type == 'cls_token':
-            raise ValueError("windowed attention drops the cls token: use "
-                             "out_type 'featmap' or 'avg_featmap'")
-        global_layers = {i % self.num_layers for i in global_attn_indexes}
-        self.window_sizes = [
-            0 if i in global_layers else window_size
-            for i in range(self.num_layers)
-        ]
+        # transfer options (transfer.py): windowed attention (ViTDet), a
+        # relative position bias; without them, the pretraining layers
+        self._configure_windows(window_size, global_attn_indexes, out_type)
         self.use_rel_pos_bias = use_rel_pos_bias
-        for i, window in enumerate(self.window_sizes):
-            rel_pos_grid = None
-            if use_rel_pos_bias:
-                rel_pos_grid = (window, window) if window else \
-                    self.patch_resolution
-            self.layers[i] = MixedAEEncoderLayer.replace(
-                self.layers[i],
-                window_size=window,
-                rel_pos_grid=rel_pos_grid,
-                with_cls=not window_size)
+        self.transfer = bool(window_size) or use_rel_pos_bias
+        for i in range(self.num_layers):
+            self.layers[i] = self._transfer_layer(
+                i, window_size, use_rel_pos_bias) if self.transfer else \
+                MixedAEEncoderLayer.replace(self.layers[i])
 
     # ------------------------------------------------------------------ init
-    def _pretrained_cfg(self) -> Optional[dict]:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            return cfg
-        return None
-
     def init_weights(self) -> None:
         pretrained = self._pretrained_cfg()
         if pretrained is not None:
@@ -223,97 +191,37 @@ class MixedAEViT(VisionTransformer):
         if self.segment_embed is not None:
             nn.init.normal_(self.segment_embed, std=.02)
 
-    #: parameters a pretraining checkpoint does not have: created by
-    #: transfer options, or (segment_embed) only used while pretraining
-    NEW_IN_TRANSFER = (r'layers\.\d+\.attn\.relative_position_bias_table',
-                       r'ln2\..*', r'segment_embed')
-    #: checkpoint entries a transfer model may leave unused
-    UNUSED_IN_TRANSFER = (r'segment_embed', r'ln1\..*')
-
-    def load_pretrained(self, checkpoint: str, prefix: str = '') -> dict:
-        """Load encoder weights, verified.
-
-        Args:
-            checkpoint: path of a weights-only loadable file: a MixedAE
-                pretraining checkpoint (``prefix='backbone.'``) or an
-                extracted backbone (``prefix=''``).
-            prefix: key prefix of the encoder in the checkpoint.
-
-        Returns:
-            ``dict(loaded=[...], new=[...], unused=[...],
-            outside_prefix=[...])`` key lists (see
-            :func:`mixedae_mm.checkpoints.load_state_dict_strict`).
-
-        Raises:
-            CheckpointMismatchError (a ``RuntimeError``): when a parameter
-            the checkpoint should hold is missing or of another shape, or
-            it holds encoder weights this model cannot use.
-        """
-        return load_checkpoint_strict(
-            self, checkpoint, prefix=prefix,
-            expect_missing=self.NEW_IN_TRANSFER,
-            expect_unused=self.UNUSED_IN_TRANSFER,
-            logger=MMLogger.get_current_instance())
-
     # --------------------------------------------------------------- forward
-    def _run_layer(self, layer: MixedAEEncoderLayer, x: Tensor, grid_hw,
-                   top_k: Optional[int] = None):
-        """``layer(x, grid_hw, top_k)``, checkpointed with ``with_cp``.
+    def _run_layer(self, layer: nn.Module, x: Tensor, *args) -> Tensor:
+        """``layer(x, *args)``, checkpointed with ``with_cp``.
 
         The recomputation in backward selects the same top-k keys: the
         selection is a deterministic function of the recomputed q and k.
         """
         if self.with_cp and torch.is_grad_enabled() and x.requires_grad:
             return torch.utils.checkpoint.checkpoint(
-                layer, x, grid_hw, top_k, use_reentrant=False)
-        return layer(x, grid_hw, top_k)
+                layer, x, *args, use_reentrant=False)
+        return layer(x, *args)
 
     def forward(self,
                 x: Tensor,
                 mask: Optional[bool] = None,
                 return_topk: bool = False):
+        """The mode by ``mask`` (see the class docstring); MixedAE's
+        training step calls :meth:`forward_mixed` itself."""
         if mask is None or mask is False:
             return self.forward_plain(x)
+        self.check_pretraining()
         if self.mixing:
             return self.forward_mixed(x, return_topk=return_topk)
         return self.forward_masked(x)
 
-    def forward_plain(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """The ViT of fine-tuning and transfer: no mixing, no top-k.
-
-        Any input size: position embeddings are resized to the patch grid.
-        """
-        batch = x.shape[0]
-        x, grid_hw = self.patch_embed(x)
-        x = torch.cat((self.cls_token.expand(batch, -1, -1), x), dim=1)
-        x = x + resize_pos_embed(
-            self.pos_embed,
-            self.patch_resolution,
-            grid_hw,
-            mode=self.interpolate_mode,
-            num_extra_tokens=self.num_extra_tokens)
-        x = self.pre_norm(self.drop_after_pos(x))
-        windowed = any(self.window_sizes)
-        if windowed:
-            x = x[:, self.num_extra_tokens:]
-
-        outs = []
-        for i, layer in enumerate(self.layers):
-            x, _ = self._run_layer(layer, x, grid_hw)
-            if i == len(self.layers) - 1 and self.final_norm:
-                x = self.ln1(x)
-            if i in self.out_indices:
-                outs.append(self._format(x, grid_hw, has_cls=not windowed))
-        return tuple(outs)
-
-    def _format(self, x: Tensor, grid_hw, has_cls: bool) -> Tensor:
-        if has_cls:
-            return self._format_output(x, grid_hw)
-        if self.out_type == 'raw':
-            return x
-        if self.out_type == 'featmap':
-            return x.reshape(x.shape[0], *grid_hw, -1).permute(0, 3, 1, 2)
-        return self.ln2(x.mean(dim=1))  # avg_featmap
+    def check_pretraining(self) -> None:
+        """Raise if the transfer options are on: they are not for
+        pretraining (its layers are the transfer ones then)."""
+        if self.transfer:
+            raise ValueError('relative position bias and windowed attention '
+                             'are transfer options; pretrain without them')
 
     def _check_input_size(self, x: Tensor) -> None:
         if x.shape[-2:] != self.img_size:
@@ -329,18 +237,12 @@ class MixedAEViT(VisionTransformer):
         cls_token = self.cls_token + self.pos_embed[:, :1]
         return torch.cat((cls_token.expand(x.shape[0], -1, -1), x), dim=1)
 
-    def _check_pretraining(self) -> None:
-        if self.use_rel_pos_bias or any(self.window_sizes):
-            raise ValueError('relative position bias and windowed attention '
-                             'are transfer options; pretrain without them')
-
     def forward_masked(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """MAE: encode a random ``1 - mask_ratio`` of each image's patches.
 
         Returns ``latent (B, N_keep + 1, D)``, ``mask (B, N)`` (1 = masked)
         and ``ids_restore (B, N)``, as ``MAEViT``.
         """
-        self._check_pretraining()
         self._check_input_size(x)
         x = self._embed_patches(x)
         ids_keep, mask, ids_restore = ops.random_masking(
@@ -348,7 +250,7 @@ class MixedAEViT(VisionTransformer):
         x = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         x = self._prepend_cls(x)
         for layer in self.layers:
-            x, _ = self._run_layer(layer, x, self.patch_resolution)
+            x = self._run_layer(layer, x)
         return self.ln1(x), mask, ids_restore
 
     def forward_mixed(self, x: Tensor,
@@ -359,7 +261,6 @@ class MixedAEViT(VisionTransformer):
         Args:
             x: ``(B, C, H, W)`` with ``B`` a multiple of ``G``.
         """
-        self._check_pretraining()
         self._check_input_size(x)
         batch_size = x.shape[0]
         ops.check_mixing_shapes(batch_size, self.num_patches, self.group_size)
@@ -373,18 +274,15 @@ class MixedAEViT(VisionTransformer):
             x = x + self.segment_embed[owner]
         x = self._prepend_cls(x)
 
-        accuracies, topk_indices = [], []
+        selections = []  # each homologous layer appends its top-k keys
         for i, layer in enumerate(self.layers):
             top_k = self.top_k if i in self.homo_attn_layers else None
-            x, indices = self._run_layer(
-                layer, x, self.patch_resolution, top_k=top_k)
-            if indices is not None:
-                with torch.no_grad():
-                    accuracies.append(ops.homologous_accuracy(indices, owner))
-                if return_topk:
-                    topk_indices.append(indices)
+            x = self._run_layer(layer, x, top_k, selections)
         x = self.ln1(x)
 
+        with torch.no_grad():
+            accuracies = [ops.homologous_accuracy(indices, owner)
+                          for indices in selections]
         homo_accuracy = torch.stack(accuracies) if accuracies else x.new_zeros(0)
         return MixedEncoding(x, owner, homo_accuracy,
-                             tuple(topk_indices) if return_topk else None)
+                             tuple(selections) if return_topk else None)

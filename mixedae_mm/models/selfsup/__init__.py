@@ -1,3 +1,7 @@
-from .mixedae import ABLATIONS, MixedAE, Reconstruction
+from .ablations import ABLATIONS, build_mixedae, check_pretraining_config
+from .mixedae import MAEAblation, MixedAE
 
-__all__ = ['ABLATIONS', 'MixedAE', 'Reconstruction']
+__all__ = [
+    'ABLATIONS', 'MAEAblation', 'MixedAE', 'build_mixedae',
+    'check_pretraining_config'
+]

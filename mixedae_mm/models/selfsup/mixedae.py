@@ -1,206 +1,44 @@
-import contextlib
-import copy
-import inspect
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional, Tuple
 
-import torch
 from mmpretrain.models import BaseSelfSupervisor
-from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
-from torch import Tensor
+from torch import Tensor, nn
 
 from ... import ops
-from ...visualization import pixels as pixel_space
 from ...apis import with_test_pipeline
-
-#: ``ablation`` presets: the paper's ablations, one config line each. A
-#: preset replaces the values a config states at their defaults; a different
-#: value next to it is a contradiction (see :func:`_apply_preset`).
-ABLATIONS = {
-    # MixedAE as specified: mixing, homologous attention, contrastive loss.
-    'none': dict(),
-    # random masking instead of mixing, same encoder/decoder: MAE (no groups,
-    # so no group slots to embed, and no unused parameter for DDP)
-    'mae': dict(model=dict(segment_embed='none'),
-                backbone=dict(mixing=False, homo_attn_layers=[])),
-    # mix and reconstruct, nothing else
-    'naive_mixing': dict(
-        backbone=dict(homo_attn_layers=[]), head=dict(homo_loss_weight=0.)),
-    # mixing + homologous attention, no contrastive loss
-    'homo_attn_only': dict(head=dict(homo_loss_weight=0.)),
-}
-SEGMENT_EMBED_CHOICES = ('decoder', 'encoder', 'none')
+from ..backbones import MixedEncoding
 
 
-def check_pretraining_config(model: dict, batch_size: Optional[int]) -> None:
-    """Raise a one-line ``ValueError`` naming the setting to change where
-    a MixedAE config would fail only once built or trained: an unknown
-    ``model.ablation`` / ``model.segment_embed``, or a per-GPU
-    ``train_dataloader.batch_size`` that does not split into mixing groups.
-    ``model`` is the config's ``model`` dict (anything but MixedAE passes);
-    nothing is built."""
-    if str(model.get('type', '')).split('.')[-1] != 'MixedAE':
-        return
-    ablation = model.get('ablation', 'none')
-    if ablation not in ABLATIONS:
-        raise ValueError(f'model.ablation must be one of '
-                         f'{sorted(ABLATIONS)}, got {ablation!r}')
-    segment_embed = model.get('segment_embed', 'decoder')
-    if segment_embed not in SEGMENT_EMBED_CHOICES:
-        raise ValueError(f'model.segment_embed must be one of '
-                         f'{SEGMENT_EMBED_CHOICES}, got {segment_embed!r}')
-    backbone = dict(model.get('backbone') or {})
-    backbone.update(ABLATIONS[ablation].get('backbone', {}))
-    ratio = backbone.get('mixing_ratio', 0.25)
-    if not backbone.get('mixing', True) or not ratio or batch_size is None:
-        return  # no mixing (the MAE ablation), or the backbone says why
-    group_size = round(1 / ratio)
-    if batch_size % group_size:
-        raise ValueError(
-            f'train_dataloader.batch_size={batch_size} cannot be mixed: '
-            f'MixedAE mixes groups of {group_size} images; use a per-GPU '
-            f'batch size that is a multiple of {group_size}')
-
-
-class Reconstruction(NamedTuple):
-    """What :meth:`MixedAE.reconstruct` returns, per source image ``b``.
-
-    Images are ``(B, C, H, W)`` float pixels in ``[0, 255]``, in the channel
-    order the model sees (RGB with the data preprocessor's ``to_rgb=True``,
-    as in every config of this package).
-
-    original: the input image.
-    model_input: what the encoder saw of it: the mixed image of its group
-        (MixedAE) or the image with its masked patches black (MAE).
-    visible: ``(B, N)`` bool, the patches of ``b`` the encoder saw (its own
-        patches in the mix, or MAE's unmasked ones).
-    owner: ``(M, N)`` group slot of every position of every mixed image
-        (``None`` for MAE); image ``b`` is slot ``b % G`` of mix ``b // G``.
-    reconstruction: the decoder's prediction at every position.
-    pasted: ``reconstruction`` with the visible patches replaced by the
-        original ones.
-    """
-    original: Tensor
-    model_input: Tensor
-    visible: Tensor
-    owner: Optional[Tensor]
-    reconstruction: Tensor
-    pasted: Tensor
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: Optional[int], device: torch.device):
-    """Run the block on torch's global generators seeded with ``seed`` and
-    put their previous state back after (``None``: leave them alone)."""
-    if seed is None:
-        yield
-        return
-    on_cuda = torch.device(device).type == 'cuda'
-    with torch.random.fork_rng(devices=[device] if on_cuda else []):
-        torch.random.default_generator.manual_seed(seed)
-        if on_cuda:
-            torch.cuda.manual_seed(seed)
-        yield
-
-
-def _set(cfg: dict, key: str, value, reason: str) -> None:
-    """Fill ``cfg[key]``; a different value set by hand is an error."""
-    if key in cfg and cfg[key] != value:
-        raise ValueError(
-            f"{_type_name(cfg)}.{key}={cfg[key]!r} contradicts "
-            f'{reason} (which needs {value!r}); remove it from the config')
-    cfg[key] = value
-
-
-def _type_name(cfg: dict) -> str:
-    module_type = cfg.get('type', 'module')
-    return getattr(module_type, '__name__', module_type)
-
-
-def constructor_default(module_type, key: str):
-    """Default of argument ``key`` of the registered ``module_type`` (a name
-    or a class); ``inspect.Parameter.empty`` when it has none."""
-    cls = MODELS.get(module_type) if isinstance(module_type, str) \
-        else module_type
-    if cls is None:
-        return inspect.Parameter.empty
-    param = inspect.signature(cls).parameters.get(key)
-    return inspect.Parameter.empty if param is None else param.default
-
-
-def _apply_preset(cfg: dict, key: str, value, ablation: str) -> None:
-    """Set ``cfg[key]`` for an ablation preset.
-
-    Recipes state their defaults (the base model config spells out lambda and
-    the homologous layers), so a stated value equal to the module's default
-    is the recipe's, not a choice, and the preset replaces it. Any other
-    value differing from the preset was chosen next to the preset: an error.
-    """
-    stated = cfg.get(key, value)
-    default = constructor_default(cfg.get('type'), key)
-    if stated != value and stated != default:
-        raise ValueError(
-            f'{_type_name(cfg)}.{key}={stated!r} contradicts '
-            f'ablation={ablation!r}, which sets {value!r}: remove {key} from '
-            f'the config (or drop the ablation)')
-    cfg[key] = value
-
-
-@MODELS.register_module()
 class MixedAE(BaseSelfSupervisor):
     """MixedAE: Mixed Autoencoder (Chen et al., CVPR 2023).
 
     Wires :class:`MixedAEViT` (mix + homologous attention),
     :class:`MixedAEPretrainDecoder` (un-mix + pixel prediction) and
     :class:`MixedAEPretrainHead` (reconstruction + homologous contrastive
-    loss). Shapes the neck and head need (``num_patches``, widths, patch and
-    group size) are derived from the backbone config, so only the backbone
-    says how big the images and the model are.
+    loss).
+
+    Configs build it through the registered ``type='MixedAE'``
+    (:func:`.ablations.build_mixedae`), which resolves ``ablation`` and
+    ``segment_embed`` into the parts' settings and derives the shapes the
+    neck and head need (``num_patches``, widths, patch and group size) from
+    the backbone, so only the backbone says how big the images and the
+    model are. This class takes the resolved parts.
 
     Args:
-        segment_embed (str): Where the learnable group-slot embedding goes:
-            ``'decoder'`` (default), ``'encoder'`` or ``'none'``;
-            ``ablation='mae'`` sets ``'none'``.
-        ablation (str): ``'none'`` (full MixedAE), ``'mae'``,
-            ``'naive_mixing'`` or ``'homo_attn_only'``; see ``ABLATIONS``.
-            The preset replaces values the config states at the modules'
-            defaults; a value that differs from both is an error.
+        segment_embed (str): Where the group-slot embedding went
+            (``'decoder'``, ``'encoder'`` or ``'none'``), as resolved.
+        ablation (str): The ablation the parts were resolved for (a label:
+            ``'none'``, ``'mae'``, ``'naive_mixing'``, ``'homo_attn_only'``).
         Other arguments are those of ``BaseSelfSupervisor``.
     """
 
     def __init__(self,
-                 backbone: dict,
+                 backbone: nn.Module,
                  neck: dict,
                  head: dict,
                  segment_embed: str = 'decoder',
                  ablation: str = 'none',
                  **kwargs) -> None:
-        if ablation not in ABLATIONS:
-            raise ValueError(f'ablation must be one of {sorted(ABLATIONS)}, '
-                             f'got {ablation!r}')
-        if segment_embed not in SEGMENT_EMBED_CHOICES:
-            raise ValueError(f'segment_embed must be one of '
-                             f'{SEGMENT_EMBED_CHOICES}, got {segment_embed!r}')
-        backbone, neck, head = (copy.deepcopy(dict(c))
-                                for c in (backbone, neck, head))
-        model = dict(type=type(self), segment_embed=segment_embed)
-        for part, overrides in ABLATIONS[ablation].items():
-            cfg = dict(model=model, backbone=backbone, head=head)[part]
-            for key, value in overrides.items():
-                _apply_preset(cfg, key, value, ablation)
-        segment_embed = model['segment_embed']
-        _set(backbone, 'segment_embed', segment_embed == 'encoder',
-             f'segment_embed={segment_embed!r}')
-        _set(neck, 'segment_embed', segment_embed == 'decoder',
-             f'segment_embed={segment_embed!r}')
-
-        backbone = MODELS.build(backbone)
-        derived = 'the backbone'
-        _set(neck, 'num_patches', backbone.num_patches, derived)
-        _set(neck, 'embed_dim', backbone.embed_dims, derived)
-        _set(neck, 'patch_size', backbone.patch_size, derived)
-        _set(neck, 'group_size', backbone.group_size, derived)
-        _set(head, 'patch_size', backbone.patch_size, derived)
         super().__init__(backbone=backbone, neck=neck, head=head, **kwargs)
         self.segment_embed = segment_embed
         self.ablation = ablation
@@ -223,90 +61,41 @@ class MixedAE(BaseSelfSupervisor):
     def loss(self, inputs: Tensor, data_samples: List[DataSample],
              **kwargs) -> Dict[str, Tensor]:
         """Named loss terms, plus homologous accuracy for logging."""
-        pred, hidden, encoding = self._predict(inputs)
-        if encoding is None:  # the MAE ablation
-            return self.head.loss(pred, inputs, hidden)
+        pred, hidden, encoding = self.encode_decode(inputs)
         losses = self.head.loss(
             pred, inputs, hidden, latent=encoding.tokens, owner=encoding.owner)
         accuracy = encoding.homo_accuracy
-        if accuracy.numel():
+        if accuracy.numel():  # layers with homologous attention
             losses['homo_acc'] = accuracy.mean()
             for layer, value in zip(self.backbone.homo_attn_layers, accuracy):
                 losses[f'homo_acc_l{layer}'] = value
         return losses
 
-    @torch.no_grad()
-    def reconstruct(self, inputs: Tensor, seed: Optional[int] = None,
-                    pixel_stats: str = 'target') -> Reconstruction:
-        """See what the model reconstructs, in pixel space.
-
-        Args:
-            inputs: ``(B, C, H, W)`` as the data preprocessor outputs them;
-                ``B`` a multiple of the group size when mixing.
-            seed: Draw the mixing partition (or MAE mask) from this seed,
-                leaving the global random state untouched; ``None`` draws
-                from (and advances) the global state, as training does.
-            pixel_stats: How predictions made in ``norm_pix`` units get
-                their brightness and contrast back: ``'target'`` (each
-                patch's true mean/var, as MAE's visualisation; hidden
-                patches borrow theirs) or ``'visible'`` (one mean/var per
-                image from its visible patches: nothing hidden leaks). See
-                :func:`pixel_space.patch_statistics`.
-
-        Runs in eval mode without gradients and restores the mode after.
-        """
-        if pixel_stats not in pixel_space.PIXEL_STATS_CHOICES:
-            raise ValueError(
-                f'pixel_stats must be one of '
-                f'{pixel_space.PIXEL_STATS_CHOICES}, got {pixel_stats!r}')
-        was_training = self.training
-        self.eval()
-        try:
-            with seeded_rng(seed, inputs.device):
-                pred, hidden, encoding = self._predict(inputs)
-        finally:
-            self.train(was_training)
-
-        visible = hidden == 0
-        owner = None if encoding is None else encoding.owner
-        head = self.head
-        patches = head.patchify(inputs)
-        if head.norm_pix:
-            mean, var = pixel_space.patch_statistics(
-                patches, visible if pixel_stats == 'visible' else None)
-            pred = pixel_space.denormalize_patches(pred, mean, var)
-        pasted = pixel_space.paste_visible(pred, patches, visible)
-
-        preprocessor = self.data_preprocessor
-
-        def pixels(images: Tensor) -> Tensor:
-            return pixel_space.to_pixels(images, preprocessor.mean,
-                                         preprocessor.std)
-
-        original = pixels(inputs)
-        if owner is not None:
-            group_size = self.backbone.group_size
-            model_input = pixels(ops.mix_images(
-                inputs, owner, self.backbone.patch_size)).repeat_interleave(
-                    group_size, dim=0)
-        else:
-            model_input = original * pixel_space.patch_mask_to_pixels(
-                visible, self.backbone.patch_resolution,
-                self.backbone.patch_size).to(original)
-        return Reconstruction(original, model_input, visible, owner,
-                              pixels(head.unpatchify(pred)),
-                              pixels(head.unpatchify(pasted)))
-
-    def _predict(self, inputs: Tensor):
+    def encode_decode(self, inputs: Tensor
+                      ) -> Tuple[Tensor, Tensor, Optional[MixedEncoding]]:
         """Encode, decode: ``(pred (B, N, P), hidden (B, N), encoding)``,
         ``hidden`` 1 where the loss counts a patch, ``encoding`` the
-        backbone's :class:`MixedEncoding` (``None`` for the MAE ablation:
-        the one place the method forks)."""
-        if not self.backbone.mixing:
-            latent, mask, ids_restore = self.backbone(inputs, mask=True)
-            return self.neck(latent, ids_restore=ids_restore), mask, None
-        encoding = self.backbone(inputs, mask=True)
+        backbone's :class:`MixedEncoding`."""
+        encoding = self.backbone.forward_mixed(inputs)
         pred = self.neck(encoding.tokens, owner=encoding.owner)
         hidden = ops.reconstruction_mask(encoding.owner,
                                          self.backbone.group_size)
         return pred, hidden, encoding
+
+
+class MAEAblation(MixedAE):
+    """``ablation='mae'``: MAE's random masking instead of mixing, with
+    MixedAE's encoder, decoder and reconstruction loss (built by
+    ``type='MixedAE'`` when the backbone has ``mixing=False``)."""
+
+    def loss(self, inputs: Tensor, data_samples: List[DataSample],
+             **kwargs) -> Dict[str, Tensor]:
+        """The reconstruction loss alone."""
+        pred, mask, _ = self.encode_decode(inputs)
+        return self.head.loss(pred, inputs, mask)
+
+    def encode_decode(self, inputs: Tensor) -> Tuple[Tensor, Tensor, None]:
+        """``(pred (B, N, P), mask (B, N), None)``, ``mask`` 1 where the
+        patch was hidden (no :class:`MixedEncoding`: nothing is mixed)."""
+        latent, mask, ids_restore = self.backbone.forward_masked(inputs)
+        return self.neck(latent, ids_restore=ids_restore), mask, None

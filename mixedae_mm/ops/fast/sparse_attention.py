@@ -1,12 +1,14 @@
 """Homologous attention on the CPU without an ``(L, L)`` tensor kept for
-backward: the fast path behind :func:`..homologous_attention.topk_attention`
-(no dropout), equal to its readable path (tests compare them)."""
+backward: the CPU fast path of :func:`.topk_attention`
+(no dropout), equal to :func:`..homologous_attention.topk_attention_reference`
+(tests compare them)."""
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..selection import attention_scores_fp32, topk_select_with_scores
+from ..homologous_attention import attention_scores_fp32
+from .selection import topk_select_with_scores
 from . import cpu_kernels
 
 

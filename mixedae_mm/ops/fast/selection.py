@@ -1,10 +1,15 @@
-"""Which keys a patch query keeps in homologous attention: the ``k``
-highest fp32 scores, exact ties going to the lower key position, the same
-on every path (PyTorch ops, the C kernel, any device)."""
+"""The fast path's top-k selection: the rule of
+:func:`..homologous_attention.topk_select_reference` (the ``k`` highest
+fp32 scores, exact ties going to the lower key position) through
+order-preserving int32 keys and one ``torch.topk``, the same on every fast
+path (PyTorch ops, the C kernel, any device). Tests hold it equal to the
+reference's stable sort."""
 from typing import Tuple
 
 import torch
 from torch import Tensor
+
+from ..homologous_attention import attention_scores_fp32, topk_keep_mask
 
 
 def topk_select(patch_scores: Tensor, k: int) -> Tensor:
@@ -97,31 +102,10 @@ def _flip_negative_magnitudes(bits: Tensor) -> Tensor:
     return bits.bitwise_xor_((bits >> 31).bitwise_and_(0x7fffffff))
 
 
-def attention_scores_fp32(q: Tensor, k: Tensor) -> Tensor:
-    """``q @ k^T`` in fp32, without gradient, even under autocast.
-
-    bf16 keeps 8 significant bits, so keys whose fp32 scores differ would
-    tie (or swap) and the top-k selection would depend on the autocast
-    dtype. The softmax scale is left out: a positive factor does not change
-    a ranking.
-
-    Args:
-        q, k: ``(M, h, L, d)``.
-
-    Returns:
-        ``(M, h, L, L)`` fp32.
-    """
-    with torch.no_grad(), torch.autocast(q.device.type, enabled=False):
-        # k is a strided view of the qkv projection: made contiguous first,
-        # its transpose is a layout the batched matmul reads as is, where
-        # transposing the view would cost a slow transposing copy
-        return q.float() @ k.float().contiguous().transpose(-2, -1)
-
-
 def select_topk_keys(q: Tensor, k: Tensor, top_k: int,
                      num_prefix_tokens: int = 1) -> Tensor:
     """Each patch query's ``top_k`` patch keys, chosen without gradient from
-    :func:`attention_scores_fp32`.
+    :func:`attention_scores_fp32` by :func:`topk_select`.
 
     Args:
         q, k: ``(M, h, L, d)``, prefix (cls) tokens first.
@@ -132,3 +116,23 @@ def select_topk_keys(q: Tensor, k: Tensor, top_k: int,
     """
     p = num_prefix_tokens
     return topk_select(attention_scores_fp32(q, k)[..., p:, p:], top_k)
+
+
+def topk_attention_mask(scores: Tensor, k: int,
+                        num_prefix_tokens: int = 1) -> Tuple[Tensor, Tensor]:
+    """Boolean attention mask of homologous attention from given scores.
+
+    Args:
+        scores: ``(..., L, L)`` attention logits, prefix tokens first.
+        k: patch keys kept per patch query.
+        num_prefix_tokens: tokens before the patches (1 for cls).
+
+    Returns:
+        keep: ``(..., L, L)`` bool, True = may attend (see
+            :func:`topk_keep_mask`).
+        topk_indices: ``(..., L - P, k)`` long patch positions (0-based,
+            prefix excluded) chosen by each patch query.
+    """
+    p = num_prefix_tokens
+    topk_indices = topk_select(scores[..., p:, p:], k)
+    return topk_keep_mask(topk_indices, scores.shape[-1], p), topk_indices
