@@ -185,6 +185,28 @@ def test_simple_fpn_shapes_and_ln2d():
                             out_channels=16, scale_factors=(3.0, 1.0)))
 
 
+def test_roi_features_of_the_pyramid_are_those_of_its_maps():
+    """mmcv's RoIAlign reads its input's raw buffer as NCHW: the pyramid's
+    maps must be laid out so, or Mask R-CNN's heads get scrambled RoI
+    features and never learn (box AP 1.2 in the dense study before the
+    fix). torchvision's roi_align, which respects strides, is the
+    reference."""
+    import torchvision
+    from mmcv.ops import RoIAlign
+    fpn = build_in_mmdet(dict(type='SimpleFPN', in_channels=32,
+                              out_channels=16,
+                              norm_cfg=dict(type='LN2d', eps=1e-6)))
+    fpn.init_weights()
+    torch.manual_seed(0)
+    rois = torch.tensor([[0, 2., 3., 40., 30.], [1, 10., 5., 60., 61.]])
+    for stride, level in zip((4, 8, 16, 32, 64),
+                             fpn((torch.randn(2, 32, 16, 16), ))):
+        ours = RoIAlign((7, 7), 1 / stride, 0, aligned=True)(level, rois)
+        reference = torchvision.ops.roi_align(level, rois, (7, 7),
+                                              1 / stride, 0, True)
+        torch.testing.assert_close(ours, reference)
+
+
 @pytest.mark.parametrize('config', [DET_LONG, DET_SHORT])
 def test_det_configs_load(repo_root, config):
     pytest.importorskip('mmdet')

@@ -71,7 +71,10 @@ class LN2d(nn.Module):
         x = F.layer_norm(
             x.permute(0, 2, 3, 1), (self.num_channels, ), self.weight,
             self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        # contiguous NCHW: mmcv's RoIAlign (CPU and CUDA) reads the raw
+        # buffer as NCHW, so a channels-last view gave Mask R-CNN's heads
+        # scrambled RoI features (open-mmlab/mmcv#2203)
+        return x.permute(0, 3, 1, 2).contiguous()
 
     def extra_repr(self) -> str:
         return (f'{self.num_channels}, eps={self.eps}, '
