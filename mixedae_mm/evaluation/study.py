@@ -208,6 +208,23 @@ def load_study_data(data_root: str, frozen_per_class: int = 1000,
     return data
 
 
+def evaluate_on_study_data(model, cfg, data: Dict[str, Tensor], *,
+                           finetune_epochs: int, seed: int,
+                           log=print) -> Dict[str, object]:
+    """:func:`evaluate_encoder` on :func:`load_study_data`'s raw images,
+    turned into inputs through ``cfg``'s test pipeline."""
+    inputs = {split: preprocess(data[f'{split}_raw'], cfg, model)
+              for split in ('train', 'test')}
+    return evaluate_encoder(
+        model, dict(train_images=inputs['train'],
+                    train_labels=data['train_labels'],
+                    test_images=inputs['test'],
+                    test_labels=data['test_labels'],
+                    finetune_index=data['finetune_index']),
+        finetune=dict(epochs=finetune_epochs, batch_size=64), seed=seed,
+        log=log)
+
+
 def balanced_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
     """Indices of ``per_class`` images of every class, drawn with ``seed``
     (the same labelled subset for every arm)."""

@@ -121,9 +121,9 @@ def _run_one(arm, seed, args, data, cfg_options, log, run_dir):
     from mixedae_mm.checkpoints import CheckpointMismatchError
     from mixedae_mm.evaluation.pretraining import run_pretraining
     from mixedae_mm.evaluation.study import (ARMS, SCRATCH_CONFIG,
-                                             build_model, evaluate_encoder,
-                                             load_strictly, preprocess,
-                                             read_curves)
+                                             build_model,
+                                             evaluate_on_study_data,
+                                             load_strictly, read_curves)
     result_path = osp.join(run_dir, 'result.json')
     config = ARMS[arm]
     overrides = options_dict(cfg_options)
@@ -154,16 +154,8 @@ def _run_one(arm, seed, args, data, cfg_options, log, run_dir):
                       pretrain_peak_rss_mib=round(rss, 1),
                       checkpoint=osp.relpath(checkpoint, args.out),
                       curves=curves)
-    inputs = {split: preprocess(data[f'{split}_raw'], cfg, model)
-              for split in ('train', 'test')}
-    metrics = evaluate_encoder(
-        model, dict(train_images=inputs['train'],
-                    train_labels=data['train_labels'],
-                    test_images=inputs['test'],
-                    test_labels=data['test_labels'],
-                    finetune_index=data['finetune_index']),
-        finetune=dict(epochs=args.finetune_epochs, batch_size=64),
-        seed=seed,
+    metrics = evaluate_on_study_data(
+        model, cfg, data, finetune_epochs=args.finetune_epochs, seed=seed,
         log=lambda message: log(f'{arm} seed {seed}: {message}'))
     result.update(metrics)
     result.update(finetune_epochs=args.finetune_epochs,

@@ -43,8 +43,8 @@ def main(argv=None):
 
     import mixedae_mm  # noqa: F401  (the model index, strict loading)
     from mixedae_mm.checkpoints import CheckpointError
-    from mixedae_mm.evaluation.study import (evaluate_encoder,
-                                             load_study_data, preprocess)
+    from mixedae_mm.evaluation.study import (evaluate_on_study_data,
+                                             load_study_data)
     from mmpretrain.apis.model import ModelHub
     published = getattr(ModelHub._models_dict.get(args.model.lower()),
                         'weights', None)
@@ -57,15 +57,8 @@ def main(argv=None):
         model = get_model(args.model, pretrained=args.checkpoint or True)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f'eval_study_encoder.py: error: {err}') from None
-    inputs = {split: preprocess(data[f'{split}_raw'], model._config, model)
-              for split in ('train', 'test')}
-    result = evaluate_encoder(
-        model, dict(train_images=inputs['train'],
-                    train_labels=data['train_labels'],
-                    test_images=inputs['test'],
-                    test_labels=data['test_labels'],
-                    finetune_index=data['finetune_index']),
-        finetune=dict(epochs=10, batch_size=64), seed=args.seed)
+    result = evaluate_on_study_data(model, model._config, data,
+                                    finetune_epochs=10, seed=args.seed)
     result.update(model=args.model, checkpoint=args.checkpoint,
                   torch_threads=torch.get_num_threads())
     if args.out:

@@ -74,10 +74,7 @@ class HomologousAttention(MultiheadAttention):
     @classmethod
     def replace(cls, attn: MultiheadAttention, **kwargs):
         """A ``cls`` that takes over ``attn``'s sub-modules."""
-        return take_over(
-            cls(attn.embed_dims, attn.num_heads,
-                qkv_bias=attn.qkv.bias is not None,
-                attn_drop=attn.attn_drop, **kwargs), attn)
+        return rebuild_attention(cls, attn, **kwargs)
 
     def forward(self, x: Tensor, top_k: Optional[int] = None,
                 selections: Optional[List[Tensor]] = None) -> Tensor:
@@ -98,6 +95,14 @@ class HomologousAttention(MultiheadAttention):
             selections.append(topk_indices)
         out = self.proj(out.transpose(1, 2).flatten(2))
         return self.out_drop(self.gamma1(self.proj_drop(out)))
+
+
+def rebuild_attention(cls, attn: MultiheadAttention, **kwargs):
+    """A ``cls`` of ``attn``'s sizes that takes over its sub-modules."""
+    return take_over(
+        cls(attn.embed_dims, attn.num_heads,
+            qkv_bias=attn.qkv.bias is not None, attn_drop=attn.attn_drop,
+            **kwargs), attn)
 
 
 def take_over_layer(cls, layer: TransformerEncoderLayer, attn):

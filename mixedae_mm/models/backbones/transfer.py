@@ -16,7 +16,7 @@ from mmpretrain.models.backbones.vision_transformer import \
 from mmpretrain.models.utils import MultiheadAttention, resize_pos_embed
 from torch import Tensor, nn
 
-from .attention import take_over, take_over_layer
+from .attention import rebuild_attention, take_over_layer
 
 
 @functools.lru_cache(maxsize=16)
@@ -150,10 +150,7 @@ class RelPosAttention(MultiheadAttention):
     @classmethod
     def replace(cls, attn: MultiheadAttention, **kwargs):
         """A ``RelPosAttention`` that takes over ``attn``'s sub-modules."""
-        return take_over(
-            cls(attn.embed_dims, attn.num_heads,
-                qkv_bias=attn.qkv.bias is not None,
-                attn_drop=attn.attn_drop, **kwargs), attn)
+        return rebuild_attention(cls, attn, **kwargs)
 
     def relative_position_bias(self, grid_hw: Tuple[int, int]) -> Tensor:
         """``(heads, L, L)`` bias for sequences on ``grid_hw``."""
