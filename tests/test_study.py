@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -351,6 +352,63 @@ def test_a_study_killed_outright_stops_its_training_with_a_checkpoint(
     assert name == 'SIGTERM' and osp.isfile(checkpoint)
     timing = json.loads((work_dir / 'timing.json').read_text())
     assert timing['running']['pid'] == study.pid
+
+
+def test_what_a_stopped_training_left_running_is_ended(tmp_path):
+    """A training killed by a signal before its stop handler is in place
+    (here: a child with the default SIGTERM action) can leave a process
+    of its own behind, as a data loader worker it had just started; the
+    study ends it, and the run folder is free again."""
+    from mixedae_mm.evaluation.pretraining import (PretrainingStopped,
+                                                   hold_run_folder,
+                                                   run_training)
+    marker = f'left-behind-{os.getpid()}'
+    child = ('import subprocess, sys, time\n'
+             'subprocess.Popen([sys.executable, "-c", '
+             f'"import time; time.sleep(600)", {marker!r}])\n'
+             'print("started", flush=True)\n'
+             'time.sleep(600)\n')
+    log_path = tmp_path / 'train_stdout.log'
+
+    def stop_once_started():
+        deadline = time.monotonic() + 60
+        while 'started' not in (log_path.read_text()
+                                if log_path.exists() else ''):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # polling the child's output
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def left_behind():
+        return [pid for pid in os.listdir('/proc') if pid.isdigit()
+                and marker in _cmdline(pid)]
+
+    stopper = threading.Thread(target=stop_once_started)
+    stopper.start()
+    messages = []
+    try:
+        with pytest.raises(PretrainingStopped):
+            run_training(str(tmp_path), lambda resume: [
+                sys.executable, '-c', child], messages.append)
+    finally:
+        stopper.join()
+        for pid in left_behind():  # the old behaviour: clean up after it
+            os.kill(int(pid), signal.SIGKILL)
+    assert any('left processes behind' in m for m in messages), messages
+    deadline = time.monotonic() + 10
+    while left_behind():  # SIGKILL is asynchronous
+        assert time.monotonic() < deadline, 'a process was left running'
+        time.sleep(0.05)
+    with hold_run_folder(str(tmp_path)):
+        pass  # nobody holds the folder's lock any more
+
+
+def _cmdline(pid):
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            return f.read().decode(errors='replace')
+    except OSError:
+        return ''  # it ended meanwhile
 
 
 def test_a_run_folder_held_by_a_live_process_is_refused(tmp_path):

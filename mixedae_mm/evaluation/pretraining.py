@@ -318,6 +318,23 @@ def _stop_line(log_path: str, offset: int, returncode: int) -> str:
             + (f'; its last line: {lines[-1]}' if lines else ''))
 
 
+def _end_what_it_left(group: int, what: str, log) -> None:
+    """Kill the processes left in the child's process group (its session)
+    once the child has ended. A training killed while its data loader was
+    starting leaves the loader's worker behind: the worker took the
+    reaper for its parent, so torch's parent check never fires, and it
+    holds the run folder's lock (an inherited descriptor) for good. The
+    group's ID stays reserved while any member lives, so this never hits
+    another process."""
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return  # nothing was left: the usual case
+    log(f'the {what} had left processes behind (process group {group}, '
+        'e.g. a data loader worker of a training killed while starting): '
+        'killed them')
+
+
 # ------------------------------------------------------------- the command
 def hook_data_root_options(config: str, data_root: str) -> List[str]:
     """``--cfg-options`` pointing the online kNN hook's datasets at
@@ -433,6 +450,7 @@ def _attempt(command_for, work_dir, log_path, what, detail, log, lock,
         _, status, usage = os.wait4(process.pid, 0)
         forwarder.pid = None  # reaped: its PID may be another's now
         process.returncode = returncode = os.waitstatus_to_exitcode(status)
+        _end_what_it_left(process.pid, what, log)
         received = list(forwarder.received)
     timing['seconds'] += time.perf_counter() - start
     timing['peak_rss_mib'] = max(timing['peak_rss_mib'],
