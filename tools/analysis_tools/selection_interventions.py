@@ -57,6 +57,7 @@ def main(argv=None):
     from mixedae_mm.evaluation.study import (build_model, load_strictly,
                                              preprocess)
     from mixedae_mm.utils import code_commit
+    commit = code_commit()  # the code that runs, before anyone edits it
     try:
         model, cfg = build_model(args.config)
         load_strictly(model, args.checkpoint)
@@ -76,7 +77,7 @@ def main(argv=None):
             from None
     result.update(config=args.config, checkpoint=args.checkpoint,
                   images=len(images), batch_size=batch_size,
-                  partition_seeds=args.partition_seeds, commit=code_commit(),
+                  partition_seeds=args.partition_seeds, commit=commit,
                   torch_threads=torch.get_num_threads())
     print(markdown_deltas(result))
     if args.out:
