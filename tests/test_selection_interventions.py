@@ -75,7 +75,7 @@ def test_skip_removes_the_layers_attention_update(model_and_images):
 
 
 def test_the_tool_writes_every_condition(model_and_images, small_fashion_mnist,
-                                         tmp_path):
+                                         tmp_path, capsys):
     model, _ = model_and_images
     checkpoint = tmp_path / 'random.pth'
     torch.save(dict(state_dict=model.state_dict()), checkpoint)
@@ -95,6 +95,14 @@ def test_the_tool_writes_every_condition(model_and_images, small_fashion_mnist,
     own = result['conditions']['L7 own']
     diffs = [own[s]['loss_homo'] - learned[s]['loss_homo'] for s in '01']
     assert delta['mean'] == pytest.approx(sum(diffs) / 2, abs=1e-5)
+    written = capsys.readouterr().out
+    tool.main(['--report-only', str(out)])
+    report = capsys.readouterr().out
+    def table_lines(text):
+        return [line for line in text.splitlines() if line.startswith('|')]
+    assert table_lines(report) == table_lines(written)  # the same tables
+    rows = [line for line in report.splitlines() if line.startswith('| 7 |')]
+    assert len(rows) == 2 and rows[0].count('|') == 6  # 5 cells: 3 + own, other
 
 
 def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):

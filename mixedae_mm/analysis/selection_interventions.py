@@ -234,7 +234,7 @@ def markdown_deltas(result: dict, term: str = 'loss_homo') -> str:
     choices = [c for c in INTERVENTIONS[1:]
                if any(n.endswith(f' {c}') for n in deltas)]
     learned = list(result['conditions']['learned'].values())
-    header = (['layer', 'learned homo acc', '|attn update| / |x|'] +
+    header = (['layer', 'learned homo acc', 'attn update / input (norms)'] +
               [f'{c}: Δ {term}' for c in choices])
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for layer in layers:

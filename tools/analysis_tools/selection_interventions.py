@@ -28,8 +28,13 @@ def parse_args(argv=None):
     from mixedae_mm.cli_args import non_negative_int, positive_int
     from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='a MixedAE study pretraining config')
-    parser.add_argument('checkpoint', help='its pretraining checkpoint')
+    parser.add_argument('config', nargs='?',
+                        help='a MixedAE study pretraining config')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='its pretraining checkpoint')
+    parser.add_argument('--report-only', nargs='+', metavar='JSON',
+                        help='only print the tables of results written by '
+                        '--out before')
     parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST)
     parser.add_argument('--layers', nargs='+', type=non_negative_int,
                         help='default: every homologous-attention layer')
@@ -43,11 +48,16 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=positive_int, default=None,
                         help='default: the config\'s training batch')
     parser.add_argument('--out', default=None, help='write the JSON here')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.report_only and not (args.config and args.checkpoint):
+        parser.error('give CONFIG and CHECKPOINT (or --report-only JSON)')
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report_only:
+        return print_report(args.report_only)
     import torch
 
     from mixedae_mm.analysis.selection_interventions import (
@@ -80,9 +90,27 @@ def main(argv=None):
                   partition_seeds=args.partition_seeds, commit=commit,
                   torch_threads=torch.get_num_threads())
     print(markdown_deltas(result))
+    print()
+    print(markdown_deltas(result, 'loss_rec'))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)
+
+
+def print_report(paths):
+    from mixedae_mm.analysis.selection_interventions import markdown_deltas
+    for path in paths:
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f'selection_interventions.py: error: {err}') \
+                from None
+        print(f'{path} (commit {result["commit"]}, {result["images"]} test '
+              f'images, batches of {result["batch_size"]}, partition seeds '
+              f'{result["partition_seeds"]})\n')
+        for term in ('loss_homo', 'loss_rec'):
+            print(markdown_deltas(result, term) + '\n')
 
 
 if __name__ == '__main__':
