@@ -112,3 +112,11 @@ def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     message = str(stop.value.code)
     assert message.startswith('selection_interventions.py: error: ')
     assert '\n' not in message
+
+
+def test_a_layer_that_does_not_exist_is_one_line(model_and_images):
+    model, _ = model_and_images
+    with pytest.raises(ValueError, match='layer 8 does not exist: the '
+                       'encoder has layers 0-7'):
+        with intervention(model.backbone, 8, 'own'):
+            pass

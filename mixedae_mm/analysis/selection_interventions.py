@@ -93,6 +93,10 @@ def intervention(backbone, layer: int, choice: str,
                  seed: int = 0) -> Iterator[ForcedSelectionAttention]:
     """``backbone.layers[layer]``'s attention replaced by a
     :class:`ForcedSelectionAttention` for the block (same weights)."""
+    count = len(backbone.layers)
+    if not -count <= layer < count:
+        raise ValueError(f'layer {layer} does not exist: the encoder has '
+                         f'layers 0-{count - 1}')
     block = backbone.layers[layer]
     original = block.attn
     if not isinstance(original, HomologousAttention):
