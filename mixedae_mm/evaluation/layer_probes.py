@@ -125,8 +125,9 @@ def probe_study_encoder(model, cfg, data: Dict[str, Tensor], *, seed: int,
 
 
 def compare_with_study(rows: List[dict], study_result: dict) -> dict:
-    """The final-norm row minus the study's frozen numbers of the same
-    checkpoint (``result.json``), per probe the study measures:
+    """The final-norm row minus the study's frozen numbers in the run
+    folder's ``result.json`` (of the same checkpoint unless the folder was
+    pretrained again since), per probe the study measures:
     ``{probe: {'here', 'study', 'difference'}}``."""
     final = rows[-1]
     assert final['name'] == FINAL_NORM, final['name']
@@ -217,7 +218,7 @@ def markdown_table(results: List[dict]) -> str:
     checked = [r for r in results if r.get('final_norm_vs_study')]
     if checked:
         lines += ['### Final-norm row against the study\'s frozen numbers '
-                  '(same checkpoint)', '',
+                  '(the run folder\'s result.json)', '',
                   '| arm | seed | ' + ' | '.join(
                       f'{PROBE_TITLES[p]} here / study' for p in STUDY_METRICS)
                   + ' |', '|---' * (len(STUDY_METRICS) + 2) + '|']

@@ -133,12 +133,8 @@ def run_one(arm, seed, checkpoint, args, data, log):
     from mixedae_mm.evaluation.layer_probes import (compare_with_study,
                                                     probe_study_encoder,
                                                     study_result)
-    from mixedae_mm.evaluation.pretraining import git_commit
     from mixedae_mm.evaluation.study import ARMS, build_model, load_strictly
     path = osp.join(args.out, f'{arm}_seed{seed}.json')
-    if osp.isfile(path):
-        log(f'{arm} seed {seed}: done already ({path})')
-        return
     start = time.perf_counter()
     model, cfg = build_model(osp.join(ROOT, ARMS[arm]))
     try:
@@ -153,7 +149,7 @@ def run_one(arm, seed, checkpoint, args, data, log):
     study = study_result(run_dir)
     result = dict(
         arm=arm, seed=seed, config=ARMS[arm], checkpoint=checkpoint,
-        checkpoint_sha256=sha256(checkpoint), commit=git_commit(),
+        checkpoint_sha256=sha256(checkpoint), commit=args.commit,
         probe_seed=seed, rows=rows,
         study_result=(osp.join(run_dir, 'result.json') if study else None),
         final_norm_vs_study=(compare_with_study(rows, study) if study
@@ -200,20 +196,27 @@ def main(argv=None):
         write_report(args, log)
         return
     from mixedae_mm.datasets import FashionMNISTMissingError
+    from mixedae_mm.evaluation.pretraining import git_commit
     from mixedae_mm.evaluation.study import load_study_data, planned_runs
-    runs = [(arm, seed) for arm, seed in planned_runs(args.arms, args.seeds)
-            if not osp.isfile(osp.join(args.out, f'{arm}_seed{seed}.json'))]
+    args.commit = git_commit()  # of the code that runs, read at its start
+    runs = []
+    for arm, seed in planned_runs(args.arms, args.seeds):
+        path = osp.join(args.out, f'{arm}_seed{seed}.json')
+        if osp.isfile(path):
+            log(f'{arm} seed {seed}: done already ({path})')
+        else:
+            runs.append((arm, seed))
     checkpoints = checkpoints_or_exit(runs, args)
     if runs:
         try:
-            # the study's frozen subset (it does not depend on the
-            # fine-tuning count, which this tool does not use)
-            data = load_study_data(args.data_root, args.frozen_per_class, 1,
-                                   args.limit_train, args.limit_test, log)
+            # the study's frozen subset; the fine-tuning subset drawn
+            # inside it (the study's 200 a class) is not used here
+            data = load_study_data(
+                args.data_root, args.frozen_per_class,
+                min(200, args.frozen_per_class), args.limit_train,
+                args.limit_test, log)
         except (FashionMNISTMissingError, ValueError) as err:
             sys.exit(f'layer_probes.py: error: {err}')
-    else:
-        log('every run is done already')
     for number, (arm, seed) in enumerate(runs, 1):
         log(f'run {number}/{len(runs)}: {arm} seed {seed}')
         run_one(arm, seed, checkpoints[arm, seed], args, data, log)
