@@ -196,3 +196,23 @@ def test_the_tool_probes_a_study_checkpoint_once(small_fashion_mnist,
     tool.main(command)
     assert 'mixedae seed 0: done already' in capsys.readouterr().out
     assert '| final norm |' in (out / 'layer_probes.md').read_text()
+
+
+def test_the_committed_table_is_the_committed_runs(repo_root):
+    """docs/results/layer_probes/layer_probes.md is the table the tool
+    writes from the committed JSON files, and docs/results.md quotes every
+    line of it."""
+    from mixedae_mm.evaluation.layer_probes import (markdown_table,
+                                                    read_results)
+    out = osp.join(repo_root, 'docs', 'results', 'layer_probes')
+    results = read_results(out)
+    assert results
+    with open(osp.join(out, 'layer_probes.md')) as f:
+        table = f.read()
+    assert table == markdown_table(results)
+    with open(osp.join(repo_root, 'docs', 'results.md')) as f:
+        page = f.read()
+    section = page[page.index('# Frozen features layer by layer'):]
+    for line in table.splitlines():
+        if line.startswith(('|', '- ')):
+            assert line in section, line
