@@ -184,7 +184,8 @@ def test_the_tool_probes_a_study_checkpoint_once(small_fashion_mnist,
     tool.main(command)
     result = json.loads((out / 'mixedae_seed0.json').read_text())
     assert [row['name'] for row in result['rows']] == row_names(8)
-    assert len(result['commit']) >= 40 and len(result['checkpoint_sha256']) == 64
+    assert len(result['commit']) >= 40
+    assert len(result['checkpoint_sha256']) == 64
     assert result['train_images'] == 100 and result['test_images'] == 100
     final = result['rows'][-1]
     assert result['final_norm_vs_study'] == dict(

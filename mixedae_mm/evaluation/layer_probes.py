@@ -28,8 +28,9 @@ from .study import ARMS, knn_top1, preprocess
 FEATURES = ('mean', 'cls')
 #: row keys: probe + feature
 PROBES = ('linear_mean', 'linear_cls', 'knn_mean', 'knn_cls')
-PROBE_TITLES = dict(linear_mean='linear (mean patch)', linear_cls='linear (cls)',
-                    knn_mean='kNN (mean patch)', knn_cls='kNN (cls)')
+PROBE_TITLES = dict(linear_mean='linear (mean patch)',
+                    linear_cls='linear (cls)', knn_mean='kNN (mean patch)',
+                    knn_cls='kNN (cls)')
 #: this module's probe -> the study's metric on the final-norm features
 #: (``result.json``); the study has no linear probe on the cls token
 STUDY_METRICS = dict(linear_mean='linear_top1', knn_cls='knn_top1',
@@ -156,7 +157,8 @@ def _values(runs: List[dict], index: int, probe: str) -> List[float]:
 def best_rows(runs: List[dict], probe: str) -> dict:
     """The row with the highest mean over ``runs`` (seeds of one arm) for
     ``probe``: ``{'name', 'values' (per seed at that row), 'per_seed'
-    (each seed's own best row name)}``. Rows are chosen on the test
+    (each seed's own best row name)}``; of tied rows, the shallower.
+    Rows are chosen on the test
     images, so a best value is an optimistic estimate for every arm
     alike."""
     names = [row['name'] for row in runs[0]['rows']]
@@ -203,9 +205,10 @@ def markdown_table(results: List[dict]) -> str:
         for probe in PROBES:
             a = best_rows(grouped['mixedae'], probe)
             b = best_rows(grouped['mae'], probe)
+            difference = (statistics.fmean(a['values']) -
+                          statistics.fmean(b['values']))
             text = (f'- {PROBE_TITLES[probe]}: mixedae ({a["name"]}) − mae '
-                    f'({b["name"]}) = '
-                    f'{statistics.fmean(a["values"]) - statistics.fmean(b["values"]):+.2f} '
+                    f'({b["name"]}) = {difference:+.2f} '
                     f'({len(a["values"])} vs {len(b["values"])} seeds')
             interval = welch_interval(a['values'], b['values'])
             if interval is None:
