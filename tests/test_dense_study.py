@@ -194,3 +194,28 @@ def test_readme_and_results_quote_the_committed_dense_runs(repo_root):
         else:  # the README quotes the one detection run it has
             assert f'box AP {metrics["bbox_mAP"]:.1f}' in readme
             assert f'mask AP {metrics["segm_mAP"]:.1f}' in readme
+
+
+def test_welch_interval_is_scipys():
+    """The interval the dense table reports is Welch's, as scipy computes
+    it; the seed count it suggests resolves a difference of that size."""
+    from scipy import stats
+
+    from mixedae_mm.evaluation.dense_study import welch_interval
+    a, b = [38.9, 37.1, 39.4], [36.8, 35.2]
+    interval = welch_interval(a, b)
+    reference = stats.ttest_ind(a, b, equal_var=False).confidence_interval()
+    assert interval['low'] == pytest.approx(reference.low)
+    assert interval['high'] == pytest.approx(reference.high)
+    assert interval['low'] < 0 < interval['high']
+    assert interval['seeds_to_resolve'] > 3
+    assert welch_interval(a, [36.8]) is None
+
+
+def test_protocol_check_asks_for_more_than_the_seed_spread():
+    from mixedae_mm.evaluation.dense_study import protocol_check
+    scratch = [33.1, 34.6]  # spread 1.5
+    assert protocol_check([36.8, 36.0], scratch) is True  # +2.55
+    assert protocol_check([36.8, 33.0], scratch) is False  # spread 3.8
+    assert protocol_check([35.0, 35.4], scratch) is False  # +1.35 < 1.5
+    assert protocol_check([36.8], scratch) is None

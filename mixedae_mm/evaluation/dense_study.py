@@ -197,11 +197,39 @@ def markdown_table(results: List[dict]) -> str:
         for key, title in METRICS[task]:
             if key not in MAIN_METRICS:
                 continue
+            lines.append(_protocol_line(grouped, key, title))
             for first, second in (('mae', 'scratch'), ('mixedae', 'mae')):
                 lines.append(_difference_line(grouped, key, title, first,
                                               second))
         lines.append('')
     return '\n'.join(lines)
+
+
+def protocol_check(mae: Sequence[float], scratch: Sequence[float]
+                   ) -> Optional[bool]:
+    """Whether MAE beats scratch by more than the seed spread: its mean
+    above scratch's by more than either arm's range (max - min) over
+    seeds; ``None`` with fewer than 2 seeds on a side (no spread yet)."""
+    if len(mae) < 2 or len(scratch) < 2:
+        return None
+    spread = max(max(mae) - min(mae), max(scratch) - min(scratch))
+    return statistics.fmean(mae) - statistics.fmean(scratch) > spread
+
+
+def _protocol_line(grouped, key, title) -> str:
+    if 'mae' not in grouped or 'scratch' not in grouped:
+        return f'- Protocol check, {title}: not measured yet'
+    mae = [r['metrics'][key] for r in grouped['mae']]
+    scratch = [r['metrics'][key] for r in grouped['scratch']]
+    verdict = protocol_check(mae, scratch)
+    if verdict is None:
+        return (f'- Protocol check, {title}: waits for 2 seeds a side '
+                f'({len(mae)} MAE, {len(scratch)} scratch)')
+    spread = max(max(v) - min(v) for v in (mae, scratch))
+    return (f'- Protocol check, {title}: MAE − scratch '
+            f'{statistics.fmean(mae) - statistics.fmean(scratch):+.2f} '
+            f'against a seed spread of {spread:.2f}: '
+            + ('passes' if verdict else 'does not pass'))
 
 
 def _difference_line(grouped, key, title, first, second) -> str:

@@ -30,7 +30,8 @@ from .fast import topk_attention
 from .fast.selection import (ordered_int32_keys, select_topk_keys,
                              topk_attention_mask, topk_select,
                              topk_select_with_scores)
-from .homologous_attention import (TopKAttention, attention_scores_fp32,
+from .homologous_attention import (TopKAttention, attention_over_keys,
+                                   attention_scores_fp32,
                                    homologous_accuracy,
                                    homologous_accuracy_chance,
                                    topk_attention_reference, topk_keep_mask,
@@ -40,7 +41,7 @@ from .mixing import (check_mixing_shapes, homologous_target, mix_images,
                      sample_partition, unmix_tokens)
 
 __all__ = [
-    'TopKAttention', 'attention_scores_fp32', 'check_mixing_shapes',
+    'TopKAttention', 'attention_over_keys', 'attention_scores_fp32', 'check_mixing_shapes',
     'homologous_accuracy', 'homologous_accuracy_chance',
     'homologous_contrastive_loss', 'homologous_target', 'mix_images',
     'mix_tokens', 'ordered_int32_keys', 'random_masking',

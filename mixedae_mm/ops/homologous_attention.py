@@ -123,13 +123,24 @@ def topk_attention_reference(q: Tensor,
     p = num_prefix_tokens
     topk_indices = topk_select_reference(
         attention_scores_fp32(q, k)[..., p:, p:], top_k)
-    keep = topk_keep_mask(topk_indices, q.shape[-2], p)
+    return TopKAttention(
+        attention_over_keys(q, k, v, topk_indices, p, dropout_p),
+        topk_indices)
+
+
+def attention_over_keys(q: Tensor, k: Tensor, v: Tensor,
+                        topk_indices: Tensor, num_prefix_tokens: int = 1,
+                        dropout_p: float = 0.0) -> Tensor:
+    """Attention of every patch query over the prefix keys and the patch
+    keys ``topk_indices`` names (``(M, h, N, K)``), whoever chose them:
+    ``q, k, v (M, h, L, d)`` -> ``(M, h, L, d)``."""
+    keep = topk_keep_mask(topk_indices, q.shape[-2], num_prefix_tokens)
     scale = q.shape[-1]**-0.5
     scores = (q * scale) @ k.transpose(-2, -1)
     attn = scores.masked_fill(~keep, float('-inf')).softmax(dim=-1)
     if dropout_p > 0:
         attn = F.dropout(attn, p=dropout_p)
-    return TopKAttention(attn @ v, topk_indices)
+    return attn @ v
 
 
 def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:

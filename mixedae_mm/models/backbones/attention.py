@@ -87,14 +87,20 @@ class HomologousAttention(MultiheadAttention):
         qkv = self.qkv(x).reshape(num_seq, seq_len, 3, self.num_heads,
                                   self.head_dims).permute(2, 0, 3, 1, 4)
         dropout_p = self.attn_drop if self.training else 0.
-        attend = ops.topk_attention if self.fast_attn else \
-            ops.topk_attention_reference
-        out, topk_indices = attend(qkv[0], qkv[1], qkv[2], top_k,
-                                   dropout_p=dropout_p)
+        out, topk_indices = self.attend(qkv[0], qkv[1], qkv[2], top_k,
+                                        dropout_p)
         if selections is not None:
             selections.append(topk_indices)
         out = self.proj(out.transpose(1, 2).flatten(2))
         return self.out_drop(self.gamma1(self.proj_drop(out)))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, top_k: int,
+               dropout_p: float) -> ops.TopKAttention:
+        """``q, k, v (S, heads, L, d)``: each patch query over its
+        ``top_k`` keys; the fast or the readable path."""
+        attend = ops.topk_attention if self.fast_attn else \
+            ops.topk_attention_reference
+        return attend(q, k, v, top_k, dropout_p=dropout_p)
 
 
 def rebuild_attention(cls, attn: MultiheadAttention, **kwargs):
