@@ -336,18 +336,6 @@ def _end_what_it_left(group: int, what: str, log) -> None:
 
 
 # ------------------------------------------------------------- the command
-def git_commit(root: str = ROOT) -> str:
-    """The commit of the code that runs (``+dirty`` when the package, the
-    configs or the tools differ from it), for a run's record."""
-    def git(*args):
-        return subprocess.run(['git', *args], cwd=root, capture_output=True,
-                              text=True).stdout.strip()
-    commit = git('rev-parse', 'HEAD') or 'unknown'
-    dirty = git('status', '--porcelain', '--untracked-files=no', '--',
-                'mixedae_mm', 'configs', 'tools')
-    return commit + ('+dirty' if dirty else '')
-
-
 def hook_data_root_options(config: str, data_root: str) -> List[str]:
     """``--cfg-options`` pointing the online kNN hook's datasets at
     ``data_root`` too (the hook's index in ``custom_hooks`` differs by

@@ -215,8 +215,8 @@ def _main(args):
     # children run from the clone's root: every path absolute
     for name in ('data_root', 'scenes', 'pretrain_dir', 'out'):
         setattr(args, name, osp.abspath(getattr(args, name)))
-    from mixedae_mm.evaluation.pretraining import git_commit
-    args.commit = git_commit()
+    from mixedae_mm.utils import code_commit
+    args.commit = code_commit()
     ensure_scenes(args, log)
     runs = planned_runs(args.tasks, args.arms, args.seeds)
     checkpoints = {}

@@ -196,9 +196,9 @@ def main(argv=None):
         write_report(args, log)
         return
     from mixedae_mm.datasets import FashionMNISTMissingError
-    from mixedae_mm.evaluation.pretraining import git_commit
+    from mixedae_mm.utils import code_commit
     from mixedae_mm.evaluation.study import load_study_data, planned_runs
-    args.commit = git_commit()  # of the code that runs, read at its start
+    args.commit = code_commit()  # of the code that runs, read at its start
     runs = []
     for arm, seed in planned_runs(args.arms, args.seeds):
         path = osp.join(args.out, f'{arm}_seed{seed}.json')
