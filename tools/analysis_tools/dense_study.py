@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
@@ -70,17 +69,6 @@ def parse_args(argv=None):
     parser.add_argument('--report-only', action='store_true',
                         help='only rewrite results.md / results.png')
     return parser.parse_args(argv)
-
-
-def git_commit() -> str:
-    """The commit of the code that ran (``+dirty`` when it differs)."""
-    def git(*args):
-        return subprocess.run(['git', *args], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
-    commit = git('rev-parse', 'HEAD') or 'unknown'
-    dirty = git('status', '--porcelain', '--untracked-files=no', '--',
-                'mixedae_mm', 'configs', 'tools')
-    return commit + ('+dirty' if dirty else '')
 
 
 def ensure_scenes(args, log):
@@ -227,7 +215,8 @@ def _main(args):
     # children run from the clone's root: every path absolute
     for name in ('data_root', 'scenes', 'pretrain_dir', 'out'):
         setattr(args, name, osp.abspath(getattr(args, name)))
-    args.commit = git_commit()
+    from mixedae_mm.utils import code_commit
+    args.commit = code_commit()
     ensure_scenes(args, log)
     runs = planned_runs(args.tasks, args.arms, args.seeds)
     checkpoints = {}
