@@ -4,7 +4,7 @@ layer of the study's pretrained encoders; the table and the plot.
 
     python tools/analysis_tools/layer_probes.py
     python tools/analysis_tools/layer_probes.py --arms mae mixedae \\
-        --seeds 0 --pretrain-dir /work/study/docs/results/runs
+        --seeds 0 --pretrain-dir work_dirs/study/runs
 
 Encoders: the classification study's pretrainings (``--pretrain-dir``,
 default ``docs/results/runs``: ``<arm>_seed<s>/pretrain/`` with
