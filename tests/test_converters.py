@@ -16,10 +16,8 @@ from torch import nn
 
 from conftest import load_tool, run_python
 
-from mixedae_mm.checkpoints import CheckpointError, keymap, read_state_dict
-
-convert_timm = load_tool('model_converters/convert_timm.py')
-extract_backbone = load_tool('model_converters/extract_backbone.py')
+from mixedae_mm.checkpoints import (CheckpointError, converters, keymap,
+                                    read_state_dict)
 
 IMG, PATCH = 64, 8
 #: the demo encoder (tests/conftest.py DEMO_ARCH) as timm arguments
@@ -111,13 +109,13 @@ def test_extract_segment_embed_only_on_request():
     state = {'backbone.cls_token': torch.zeros(1, 1, 4),
              'backbone.segment_embed': torch.ones(4, 4),
              'neck.mask_token': torch.zeros(1, 1, 2)}
-    kept, dropped = extract_backbone.extract(state)
+    kept, dropped = converters.extract_backbone(state)
     assert sorted(kept) == ['cls_token']
     assert sorted(dropped) == ['backbone.segment_embed', 'neck.mask_token']
-    kept, _ = extract_backbone.extract(state, keep_segment_embed=True)
+    kept, _ = converters.extract_backbone(state, keep_segment_embed=True)
     assert sorted(kept) == ['cls_token', 'segment_embed']
     with pytest.raises(CheckpointError, match='already an extracted'):
-        extract_backbone.extract(kept)
+        converters.extract_backbone(kept)
 
 
 # ------------------------------------------------- (b) timm equivalence
@@ -131,7 +129,7 @@ def test_timm_vit_computes_the_same_features(backbone_path,
     timm_state = load(out)
     assert all(isinstance(v, torch.Tensor) for v in timm_state.values())
     # a full pretraining checkpoint gives the same encoder
-    from_full = convert_timm.to_timm(load(pretrained_checkpoint)['state_dict'])
+    from_full = converters.to_timm(load(pretrained_checkpoint)['state_dict'])
     assert_same_tensors(from_full.state, timm_state)
     assert all(k.startswith('neck.') for k in from_full.dropped)
 
@@ -213,12 +211,12 @@ def test_official_mae_layout_round_trip(pretrained_checkpoint):
         back.state, {k: v for k, v in full.items() if k not in mae.dropped})
 
     # the CLI's --to mae packs it as the official releases do
-    packed = convert_timm.package(
-        convert_timm.convert(full, 'to mae'), 'to mae', 'iter_2.pth')
+    packed = converters.package(
+        converters.convert(full, 'to mae'), 'to mae', 'iter_2.pth')
     assert_same_tensors(packed['model'], mae.state)
     backbone_only, _ = keymap.strip_prefix(full, 'backbone.')
     with pytest.raises(CheckpointError, match='use --to timm'):
-        convert_timm.convert(backbone_only, 'to mae')
+        converters.convert(backbone_only, 'to mae')
 
 
 def test_from_mae_initialises_a_mixedae_run(repo_root, tmp_path):

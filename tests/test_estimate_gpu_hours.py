@@ -1,6 +1,6 @@
-"""tools/analysis_tools/estimate_gpu_hours.py: the images a schedule sees, a FLOP
-count that matches the ViT's closed form, hours from a given throughput,
-and numeric flags checked."""
+"""tools/analysis_tools/estimate_gpu_hours.py and mixedae_mm.analysis.
+gpu_hours: the images a schedule sees, a FLOP count that matches the ViT's
+closed form, hours from a given throughput, and numeric flags checked."""
 import os.path as osp
 
 import pytest
@@ -8,10 +8,13 @@ import torch
 from conftest import load_tool
 from mmengine.config import Config
 
+from mixedae_mm.analysis.gpu_hours import (TRAIN_IMAGES, forward_flops,
+                                           images_seen)
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 estimate_gpu_hours = load_tool('analysis_tools/estimate_gpu_hours.py')
 
-COCO_TRAIN = estimate_gpu_hours.TRAIN_IMAGES['CocoDataset']
+COCO_TRAIN = TRAIN_IMAGES['CocoDataset']
 
 
 @pytest.mark.parametrize('config,gpus,images', [
@@ -23,7 +26,7 @@ COCO_TRAIN = estimate_gpu_hours.TRAIN_IMAGES['CocoDataset']
     ('configs/det/mixedae_vitb_mask-rcnn_simplefpn-lsj-1x_coco.py', 16,
      12 * COCO_TRAIN),
     ('configs/finetune/mixedae_vitl_ft-50e_in1k.py', 8,
-     50 * estimate_gpu_hours.TRAIN_IMAGES['ImageNet']),
+     50 * TRAIN_IMAGES['ImageNet']),
     ('configs/seg/mixedae_vitl_upernet-160k_ade20k-512.py', 8,
      160_000 * 2 * 8),
     ('configs/det/mixedae_vitl_mask-rcnn_simplefpn-lsj-100e_coco.py', 16,
@@ -31,7 +34,7 @@ COCO_TRAIN = estimate_gpu_hours.TRAIN_IMAGES['CocoDataset']
 ])
 def test_images_seen(config, gpus, images):
     cfg = Config.fromfile(osp.join(ROOT, config))
-    assert estimate_gpu_hours.images_seen(cfg, gpus) == images
+    assert images_seen(cfg, gpus) == images
 
 
 def test_forward_flops_of_a_vit_classifier():
@@ -43,7 +46,7 @@ def test_forward_flops_of_a_vit_classifier():
         'model.backbone.patch_size': 8,
         'model.head.in_channels': 192,
     })
-    flops, hw, step_factor = estimate_gpu_hours.forward_flops(cfg)
+    flops, hw, step_factor = forward_flops(cfg)
     assert hw == (64, 64) and step_factor == 3
     # closed form of the matmuls: per layer 24 N D^2 (qkv, proj, MLP 4x)
     # + 4 N^2 D (attention), N = 65 tokens, D = 192; patch embedding
@@ -54,7 +57,7 @@ def test_forward_flops_of_a_vit_classifier():
     assert flops == expected
 
 
-IMAGENET = estimate_gpu_hours.TRAIN_IMAGES['ImageNet']
+IMAGENET = TRAIN_IMAGES['ImageNet']
 
 
 @pytest.mark.parametrize('config,gpus,images', [
@@ -87,7 +90,7 @@ def test_flop_fallback_counts_a_pretraining_step_not_a_full_forward():
         'model.backbone.img_size': 64,
         'model.backbone.patch_size': 8,
     })
-    flops, hw, step_factor = estimate_gpu_hours.forward_flops(cfg)
+    flops, hw, step_factor = forward_flops(cfg)
     assert hw == (64, 64) and step_factor == 1
 
     from mixedae_mm.analysis import Trainer

@@ -31,6 +31,12 @@ RESUME_FIELDS = TRAIN_FIELDS - {'tries', 'data', 'iterations_per_epoch'} | {
 
 @pytest.fixture(scope='module')
 def gpu_check():
+    from mixedae_mm.analysis import gpu_check
+    return gpu_check
+
+
+@pytest.fixture(scope='module')
+def gpu_check_tool():
     from conftest import load_tool
     return load_tool('analysis_tools/gpu_check.py')
 
@@ -235,12 +241,31 @@ def test_gpu_check_settings_defaults(gpu_check):
     (dict(GPU_CHECK_DEVICE='gpu'),
      "GPU_CHECK_DEVICE='gpu': use cuda, cuda:N or cpu"),
 ])
-def test_gpu_check_bad_setting_is_one_line_naming_it(gpu_check, capsys, env,
-                                                     message):
-    assert gpu_check.main(env) == 2
+def test_gpu_check_bad_setting_is_one_line_naming_it(gpu_check_tool, capsys,
+                                                     env, message):
+    assert gpu_check_tool.main(env) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert err.startswith('gpu_check: error: ' + message)
+
+
+def test_gpu_check_runs_where_torch_does_not_import(tmp_path):
+    """The command line loads the check (mixedae_mm.analysis.gpu_check)
+    without importing mixedae_mm, so that a broken install is reported, not
+    a traceback: a stand-in torch that fails to import changes nothing."""
+    (tmp_path / 'torch').mkdir()
+    (tmp_path / 'torch' / '__init__.py').write_text(
+        'raise ImportError("broken torch")\n')
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith('GPU_CHECK_')}
+    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
+               GPU_CHECK_TINY='yes')
+    result = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/gpu_check.py'], cwd=ROOT,
+        env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("gpu_check: error: GPU_CHECK_TINY="
+                                     "'yes': use 0 or 1")
 
 
 def test_gpu_check_script_rejects_an_unknown_install_mode(tmp_path):

@@ -274,23 +274,24 @@ def test_estimate_memory_counts_states_and_scales_activations():
     parameter (the frozen position embedding: 4), divided by the FSDP world
     size; activations extrapolated from batches 4 and 8 to 16 match the
     bytes measured at 16."""
+    from mixedae_mm.analysis.memory import (activation_bytes, extrapolate,
+                                            model_state_bytes)
     tool = _estimate_memory_tool()
     cfg, model = _demo_model()
     numel = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable < numel  # the sin-cos position embedding is frozen
-    states = tool.model_state_bytes(model)
+    states = model_state_bytes(model)
     assert states == dict(weights=4 * numel, gradients=4 * trainable,
                           optimizer=8 * trainable)
-    sharded = tool.model_state_bytes(model, world_size=8)
+    sharded = model_state_bytes(model, world_size=8)
     assert sharded == {k: v / 8 for k, v in states.items()}
     with pytest.raises(ValueError, match='--fsdp-world-size must be >= 1'):
-        tool.model_state_bytes(model, world_size=0)
+        model_state_bytes(model, world_size=0)
 
-    measured = tool.activation_bytes(model, model.backbone.img_size,
-                                     (4, 8, 16))
+    measured = activation_bytes(model, model.backbone.img_size, (4, 8, 16))
     assert measured[0] < measured[1] < measured[2]
-    predicted = tool.extrapolate((4, 8), measured[:2], 16)
+    predicted = extrapolate((4, 8), measured[:2], 16)
     assert predicted == pytest.approx(measured[2], rel=0.02)
 
     result = tool.main([DEMO, '--batch-size', '16', '--fsdp-world-size',

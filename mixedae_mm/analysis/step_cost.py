@@ -2,8 +2,9 @@
 the models of one size (:func:`build_pair`) and a :class:`Trainer` that
 steps one of them and measures its time, saved activations and FLOPs.
 
-Used by ``tools/analysis_tools/benchmark_vs_mae.py``,
-``estimate_memory.py`` and ``estimate_gpu_hours.py``.
+Used by ``benchmark`` (``tools/analysis_tools/benchmark_vs_mae.py``),
+``memory`` and ``gpu_hours`` (``estimate_memory.py``,
+``estimate_gpu_hours.py``).
 """
 import time
 

@@ -17,6 +17,7 @@ Reading (:func:`load_weights_only`, the one weights-only load): always passes
 (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) can make a checkpoint run code, and
 turns torch's errors into one line naming the file and what to do.
 """
+import contextlib
 import glob
 import io
 import os
@@ -34,7 +35,8 @@ __all__ = [
     'CheckpointError', 'TRUST_TOOL', 'atomic_write', 'remove_stale_temps',
     'load_weights_only', 'read_state_dict', 'to_weights_only',
     'check_weights_only', 'state_dict_of', 'check_destination',
-    'add_overwrite_flag', 'OVERWRITE_FLAG', 'checkpoint_format'
+    'add_overwrite_flag', 'OVERWRITE_FLAG', 'checkpoint_format',
+    'exit_on_error', 'trusted_load'
 ]
 
 #: the command that turns a trusted pickled checkpoint into a loadable one
@@ -141,6 +143,16 @@ def add_overwrite_flag(parser) -> None:
         help='write DST even if it is SRC or the checkpoint that '
         "last_checkpoint in DST's folder names (by default refused: a run "
         'resumes from that file)')
+
+
+@contextlib.contextmanager
+def exit_on_error(tool: str):
+    """A converter's one-line errors: a :class:`CheckpointError` in the
+    block exits with ``<tool>: error: <message>`` (status 1)."""
+    try:
+        yield
+    except CheckpointError as err:
+        sys.exit(f'{tool}: error: {err}')
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -362,6 +374,33 @@ def state_dict_of(checkpoint, source: str = 'the checkpoint') -> dict:
     return OrderedDict(
         (k[len('module.'):] if k.startswith('module.') else k, v)
         for k, v in state.items())
+
+
+def trusted_load(path: str):
+    """``torch.load(weights_only=False)`` of a file from a source the caller
+    trusts (``tools/model_converters/trust_checkpoint.py --trust``): it runs
+    whatever code the file pickles. Every failure is a
+    :class:`CheckpointError` of one line."""
+    try:  # nothing is unpickled from a file that is no checkpoint
+        checkpoint_format(path)
+    except FileNotFoundError as err:
+        raise CheckpointError(str(err)) from None
+    try:
+        return torch.load(path, map_location='cpu', weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError,
+            IndexError, pickle.UnpicklingError) as err:
+        # a file that begins right and then breaks: the unpickler fails on
+        # damaged data with about any of these
+        detail = str(err).strip().split('. ')[0].splitlines()
+        raise CheckpointError(
+            f'{path}: not a complete checkpoint, it may be truncated or '
+            f'corrupt ({detail[0] if detail else type(err).__name__})'
+        ) from None
+    except (ImportError, AttributeError) as err:
+        raise CheckpointError(
+            f'{path}: pickles a class this environment does not have '
+            f'({err}); run the tool where the code that saved it is '
+            'installed') from None
 
 
 def read_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:

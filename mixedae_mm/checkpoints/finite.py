@@ -8,7 +8,13 @@ from typing import Dict, List
 
 import torch
 
+from .files import CheckpointError
+
 ALLOW_FLAG = '--allow-nonfinite'
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """Weights holding NaN/inf, refused (:func:`check`)."""
 
 
 def nonfinite_keys(state: Dict[str, torch.Tensor]) -> List[str]:
@@ -35,3 +41,13 @@ def refusal(state: Dict[str, torch.Tensor], src: str) -> str:
     return (f'{src}: {len(bad)} of {len(state)} tensors hold NaN/inf values '
             f'({shown}); it comes from a diverged run. Use an earlier '
             f'checkpoint, or pass {ALLOW_FLAG} to write it anyway')
+
+
+def check(state: Dict[str, torch.Tensor], src: str,
+          allow_nonfinite: bool = False) -> None:
+    """Raise :class:`NonFiniteWeightsError` with :func:`refusal`'s message
+    if a tensor of ``state`` (read from ``src``) holds NaN/inf, unless
+    ``allow_nonfinite`` (the converters' ``--allow-nonfinite``)."""
+    message = refusal(state, src)
+    if message and not allow_nonfinite:
+        raise NonFiniteWeightsError(message)

@@ -1,14 +1,16 @@
 """The dense study: every study encoder transferred to segmentation (mmseg
 UperNet) and to detection / instance segmentation (mmdet Mask R-CNN) on
-scenes of Fashion-MNIST items; the per-run results, the table, the interval
-for MixedAE minus MAE and the plot (``tools/analysis_tools/dense_study.py``
-runs it; docs/results.md, "Dense transfer", reports it)."""
+scenes of Fashion-MNIST items: one run (:func:`run_transfer`), the per-run
+results, the table, the interval for MixedAE minus MAE and the plot
+(``tools/analysis_tools/dense_study.py`` runs it; docs/results.md, "Dense
+transfer", reports it)."""
 import glob
 import json
 import math
 import os.path as osp
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple
+import subprocess
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .study import ARMS
 
@@ -106,6 +108,131 @@ def read_test_metrics(test_work_dir: str, task: str
                                    else None)
             for key, value in raw.items()
             if key.startswith('coco/') and not key.endswith('_copypaste')}
+
+
+# ------------------------------------------------------------------- runs
+def ensure_scenes(scenes: str, data_root: str,
+                  log: Callable[[str], None]) -> None:
+    """Compose the scene set in ``scenes`` with the converter's defaults
+    unless it holds one (``scenes.json``)."""
+    if osp.isfile(osp.join(scenes, 'scenes.json')):
+        return
+    log(f'composing the scenes in {scenes} (once, a few minutes)')
+    from ..datasets.fmnist_scenes import build_scene_set
+    instances = build_scene_set(data_root, scenes)
+    log(f'scenes: {instances["train"]} training and {instances["test"]} '
+        'test instances')
+
+
+def encoder_checkpoint(arm: str, seed: int, pretrain_dir: str,
+                       data_root: str, pretrain_cfg_options: Sequence[str],
+                       log: Callable[[str], None]) -> Optional[str]:
+    """The pretraining checkpoint of ``arm`` seed ``seed`` in
+    ``pretrain_dir/<arm>_seed<seed>/pretrain/`` (pretrained now with
+    ``pretrain_cfg_options`` if missing), or ``None`` for scratch."""
+    from .pretraining import run_pretraining
+    if ARMS[arm] is None:
+        return None
+    work_dir = osp.join(pretrain_dir, f'{arm}_seed{seed}', 'pretrain')
+    checkpoint, _, _ = run_pretraining(
+        ARMS[arm], work_dir, seed, data_root, pretrain_cfg_options, log)
+    return osp.abspath(checkpoint)
+
+
+def run_transfer(arm: str, seed: int, task: str, checkpoint: Optional[str],
+                 *, out: str, scenes: str, cfg_options: Sequence[str],
+                 commit: str, log: Callable[[str], None]) -> None:
+    """One run of the dense study in ``OUT/runs/<task>_<arm>_seed<seed>/``:
+    train ``task``'s config from the encoder ``checkpoint`` (``None``: a
+    random one) on the scenes with ``seed``, test the final checkpoint and
+    write ``result.json`` (the metrics, wall times, peak memory, the
+    commit). A run whose ``result.json`` exists is skipped; a stopped
+    training or test continues. Paths absolute (the children run from the
+    clone's root); ``cfg_options`` go to the training and the test. Raises
+    :class:`~.pretraining.RunFolderMismatchError` for a run folder started
+    with other options (:func:`same_run_options`)."""
+    import os
+    import sys
+
+    import torch
+
+    from .pretraining import ROOT, run_training
+    name = run_name(task, arm, seed)
+    run_dir = osp.join(out, 'runs', name)
+    result_path = osp.join(run_dir, 'result.json')
+    if osp.isfile(result_path):
+        log(f'{task} {arm} seed {seed}: done already ({result_path})')
+        return
+    config = osp.join(ROOT, TASKS[task])
+    work_dir = osp.join(run_dir, 'work')
+    options = [*data_root_options(task, scenes),
+               *encoder_options(checkpoint), *cfg_options]
+    started = same_run_options(work_dir, dict(
+        config=TASKS[task], seed=seed, options=options, commit=commit))
+    train = run_training(
+        work_dir, lambda resume: [
+            sys.executable, osp.join(ROOT, 'tools/train.py'), config,
+            '--work-dir', work_dir, *(['--resume'] if resume else []),
+            '--cfg-options', f'randomness.seed={seed}', *NO_VALIDATION,
+            *options],
+        log, what='transfer training', detail=name)
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        trained = f.read().strip()
+    test_dir = osp.join(work_dir, 'test')
+    if read_test_metrics(test_dir, task) is None and osp.isfile(
+            osp.join(test_dir, 'timing.json')):
+        os.remove(osp.join(test_dir, 'timing.json'))  # ended unrecorded
+    test = run_training(
+        test_dir, lambda resume: [
+            sys.executable, osp.join(ROOT, 'tools/test.py'), config, trained,
+            '--work-dir', test_dir, '--cfg-options', *options],
+        log, what='test', detail=name, log_name='test_stdout.log')
+    metrics = read_test_metrics(test_dir, task)
+    result = dict(
+        task=task, arm=arm, seed=seed, pretrain_seed=seed,
+        transfer_seed=seed, config=TASKS[task],
+        encoder=(osp.relpath(checkpoint, ROOT) if checkpoint else None),
+        cfg_options=cfg_options, commit=started['commit'],
+        metrics=metrics, train_seconds=round(train['seconds'], 1),
+        train_attempts=train['attempts'],
+        test_seconds=round(test['seconds'], 1),
+        peak_rss_mib=round(max(train['peak_rss_mib'],
+                               test['peak_rss_mib']), 1),
+        torch_threads=torch.get_num_threads())
+    with open(result_path + '.tmp', 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(result_path + '.tmp', result_path)
+    headline = ', '.join(f'{k} {v:.2f}' for k, v in metrics.items()
+                         if k in ('mIoU', 'mAcc', 'bbox_mAP', 'segm_mAP'))
+    log(f'{task} {arm} seed {seed}: {headline} '
+        f'({result["train_seconds"] / 60:.1f} min training)')
+
+
+def same_run_options(work_dir: str, options: dict) -> dict:
+    """The options a run folder was started with (``run_options.json``,
+    written at its first attempt); a later call with others (another
+    ``--cfg-options``, encoder or scene folder) raises
+    :class:`~.pretraining.RunFolderMismatchError`, so that a shrunk trial
+    run is never reported as a full one. The commit is the first
+    attempt's."""
+    import os
+
+    from .pretraining import RunFolderMismatchError
+    path = osp.join(work_dir, 'run_options.json')
+    if not osp.isfile(path):
+        os.makedirs(work_dir, exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(options, f, indent=1)
+        return options
+    with open(path) as f:
+        started = json.load(f)
+    if {k: v for k, v in started.items() if k != 'commit'} != {
+            k: v for k, v in options.items() if k != 'commit'}:
+        raise RunFolderMismatchError(
+            f'{work_dir} was started with other options ({path}): pass the '
+            'same --cfg-options / --scenes / --pretrain-dir, or delete '
+            f'{osp.dirname(work_dir)} to run it again with these')
+    return started
 
 
 # ----------------------------------------------------------------- report

@@ -54,13 +54,18 @@ STOP_LINE = re.compile(r'\b(SIG[A-Z0-9]+: stopped after iteration [^;]*)')
 __all__ = [
     'run_pretraining', 'run_training', 'run_study', 'hook_data_root_options', 'hold_run_folder',
     'PretrainingStopped', 'PretrainingFailedError', 'RunFolderBusyError',
-    'LOCK_FILE'
+    'RunFolderMismatchError', 'LOCK_FILE'
 ]
 
 
 class RunFolderBusyError(RuntimeError):
     """A run folder is held by another live process (a study, or the
     training a study started)."""
+
+
+class RunFolderMismatchError(RuntimeError):
+    """A run folder holds the work of another arm or of other options: it
+    is not reported as this run (delete it, or pass the same options)."""
 
 
 class PretrainingFailedError(RuntimeError):

@@ -1,11 +1,12 @@
-"""The small-scale study: every arm's encoder evaluated the same way, and
-the table and plot of the results (``tools/analysis_tools/ablation_study.py``
-runs it; ``docs/results.md`` reports it)."""
+"""The small-scale study: every arm's encoder pretrained and evaluated the
+same way (:func:`run_arm`), and the table and plot of the results
+(``tools/analysis_tools/ablation_study.py`` runs it; ``docs/results.md``
+reports it)."""
 import json
 import math
 import os.path as osp
 import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -240,6 +241,103 @@ def balanced_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
         picked.append(members[torch.randperm(
             len(members), generator=generator)[:per_class]])
     return torch.cat(picked).sort().values
+
+
+# ------------------------------------------------------------------ a run
+def options_dict(options: Sequence[str]) -> dict:
+    """``KEY=VALUE`` strings (``--cfg-options``) as the dict
+    ``Config.merge_from_dict`` takes, values parsed as mmengine's
+    ``DictAction`` parses them."""
+    from mmengine.config import DictAction
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition('=')
+        if not sep:
+            raise SystemExit(f'error: --cfg-options {option!r}: expected '
+                             'KEY=VALUE')
+        parsed[key] = DictAction._parse_iterable(value)
+    return parsed
+
+
+def run_arm(arm: str, seed: int, out: str, data: Dict[str, Tensor], *,
+            data_root: str, cfg_options: Sequence[str],
+            finetune_epochs: int, log: Callable[[str], None]) -> dict:
+    """One run of the study in ``OUT/runs/<arm>_seed<seed>/``: pretrain
+    ``arm``'s config with ``seed`` (or continue its stopped pretraining;
+    ``scratch`` has none), evaluate the encoder on ``data``
+    (:func:`load_study_data`) and write ``result.json`` (every metric, wall
+    times, peak memory). A run whose ``result.json`` exists is read, not
+    run again; the run folder is held while it runs.
+
+    ``cfg_options`` (``KEY=VALUE``) go to the pretraining and to the model
+    built for evaluation. Raises :class:`~.pretraining.
+    RunFolderMismatchError` when the folder's checkpoint does not fit the
+    arm's model (another arm's, or of other ``cfg_options``).
+    """
+    from .pretraining import hold_run_folder
+    run_dir = osp.join(out, 'runs', f'{arm}_seed{seed}')
+    result_path = osp.join(run_dir, 'result.json')
+    if osp.isfile(result_path):
+        log(f'{arm} seed {seed}: done already ({result_path})')
+        return json.load(open(result_path))
+    # another study on the same folder would train and evaluate it twice
+    with hold_run_folder(run_dir):
+        if osp.isfile(result_path):  # finished between check and lock
+            return json.load(open(result_path))
+        return _run_arm(arm, seed, out, data, data_root, cfg_options,
+                        finetune_epochs, log, run_dir)
+
+
+def _run_arm(arm, seed, out, data, data_root, cfg_options, finetune_epochs,
+             log, run_dir) -> dict:
+    import glob
+    import os
+
+    from ..checkpoints import CheckpointMismatchError
+    from .pretraining import ROOT, RunFolderMismatchError, run_pretraining
+    result_path = osp.join(run_dir, 'result.json')
+    config = ARMS[arm]
+    overrides = options_dict(cfg_options)
+    result = dict(arm=arm, seed=seed, config=config or SCRATCH_CONFIG,
+                  cfg_options=cfg_options)
+    if config is None:
+        torch.manual_seed(seed)
+        model, cfg = build_model(osp.join(ROOT, SCRATCH_CONFIG), overrides)
+        result.update(pretrain_seconds=0., pretrain_peak_rss_mib=None,
+                      checkpoint=None, curves={})
+    else:
+        work_dir = osp.join(run_dir, 'pretrain')
+        checkpoint, seconds, rss = run_pretraining(
+            config, work_dir, seed, data_root, cfg_options, log)
+        model, cfg = build_model(osp.join(ROOT, config), overrides)
+        try:
+            load_strictly(model, checkpoint)
+        except CheckpointMismatchError as err:
+            raise RunFolderMismatchError(
+                f'{err}. The run folder holds the checkpoint of another arm '
+                'or of other --cfg-options: delete '
+                f'{run_dir} (or pass the same options) and run again'
+            ) from None
+        curves = read_curves(sorted(glob.glob(  # one per attempt, in order
+            osp.join(work_dir, '*', 'vis_data', 'scalars.json'))))
+        result.update(pretrain_seconds=round(seconds, 1),
+                      pretrain_peak_rss_mib=round(rss, 1),
+                      checkpoint=osp.relpath(checkpoint, out),
+                      curves=curves)
+    metrics = evaluate_on_study_data(
+        model, cfg, data, finetune_epochs=finetune_epochs, seed=seed,
+        log=lambda message: log(f'{arm} seed {seed}: {message}'))
+    result.update(metrics)
+    result.update(finetune_epochs=finetune_epochs,
+                  finetune_images=len(data['finetune_index']),
+                  train_images=len(data['train_labels']),
+                  test_images=len(data['test_labels']),
+                  torch_threads=torch.get_num_threads())
+    os.makedirs(run_dir, exist_ok=True)
+    with open(result_path + '.tmp', 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(result_path + '.tmp', result_path)
+    return result
 
 
 # ----------------------------------------------------------------- reports

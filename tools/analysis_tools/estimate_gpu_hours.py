@@ -25,7 +25,6 @@ Examples::
         configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py
 """
 import argparse
-import importlib
 import sys
 
 if __name__ == '__main__':  # Ctrl-C during the imports below: one line
@@ -33,24 +32,14 @@ if __name__ == '__main__':  # Ctrl-C during the imports below: one line
         'estimate_gpu_hours.py: interrupted (Ctrl-C)', file=sys.stderr
     ) if issubclass(kind, KeyboardInterrupt) else hook(kind, *rest)
 
-import torch
 from mmengine.config import Config, DictAction
 
-from mixedae_mm.analysis.flop_counting import flop_counter
+from mixedae_mm.analysis.gpu_hours import (MEASURED_UTILISATION,
+                                           UnknownTrainingSetError,
+                                           forward_flops, gpu_hours,
+                                           images_seen)
 from mixedae_mm.cli_args import (existing_file, fraction, positive_float,
                                  positive_int)
-from mixedae_mm.downstream import build_model
-from mixedae_mm.visualization import can_reconstruct
-
-#: images in the training split of the datasets the recipes use
-TRAIN_IMAGES = {
-    'ImageNet': 1_281_167,
-    'ADE20KDataset': 20_210,
-    'CocoDataset': 117_266,
-}
-#: the share of the bf16/fp16 peak that measured MAE runs reached
-#: (docs/transfer.md, "Costs"): the FLOP-based fallback's default
-MEASURED_UTILISATION = 0.1
 
 
 def parse_args(argv=None):
@@ -78,90 +67,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def input_size(cfg):
-    """(H, W) the model trains on, from the config."""
-    # the recipes crop or pad to the backbone's img_size (LSJ pads to 1024)
-    size = cfg.model.backbone.get('img_size', 224)
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
-def data_sample(scope, hw):
-    if scope == 'mmpretrain':
-        return None
-    module = importlib.import_module(f'{scope}.structures')
-    sample_cls = module.SegDataSample if scope == 'mmseg' else \
-        module.DetDataSample
-    sample = sample_cls()
-    sample.set_metainfo(
-        dict(img_shape=hw, pad_shape=hw, ori_shape=hw, batch_input_shape=hw,
-             scale_factor=(1., 1.)))
-    return [sample]
-
-
-def forward_flops(cfg) -> float:
-    """``(FLOPs, (H, W), forwards per training step)`` of one image: one
-    forward of a transfer model; a pretraining model's whole step (forward
-    and backward counted, factor 1)."""
-    scope = cfg.default_scope
-    cfg.model.backbone.pop('init_cfg', None)  # no checkpoint needed to count
-    hw = input_size(cfg)
-    model = build_model(cfg.model, scope).eval()
-    if can_reconstruct(model):  # a MixedAE pretraining model
-        return pretraining_step_flops(model, hw), hw, 1
-    with torch.no_grad(), flop_counter() as counter:
-        model(torch.randn(1, 3, *hw), data_sample(scope, hw), mode='tensor')
-    # forward + backward is ~3 forwards; a frozen backbone (linear probe)
-    # needs no backward through it, and the head's share is negligible
-    trainable = any(p.requires_grad for p in model.backbone.parameters())
-    return counter.get_total_flops(), hw, 3 if trainable else 1
-
-
-def pretraining_step_flops(model, hw) -> float:
-    """FLOPs per image of a MixedAE training step (forward + backward of
-    ``model.loss``, as benchmark_vs_mae.py counts them) on one mixing
-    group: the encoder sees a quarter of the patches of each image, so one
-    forward of the full ViT would overcount."""
-    from mixedae_mm.analysis import Trainer
-    group = model.backbone.group_size
-    trainer = Trainer(model, torch.device('cpu'), 'none', False)
-    torch.manual_seed(0)
-    return trainer.flops(torch.randn(group, 3, *hw)) / group
-
-
-def images_seen(cfg, gpus, train_images=None):
-    """Images the schedule trains on: iterations x total batch, or epochs x
-    the training set (``train_images``, else the size of a known dataset
-    type)."""
-    loader = cfg.train_dataloader
-    batch = loader.batch_size * gpus
-    train_cfg = cfg.train_cfg
-    if 'max_iters' in train_cfg:
-        return train_cfg.max_iters * batch
-    dataset, repeats = loader.dataset, 1
-    while 'dataset' in dataset:  # RepeatDataset and friends
-        repeats *= dataset.get('times', 1)
-        dataset = dataset.dataset
-    if train_images is None:
-        if dataset.type not in TRAIN_IMAGES:
-            raise SystemExit(
-                f'estimate_gpu_hours.py: error: the size of a {dataset.type}'
-                f' training set is not known (only {sorted(TRAIN_IMAGES)}): '
-                'pass --train-images N')
-        train_images = TRAIN_IMAGES[dataset.type]
-    return train_cfg.max_epochs * repeats * train_images
-
-
-def gpu_hours(images: int, images_per_second: float) -> float:
-    """GPU hours to train on ``images`` at ``images_per_second`` per GPU."""
-    return images / images_per_second / 3600
-
-
 def main(argv=None):
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    images = images_seen(cfg, args.gpus, args.train_images)
+    try:
+        images = images_seen(cfg, args.gpus, args.train_images)
+    except UnknownTrainingSetError as err:
+        raise SystemExit(f'estimate_gpu_hours.py: error: {err}') from None
     if args.images_per_second:
         rate = args.images_per_second
         basis = f'{rate:g} images/s per GPU (given)'

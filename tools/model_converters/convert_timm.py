@@ -28,9 +28,7 @@ the conversion with its name. Inputs load with ``weights_only=True``; outputs
 are written atomically.
 """
 import argparse
-import os.path as osp
 import sys
-from collections import defaultdict
 
 if __name__ == '__main__':  # Ctrl-C during the imports below: one line
     sys.excepthook = lambda kind, *rest, hook=sys.excepthook: print(
@@ -42,63 +40,7 @@ import torch
 from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
                                     atomic_write, check_destination, keymap,
                                     read_state_dict)
-
-BACKBONE = 'backbone.'
-
-
-def to_timm(state: dict) -> keymap.Converted:
-    """Our encoder -> timm; a full pretraining state is reduced to
-    ``backbone.*`` first (the decoder and head are reported as dropped)."""
-    if any(k.startswith(BACKBONE) for k in state):
-        encoder, others = keymap.strip_prefix(state, BACKBONE)
-        converted = keymap.mm_to_timm(encoder)
-        dropped = {BACKBONE + k: why for k, why in converted.dropped.items()}
-        dropped.update({k: 'decoder / head: a timm ViT is the encoder only '
-                           '(--to mae keeps the decoder)' for k in others})
-        return keymap.Converted(converted.state, dropped)
-    return keymap.mm_to_timm(state)
-
-
-def convert(state: dict, direction: str) -> keymap.Converted:
-    """``direction``: 'to timm', 'to mae', 'from timm' or 'from mae'."""
-    if direction == 'to timm':
-        return to_timm(state)
-    if direction == 'to mae':
-        if not any(k.startswith(BACKBONE) for k in state):
-            raise CheckpointError(
-                "--to mae needs a full pretraining checkpoint ('backbone.*' "
-                "and 'neck.*' keys); for an extracted backbone use --to timm "
-                '(MAE names its encoder as timm does)')
-        return keymap.mm_pretrain_to_mae(state)
-    if direction == 'from timm':
-        return keymap.timm_to_mm(state)
-    if direction == 'from mae':
-        return keymap.mae_to_mm_pretrain(state)
-    raise ValueError(f'unknown direction {direction!r}')
-
-
-def package(converted: keymap.Converted, direction: str, src: str):
-    """The object to save, in the layout the target's loaders expect."""
-    state = keymap.plain(converted.state)
-    if direction == 'to timm':
-        return state
-    if direction == 'to mae':
-        return dict(model=state)
-    meta = dict(
-        source=osp.basename(src),
-        converter=f'tools/model_converters/convert_timm.py --{direction}',
-        dropped=sorted(converted.dropped))
-    return dict(state_dict=state, meta=meta)
-
-
-def summarize(dropped: dict) -> str:
-    """One line per reason, with a count and the first key."""
-    by_reason = defaultdict(list)
-    for key, why in dropped.items():
-        by_reason[why].append(key)
-    return '\n'.join(
-        f'  left out {len(keys)} ({keys[0]}{", ..." if len(keys) > 1 else ""})'
-        f': {why}' for why, keys in by_reason.items())
+from mixedae_mm.checkpoints.converters import convert, package, summarize
 
 
 def parse_args(argv=None):

@@ -11,7 +11,6 @@ mmpretrain ``VisionTransformer``. Decoder, head, optimizer and logs are left
 behind; it loads with ``torch.load(weights_only=True)``.
 """
 import argparse
-import os.path as osp
 import sys
 
 if __name__ == '__main__':  # Ctrl-C during the imports below: one line
@@ -21,27 +20,10 @@ if __name__ == '__main__':  # Ctrl-C during the imports below: one line
 
 import torch
 
-from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
-                                    atomic_write, check_destination, finite,
-                                    keymap, read_state_dict)
-
-PREFIX = 'backbone.'
-
-
-def extract(state: dict, keep_segment_embed: bool = False):
-    """``(backbone state without prefix, {dropped key: reason})``."""
-    backbone, others = keymap.strip_prefix(state, PREFIX)
-    if not backbone:
-        raise CheckpointError(
-            f'no key starts with {PREFIX!r} (found e.g. '
-            f'{sorted(state)[:5]}): is this already an extracted backbone?')
-    dropped = {k: 'not the encoder (decoder / head)' for k in others}
-    if not keep_segment_embed and 'segment_embed' in backbone:
-        del backbone['segment_embed']
-        dropped[PREFIX + 'segment_embed'] = (
-            keymap.ENCODER_ONLY_OURS['segment_embed'] +
-            ' (keep it with --keep-segment-embed)')
-    return keymap.plain(backbone), dropped
+from mixedae_mm.checkpoints import (add_overwrite_flag, atomic_write,
+                                    check_destination, exit_on_error, finite,
+                                    read_state_dict)
+from mixedae_mm.checkpoints.converters import backbone_file, extract_backbone
 
 
 def parse_args(argv=None):
@@ -62,23 +44,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    with exit_on_error('extract_backbone.py'):
         check_destination(args.dst, args.src, args.overwrite)
         state, _ = read_state_dict(args.src)
-        backbone, dropped = extract(state, args.keep_segment_embed)
-    except CheckpointError as err:
-        sys.exit(f'extract_backbone.py: error: {err}')
-    refusal = finite.refusal(backbone, args.src)
-    if refusal and not args.allow_nonfinite:
-        sys.exit(f'extract_backbone.py: error: {refusal}')
-    meta = dict(
-        source=osp.basename(args.src),
-        converter='tools/model_converters/extract_backbone.py',
-        # e.g. ['backbone.segment_embed', 'neck.*']
-        left_out=sorted({k if k.startswith(PREFIX) else
-                         k.split('.')[0] + '.*' for k in dropped}))
-    atomic_write(args.dst,
-                 lambda f: torch.save(dict(state_dict=backbone, meta=meta), f))
+        backbone, dropped = extract_backbone(state, args.keep_segment_embed)
+        finite.check(backbone, args.src, args.allow_nonfinite)
+    extracted = backbone_file(backbone, dropped, args.src)
+    atomic_write(args.dst, lambda f: torch.save(extracted, f))
     print(f'{len(backbone)} tensors -> {args.dst} '
           f'({len(dropped)} non-encoder entries left out)')
     return 0

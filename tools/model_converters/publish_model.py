@@ -12,8 +12,6 @@ be checked with ``sha256sum``. Written atomically: the final name appears only
 once the file is complete.
 """
 import argparse
-import hashlib
-import os.path as osp
 import sys
 
 if __name__ == '__main__':  # Ctrl-C during the imports below: one line
@@ -23,57 +21,11 @@ if __name__ == '__main__':  # Ctrl-C during the imports below: one line
 
 import torch
 
-from mixedae_mm.checkpoints import (CheckpointError, add_overwrite_flag,
-                                    atomic_write, check_destination, finite,
-                                    keymap, read_state_dict)
-
-#: mmengine ``meta`` entries worth shipping (others describe the training
-#: process, not the weights)
-META_KEYS = ('epoch', 'iter', 'seed', 'experiment_name', 'time', 'cfg',
-             'mmengine_version', 'mmpretrain_version', 'dataset_meta')
-
-
-def is_plain(value) -> bool:
-    """JSON-like: what a reader may inspect without our code."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and is_plain(v)
-                   for k, v in value.items())
-    return False
-
-
-def publishable(checkpoint: dict, state: dict, src: str,
-                half: bool = False) -> dict:
-    """``{'state_dict', 'meta'}`` with plain tensors and plain meta only;
-    with ``half``, floating-point tensors in float16."""
-    meta = checkpoint.get('meta')
-    meta = meta if isinstance(meta, dict) else {}
-    meta = {k: meta[k] for k in META_KEYS if k in meta and is_plain(meta[k])}
-    meta.update(source=osp.basename(src),
-                converter='tools/model_converters/publish_model.py')
-    state = keymap.plain(state)
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v
-                 for k, v in state.items()}
-        meta.update(stored_as='float16')
-    return dict(state_dict=state, meta=meta)
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def hashed_name(out: str, sha256: str) -> str:
-    """``a/b.pth`` -> ``a/b-<8 hex>.pth``."""
-    stem = out[:-len('.pth')] if out.endswith('.pth') else out
-    return f'{stem}-{sha256[:8]}.pth'
+from mixedae_mm.checkpoints import (add_overwrite_flag, atomic_write,
+                                    check_destination, exit_on_error, finite,
+                                    read_state_dict)
+from mixedae_mm.checkpoints.converters import (hashed_name, left_out_entries,
+                                               publishable, sha256_of)
 
 
 def parse_args(argv=None):
@@ -94,13 +46,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    with exit_on_error('publish_model.py'):
         state, checkpoint = read_state_dict(args.src)
-    except CheckpointError as err:
-        sys.exit(f'publish_model.py: error: {err}')
-    refusal = finite.refusal(state, args.src)
-    if refusal and not args.allow_nonfinite:
-        sys.exit(f'publish_model.py: error: {refusal}')
+        finite.check(state, args.src, args.allow_nonfinite)
     published = publishable(checkpoint, state, args.src, args.half)
 
     def final_name(tmp):
@@ -109,15 +57,10 @@ def main(argv=None) -> int:
         check_destination(final, args.src, args.overwrite)
         return final
 
-    try:
+    with exit_on_error('publish_model.py'):
         final = atomic_write(args.dst, lambda f: torch.save(published, f),
                              final_path=final_name)
-    except CheckpointError as err:
-        sys.exit(f'publish_model.py: error: {err}')
-    weights_key = next((k for k in ('state_dict', 'model')
-                        if isinstance(checkpoint.get(k), dict)), None)
-    left_out = [] if weights_key is None else sorted(
-        k for k in checkpoint if k not in (weights_key, 'meta'))
+    left_out = left_out_entries(checkpoint)
     print(f'{len(state)} tensors; left out: {left_out or "nothing"}',
           file=sys.stderr)
     print(final)

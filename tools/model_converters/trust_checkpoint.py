@@ -21,7 +21,6 @@ Anything else that still needs unpickling stops the tool with its name. The
 copy is written atomically; the input is left as it is.
 """
 import argparse
-import pickle
 import sys
 
 if __name__ == '__main__':  # Ctrl-C during the imports below: one line
@@ -50,30 +49,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def trusted_load(path: str):
-    """``torch.load(weights_only=False)``, with one-line errors."""
-    try:  # nothing is unpickled from a file that is no checkpoint
-        checkpoints.checkpoint_format(path)
-    except FileNotFoundError as err:
-        raise checkpoints.CheckpointError(str(err)) from None
-    try:
-        return torch.load(path, map_location='cpu', weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError,
-            IndexError, pickle.UnpicklingError) as err:
-        # a file that begins right and then breaks: the unpickler fails on
-        # damaged data with about any of these
-        detail = str(err).strip().split('. ')[0].splitlines()
-        raise checkpoints.CheckpointError(
-            f'{path}: not a complete checkpoint, it may be truncated or '
-            f'corrupt ({detail[0] if detail else type(err).__name__})'
-        ) from None
-    except (ImportError, AttributeError) as err:
-        raise checkpoints.CheckpointError(
-            f'{path}: pickles a class this environment does not have '
-            f'({err}); run the tool where the code that saved it is '
-            'installed') from None
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.trust:
@@ -82,12 +57,11 @@ def main(argv=None) -> int:
             'loading it with weights_only=False runs any code pickled in '
             'it. Add --trust only if the file comes from a source you trust '
             '(your own run, an official release).')
-    try:
+    with checkpoints.exit_on_error(TOOL):
         checkpoints.check_destination(args.dst, args.src, args.overwrite)
-        checkpoint = checkpoints.to_weights_only(trusted_load(args.src))
+        checkpoint = checkpoints.to_weights_only(
+            checkpoints.trusted_load(args.src))
         checkpoints.check_weights_only(checkpoint, args.src)
-    except checkpoints.CheckpointError as err:
-        sys.exit(f'{TOOL}: error: {err}')
     checkpoints.atomic_write(args.dst, lambda f: torch.save(checkpoint, f))
     print(f'{args.src} -> {args.dst} (loads with weights_only=True)')
     return 0

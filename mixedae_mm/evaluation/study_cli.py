@@ -1,0 +1,71 @@
+"""What the study command lines share (``tools/analysis_tools/
+ablation_study.py`` and ``dense_study.py``): a stop signal or a failed run
+ends them with one line (:func:`~.pretraining.run_study`), they log with
+the time, ``--report-only`` rewrites the report, the Fashion-MNIST files
+are checked before anything runs, and their errors name the tool.
+
+A study tool gives :func:`study_main` its argument parser and the body that
+runs its plan; its arguments have ``out``, ``data_root`` and
+``report_only``.
+"""
+import contextlib
+import os
+import os.path as osp
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+from .pretraining import run_study
+
+__all__ = ['study_main', 'write_report', 'exit_on']
+
+
+def write_report(out_dir: str, tables, log: Callable[[str], None]) -> None:
+    """``OUT/results.md`` and ``OUT/results.png`` from every finished run's
+    ``result.json``; ``tables`` is the study's module
+    (``evaluation.study`` or ``evaluation.dense_study``): its
+    ``read_results``, ``markdown_table`` and ``plot``."""
+    results = tables.read_results(out_dir)
+    if not results:
+        log('no finished runs yet')
+        return
+    with open(osp.join(out_dir, 'results.md'), 'w') as f:
+        f.write(tables.markdown_table(results))
+    tables.plot(results, osp.join(out_dir, 'results.png'))
+    log(f'{len(results)} runs -> {out_dir}/results.md, results.png')
+
+
+@contextlib.contextmanager
+def exit_on(tool: str, *errors):
+    """One of ``errors`` in the block ends the study with
+    ``<tool>: error: <message>`` (status 1)."""
+    try:
+        yield
+    except errors as err:
+        sys.exit(f'{tool}: error: {err}')
+
+
+def study_main(argv: Optional[Sequence[str]], parse_args, run_plan,
+               *, prog: str, tool: str, tables) -> None:
+    """Parse ``argv`` and run the study: ``run_plan(args, log)`` makes the
+    runs (after the data check), or with ``--report-only`` only the report
+    is rewritten (:func:`write_report` with ``tables``). ``prog`` names the
+    study in its log lines (``[prog HH:MM:SS] ...``), ``tool`` in its
+    errors."""
+    run_study(lambda: _study(parse_args(argv), run_plan, prog, tool,
+                             tables), prog)
+
+
+def _study(args, run_plan, prog, tool, tables) -> None:
+    from ..datasets import FashionMNISTMissingError, fashion_mnist_files
+
+    def log(message):
+        print(f'[{prog} {time.strftime("%H:%M:%S")}] {message}', flush=True)
+
+    os.makedirs(args.out, exist_ok=True)
+    if args.report_only:
+        write_report(args.out, tables, log)
+        return
+    with exit_on(tool, FashionMNISTMissingError):
+        fashion_mnist_files(args.data_root)
+    run_plan(args, log)
