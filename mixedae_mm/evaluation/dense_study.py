@@ -9,7 +9,6 @@ import json
 import math
 import os.path as osp
 import statistics
-import subprocess
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .study import ARMS
