@@ -219,3 +219,26 @@ def test_protocol_check_asks_for_more_than_the_seed_spread():
     assert protocol_check([36.8, 33.0], scratch) is False  # spread 3.8
     assert protocol_check([35.0, 35.4], scratch) is False  # +1.35 < 1.5
     assert protocol_check([36.8], scratch) is None
+
+
+def test_a_drawn_sample_is_left_as_it_was():
+    """The picture tool draws a sample twice (ground truth, prediction):
+    scaling a copy must not scale the original's instances, or the second
+    drawing's masks no longer fit the image (mmdet's visualizer refused
+    them)."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from mixedae_mm.visualization.dense import UPSCALE, _upscaled
+    sample = DetDataSample()
+    sample.pred_instances = InstanceData(
+        bboxes=torch.tensor([[1., 2., 10., 12.]]),
+        masks=torch.zeros(1, 64, 64, dtype=torch.bool),
+        scores=torch.tensor([0.9]), labels=torch.tensor([3]))
+    first = _upscaled(sample, 'det')
+    second = _upscaled(sample, 'det')
+    assert sample.pred_instances.masks.shape == (1, 64, 64)
+    assert sample.pred_instances.bboxes[0, 2] == 10.
+    for drawn in (first, second):
+        assert drawn.pred_instances.masks.shape == (1, 64 * UPSCALE,
+                                                    64 * UPSCALE)

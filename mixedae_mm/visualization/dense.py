@@ -46,7 +46,9 @@ def predict(model, cfg, indices: Sequence[int]) -> List:
 
 
 def _upscaled(sample, task: str):
-    """A copy of a data sample drawn ``UPSCALE`` times larger."""
+    """A copy of a data sample drawn ``UPSCALE`` times larger (``sample``
+    unchanged: ``clone`` shares the nested instances, so each is copied
+    before it is scaled)."""
     sample = sample.clone()
 
     def nearest(tensor):
@@ -63,7 +65,8 @@ def _upscaled(sample, task: str):
     for key in ('gt_instances', 'pred_instances'):
         if key not in sample:
             continue
-        instances = getattr(sample, key)
+        instances = getattr(sample, key).clone()
+        setattr(sample, key, instances)
         instances.bboxes = instances.bboxes * UPSCALE
         masks = instances.masks
         if hasattr(masks, 'masks'):  # BitmapMasks (ground truth)
