@@ -120,3 +120,12 @@ def test_a_layer_that_does_not_exist_is_one_line(model_and_images):
                        'encoder has layers 0-7'):
         with intervention(model.backbone, 8, 'own'):
             pass
+
+
+def test_an_out_folder_that_does_not_exist_is_refused_first(tmp_path):
+    """Checked before anything is measured (not after minutes of work)."""
+    tool = load_tool('analysis_tools/selection_interventions.py')
+    with pytest.raises(SystemExit) as stop:
+        tool.main([CONFIG, str(tmp_path / 'missing.pth'), '--out',
+                   str(tmp_path / 'no' / 'result.json')])
+    assert 'the folder of --out' in str(stop.value.code)

@@ -58,10 +58,14 @@ def main(argv=None):
     args = parse_args(argv)
     if args.report_only:
         return print_report(args.report_only)
+    import os.path as osp
+    if args.out and not osp.isdir(osp.dirname(osp.abspath(args.out))):
+        raise SystemExit('selection_interventions.py: error: the folder of '
+                         f'--out {args.out} does not exist: create it first')
     import torch
 
-    from mixedae_mm.analysis.selection_interventions import (
-        markdown_deltas, run_interventions)
+    from mixedae_mm.analysis.selection_interventions import \
+        run_interventions
     from mixedae_mm.checkpoints import CheckpointError
     from mixedae_mm.datasets import load_fashion_mnist
     from mixedae_mm.evaluation.study import (build_model, load_strictly,
@@ -89,16 +93,20 @@ def main(argv=None):
                   images=len(images), batch_size=batch_size,
                   partition_seeds=args.partition_seeds, commit=commit,
                   torch_threads=torch.get_num_threads())
-    print(markdown_deltas(result))
-    print()
-    print(markdown_deltas(result, 'loss_rec'))
+    print_tables(result)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)
 
 
-def print_report(paths):
+def print_tables(result):
+    """The change of each loss term, a table each."""
     from mixedae_mm.analysis.selection_interventions import markdown_deltas
+    for term in ('loss_homo', 'loss_rec'):
+        print(markdown_deltas(result, term) + '\n')
+
+
+def print_report(paths):
     for path in paths:
         try:
             with open(path) as f:
@@ -109,8 +117,7 @@ def print_report(paths):
         print(f'{path} (commit {result["commit"]}, {result["images"]} test '
               f'images, batches of {result["batch_size"]}, partition seeds '
               f'{result["partition_seeds"]})\n')
-        for term in ('loss_homo', 'loss_rec'):
-            print(markdown_deltas(result, term) + '\n')
+        print_tables(result)
 
 
 if __name__ == '__main__':
