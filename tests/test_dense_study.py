@@ -191,9 +191,41 @@ def test_readme_and_results_quote_the_committed_dense_runs(repo_root):
         if result['task'] == 'seg':
             assert (f'{result["arm"]} {metrics["mIoU"]:.1f}'
                     in readme), result['arm']
-        else:  # the README quotes the one detection run it has
+        else:
             assert f'box AP {metrics["bbox_mAP"]:.1f}' in readme
             assert f'mask AP {metrics["segm_mAP"]:.1f}' in readme
+    _readme_protocol_claims_hold(results, readme)
+
+
+def _readme_protocol_claims_hold(results, readme):
+    """The README's protocol sentences: MAE's lead over scratch, the
+    seed spread and the verdict (protocol_check), and whether the box-AP
+    interval includes 0, all computed from the committed runs."""
+    from statistics import fmean
+
+    from mixedae_mm.evaluation.dense_study import (protocol_check,
+                                                   welch_interval)
+
+    def values(task, arm, key):
+        return [r['metrics'][key] for r in results
+                if r['task'] == task and r['arm'] == arm]
+
+    mae, scratch = values('seg', 'mae', 'mIoU'), values('seg', 'scratch',
+                                                         'mIoU')
+    spread = max(max(v) - min(v) for v in (mae, scratch))
+    assert protocol_check(mae, scratch) is False
+    assert (f"MAE's lead over scratch ({fmean(mae) - fmean(scratch):+.1f}) "
+            f'is smaller than the seed spread ({spread:.1f}): the protocol '
+            'check fails') in readme
+    mae, scratch = (values('det', 'mae', 'bbox_mAP'),
+                    values('det', 'scratch', 'bbox_mAP'))
+    assert protocol_check(mae, scratch) is True
+    interval = welch_interval(mae, scratch)
+    assert interval['low'] <= 0 <= interval['high']
+    assert ('leads scratch by more than the seed spread '
+            f'({fmean(mae) - fmean(scratch):+.1f} box AP), but the 95% '
+            'interval of 2 seeds a side includes 0') in readme
+    assert len(mae) == len(scratch) == 2
 
 
 def test_welch_interval_is_scipys():
