@@ -129,3 +129,21 @@ def test_an_out_folder_that_does_not_exist_is_refused_first(tmp_path):
         tool.main([CONFIG, str(tmp_path / 'missing.pth'), '--out',
                    str(tmp_path / 'no' / 'result.json')])
     assert 'the folder of --out' in str(stop.value.code)
+
+
+def test_results_page_quotes_the_committed_run(repo_root):
+    """docs/results.md's table is what --report-only prints from the
+    committed JSON."""
+    import glob
+    import os.path as osp
+
+    from mixedae_mm.analysis.selection_interventions import markdown_deltas
+    paths = glob.glob(osp.join(repo_root, 'docs/results/selection/*.json'))
+    assert paths
+    with open(osp.join(repo_root, 'docs/results.md')) as f:
+        page = f.read()
+    for path in paths:
+        with open(path) as f:
+            result = json.load(f)
+        assert result['commit']
+        assert markdown_deltas(result) in page, path
