@@ -228,6 +228,44 @@ def _readme_protocol_claims_hold(results, readme):
     assert len(mae) == len(scratch) == 2
 
 
+def test_a_finished_run_of_another_protocol_is_not_skipped_as_this_one(
+        tmp_path):
+    """A finished run made with other --cfg-options (another protocol) stops
+    the study instead of being counted in its table; the same options skip
+    it as done."""
+    from mixedae_mm.evaluation.dense_study import run_transfer
+    from mixedae_mm.evaluation.pretraining import RunFolderMismatchError
+    run_dir = tmp_path / 'runs' / 'seg_mae_seed0'
+    run_dir.mkdir(parents=True)
+    (run_dir / 'result.json').write_text(json.dumps(
+        dict(task='seg', arm='mae', seed=0, cfg_options=[])))
+    logged = []
+    run = dict(out=str(tmp_path), scenes=str(tmp_path), commit='x',
+               log=logged.append)
+    run_transfer('mae', 0, 'seg', None, cfg_options=[], **run)
+    assert 'done already' in logged[-1]
+    with pytest.raises(RunFolderMismatchError, match='their own --out folder'):
+        run_transfer('mae', 0, 'seg', None,
+                     cfg_options=['train_dataloader.dataset.indices=1000'],
+                     **run)
+
+
+def test_the_table_names_its_protocol_and_never_mixes_two():
+    from mixedae_mm.evaluation.dense_study import markdown_table
+
+    def result(arm, seed, options):
+        return dict(task='seg', arm=arm, seed=seed, cfg_options=options,
+                    metrics=dict(mIoU=30.0 + seed, mAcc=40.0, aAcc=80.0),
+                    train_seconds=600.0, peak_rss_mib=1600.0)
+    fewer = ['train_dataloader.dataset.indices=1000']
+    table = markdown_table([result('mae', 0, fewer), result('mae', 1, fewer)])
+    assert ('Runs made with `--cfg-options '
+            'train_dataloader.dataset.indices=1000`.') in table
+    assert 'Runs made with' not in markdown_table([result('mae', 0, [])])
+    with pytest.raises(ValueError, match='its own --out folder'):
+        markdown_table([result('mae', 0, fewer), result('scratch', 0, [])])
+
+
 def test_welch_interval_is_scipys():
     """The interval the dense table reports is Welch's, as scipy computes
     it; the seed count it suggests resolves a difference of that size."""

@@ -160,6 +160,7 @@ def run_transfer(arm: str, seed: int, task: str, checkpoint: Optional[str],
     run_dir = osp.join(out, 'runs', name)
     result_path = osp.join(run_dir, 'result.json')
     if osp.isfile(result_path):
+        _check_finished_options(result_path, cfg_options)
         log(f'{task} {arm} seed {seed}: done already ({result_path})')
         return
     config = osp.join(ROOT, TASKS[task])
@@ -205,6 +206,19 @@ def run_transfer(arm: str, seed: int, task: str, checkpoint: Optional[str],
                          if k in ('mIoU', 'mAcc', 'bbox_mAP', 'segm_mAP'))
     log(f'{task} {arm} seed {seed}: {headline} '
         f'({result["train_seconds"] / 60:.1f} min training)')
+
+
+def _check_finished_options(result_path: str, cfg_options: Sequence[str]):
+    """A finished run made with other ``--cfg-options`` is not skipped as
+    if it were this study's run: one table holds one protocol."""
+    from .pretraining import RunFolderMismatchError
+    with open(result_path) as f:
+        finished = json.load(f).get('cfg_options', [])
+    if list(finished) != list(cfg_options):
+        raise RunFolderMismatchError(
+            f'{result_path} was made with --cfg-options {finished or "(none)"}'
+            f', not {list(cfg_options) or "(none)"}: give runs with other '
+            'options their own --out folder')
 
 
 def same_run_options(work_dir: str, options: dict) -> dict:
@@ -308,7 +322,7 @@ def markdown_table(results: List[dict]) -> str:
             continue
         titles = [title for _, title in METRICS[task]]
         lines += [f'### {"Segmentation (UperNet)" if task == "seg" else "Detection (Mask R-CNN)"}',
-                  '',
+                  '', *_options_line(grouped),
                   '| arm | seeds | ' + ' | '.join(titles) +
                   ' | train min | peak RSS GiB |',
                   '|---' * (len(titles) + 4) + '|']
@@ -329,6 +343,21 @@ def markdown_table(results: List[dict]) -> str:
                                               second))
         lines.append('')
     return '\n'.join(lines)
+
+
+def _options_line(grouped: Dict[str, List[dict]]) -> List[str]:
+    """The ``--cfg-options`` the task's runs were made with, as a line (none
+    when there were none); runs made with different ones are refused, as
+    one table holds one protocol."""
+    made_with = {tuple(r.get('cfg_options', [])) for runs in grouped.values()
+                 for r in runs}
+    if len(made_with) > 1:
+        raise ValueError(
+            f'the runs of one task were made with different --cfg-options '
+            f'{sorted(made_with)}: keep each protocol in its own --out folder')
+    options = made_with.pop()
+    return [f'Runs made with `--cfg-options {" ".join(options)}`.',
+            ''] if options else []
 
 
 def protocol_check(mae: Sequence[float], scratch: Sequence[float]

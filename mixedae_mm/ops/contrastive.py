@@ -47,10 +47,3 @@ def _homologous_contrastive_loss_fp32(features: Tensor, owner: Tensor,
         min=1)
     return -pos_log_prob.mean()
 
-
-# --------------------------------------------------------------------------
-# Reconstructions in pixel space (visualisation)
-# --------------------------------------------------------------------------
-# Patches are ``(B, N, P)`` with ``P = p * p * C`` in the layout of
-# mmpretrain's ``MAEPretrainHead.patchify`` (which this package reuses for
-# patchify/unpatchify rather than keeping a second copy).
