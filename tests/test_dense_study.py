@@ -226,6 +226,15 @@ def _readme_protocol_claims_hold(results, readme):
             f'({fmean(mae) - fmean(scratch):+.1f} box AP), but the 95% '
             'interval of 2 seeds a side includes 0') in readme
     assert len(mae) == len(scratch) == 2
+    box, mask = (welch_interval(values('det', 'mixedae', key),
+                                values('det', 'mae', key))
+                 for key in ('bbox_mAP', 'segm_mAP'))
+    assert (f'MixedAE leads MAE by {box["difference"]:+.2f} box AP (95% '
+            f'Welch interval {box["low"]:.1f} to {box["high"]:+.1f}) and '
+            f'{mask["difference"]:+.2f} mask AP ({mask["low"]:.1f} to '
+            f'{mask["high"]:+.1f}): this size cannot tell them apart (about '
+            f'{box["seeds_to_resolve"]} seeds a side would') in readme
+    assert box['low'] < 0 < box['high'] and mask['low'] < 0 < mask['high']
 
 
 def test_a_finished_run_of_another_protocol_is_not_skipped_as_this_one(
