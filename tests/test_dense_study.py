@@ -247,7 +247,13 @@ def test_readme_detection_claims_are_the_committed_runs(repo_root):
     assert interval['low'] <= 0 <= interval['high']
     assert ('leads scratch by more than the seed spread '
             f'({fmean(mae) - fmean(scratch):+.1f} box AP), but the 95% '
-            f'interval of {len(mae)} seeds a side includes 0') in readme
+            f'interval ({len(mae)} MAE and {len(scratch)} scratch seeds) '
+            'includes 0') in readme
+    mask = welch_interval(*(_values(results, 'det', arm, 'segm_mAP')
+                            for arm in ('mae', 'scratch')))
+    assert mask['low'] > 0
+    assert (f'on mask AP ({mask["difference"]:+.2f}) it excludes 0 '
+            f'({mask["low"]:+.1f} to {mask["high"]:+.1f})') in readme
     box, mask = (welch_interval(_values(results, 'det', 'mixedae', key),
                                 _values(results, 'det', 'mae', key))
                  for key in ('bbox_mAP', 'segm_mAP'))
