@@ -217,3 +217,30 @@ def test_the_committed_table_is_the_committed_runs(repo_root):
     for line in table.splitlines():
         if line.startswith(('|', '- ')):
             assert line in section, line
+
+
+def test_readme_frozen_feature_sentence_is_the_committed_runs(repo_root):
+    """README: probed layer by layer (N seeds each), MixedAE's features
+    fall only in its last layers, and at each arm's best layer every 95%
+    interval for MixedAE minus MAE includes 0; computed from the committed
+    JSON files."""
+    from mixedae_mm.evaluation.dense_study import welch_interval
+    from mixedae_mm.evaluation.layer_probes import (_by_arm, best_rows,
+                                                    read_results)
+    grouped = _by_arm(read_results(
+        osp.join(repo_root, 'docs', 'results', 'layer_probes')))
+    mae, mixedae = grouped['mae'], grouped['mixedae']
+    assert len(mae) == len(mixedae)
+    last_layer_and_norm = [row['name'] for row in mixedae[0]['rows'][-2:]]
+    assert last_layer_and_norm[-1] == FINAL_NORM
+    for probe in PROBES:
+        best = best_rows(mixedae, probe)
+        assert best['name'] not in last_layer_and_norm, probe
+        interval = welch_interval(best['values'],
+                                  best_rows(mae, probe)['values'])
+        assert interval['low'] < 0 < interval['high'], probe
+    with open(osp.join(repo_root, 'README.md')) as f:
+        readme = ' '.join(f.read().split())
+    assert (f'Probed layer by layer ({len(mae)} seeds each), its features '
+            'fall only in its last layers: at each arm\'s best layer, every '
+            '95% interval for MixedAE minus MAE includes 0') in readme
