@@ -309,3 +309,18 @@ def train_recipe(repo_root, config, work, overrides, *extra):
     return run_command([sys.executable, 'tools/train.py', config,
                         '--work-dir', str(work), *extra, '--cfg-options'] +
                        overrides, cwd=repo_root, env=env)
+
+
+# ------------------------------------------------------- study pretrainings
+def finished_pretraining(work_dir, state_dict, iteration=2):
+    """A pretraining folder as ``evaluation.pretraining.run_pretraining``
+    leaves a finished one (checkpoint, ``last_checkpoint``, ``timing.json``
+    marked done), holding ``state_dict``; returns the checkpoint's path."""
+    os.makedirs(work_dir, exist_ok=True)
+    checkpoint = osp.join(work_dir, f'iter_{iteration}.pth')
+    torch.save(dict(state_dict=state_dict), checkpoint)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(checkpoint)
+    with open(osp.join(work_dir, 'timing.json'), 'w') as f:
+        json.dump(dict(seconds=1., peak_rss_mib=1., attempts=1, done=True), f)
+    return checkpoint

@@ -19,7 +19,7 @@ from mixedae_mm.datasets import (DEBIAN_FASHION_MNIST, FashionMNISTFiles,
                                  FashionMNISTMissingError, load_fashion_mnist)
 from mixedae_mm.evaluation.pretraining import LOCK_FILE
 from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
-from builders import SHRUNK
+from builders import SHRUNK, finished_pretraining
 from conftest import IN_PROCESS_LOADING, load_tool, run_python
 
 STUDY = 'tools/analysis_tools/ablation_study.py'
@@ -532,12 +532,7 @@ def test_a_checkpoint_of_another_arm_in_a_run_folder_is_one_line(
     from mixedae_mm.evaluation.study import build_model
     mae, _ = build_model(osp.join(repo_root, ARMS['mae_mmpretrain']))
     work_dir = tmp_path / 'runs' / 'mixedae_seed0' / 'pretrain'
-    work_dir.mkdir(parents=True)
-    checkpoint = work_dir / 'iter_2.pth'
-    torch.save(dict(state_dict=mae.state_dict()), checkpoint)
-    (work_dir / 'last_checkpoint').write_text(str(checkpoint))
-    (work_dir / 'timing.json').write_text(json.dumps(dict(
-        seconds=1., peak_rss_mib=1., attempts=1, done=True)))
+    checkpoint = finished_pretraining(str(work_dir), mae.state_dict())
     study, args = _study_args(small_fashion_mnist, tmp_path)
     with pytest.raises(SystemExit) as stop:
         study.run_one('mixedae', 0, args, None, [], print)

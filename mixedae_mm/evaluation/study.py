@@ -189,8 +189,9 @@ def load_study_data(data_root: str, frozen_per_class: int = 1000,
     """The images and labels every study encoder is evaluated on: a
     class-balanced subset of the training split for the frozen probes
     (``train_raw``, ``train_labels``), the labelled fine-tuning images
-    drawn from it (``finetune_index``) and the test split (``test_raw``,
-    ``test_labels``); raw ``(n, 28, 28)`` uint8."""
+    drawn from it (``finetune_index``, ``finetune_per_class`` of each
+    class) and the test split (``test_raw``, ``test_labels``); raw
+    ``(n, 28, 28)`` uint8."""
     from ..datasets import load_fashion_mnist
     data = {}
     for split, limit in (('train', limit_train), ('test', limit_test)):
@@ -203,6 +204,7 @@ def load_study_data(data_root: str, frozen_per_class: int = 1000,
     data['train_labels'] = data['train_labels'][frozen]
     data['finetune_index'] = balanced_subset(data['train_labels'],
                                              finetune_per_class)
+    data['finetune_per_class'] = finetune_per_class
     log(f'Fashion-MNIST from {data_root}: {len(frozen)} training images '
         f'for the frozen probes, {len(data["finetune_index"])} of them '
         f'labelled for fine-tuning, {len(data["test_labels"])} test images')
@@ -261,7 +263,8 @@ def options_dict(options: Sequence[str]) -> dict:
 
 def run_arm(arm: str, seed: int, out: str, data: Dict[str, Tensor], *,
             data_root: str, cfg_options: Sequence[str],
-            finetune_epochs: int, log: Callable[[str], None]) -> dict:
+            finetune_epochs: int, log: Callable[[str], None],
+            pretrain_dir: Optional[str] = None) -> dict:
     """One run of the study in ``OUT/runs/<arm>_seed<seed>/``: pretrain
     ``arm``'s config with ``seed`` (or continue its stopped pretraining;
     ``scratch`` has none), evaluate the encoder on ``data``
@@ -269,27 +272,62 @@ def run_arm(arm: str, seed: int, out: str, data: Dict[str, Tensor], *,
     times, peak memory). A run whose ``result.json`` exists is read, not
     run again; the run folder is held while it runs.
 
+    The pretraining lives in the run folder's ``pretrain/``, or with
+    ``pretrain_dir`` in ``PRETRAIN_DIR/<arm>_seed<seed>/pretrain/``, so that
+    another evaluation (a label budget) reuses an earlier study's encoders.
     ``cfg_options`` (``KEY=VALUE``) go to the pretraining and to the model
     built for evaluation. Raises :class:`~.pretraining.
     RunFolderMismatchError` when the folder's checkpoint does not fit the
-    arm's model (another arm's, or of other ``cfg_options``).
+    arm's model (another arm's, or of other ``cfg_options``), or when its
+    finished run was evaluated with other settings.
     """
     from .pretraining import hold_run_folder
     run_dir = osp.join(out, 'runs', f'{arm}_seed{seed}')
     result_path = osp.join(run_dir, 'result.json')
     if osp.isfile(result_path):
         log(f'{arm} seed {seed}: done already ({result_path})')
-        return json.load(open(result_path))
+        return _finished_run(
+            result_path, run_settings(data, cfg_options, finetune_epochs))
     # another study on the same folder would train and evaluate it twice
     with hold_run_folder(run_dir):
         if osp.isfile(result_path):  # finished between check and lock
-            return json.load(open(result_path))
+            return _finished_run(result_path, run_settings(
+                data, cfg_options, finetune_epochs))
+        pretrain_work_dir = (
+            osp.join(run_dir, 'pretrain') if pretrain_dir is None else
+            osp.join(pretrain_dir, f'{arm}_seed{seed}', 'pretrain'))
         return _run_arm(arm, seed, out, data, data_root, cfg_options,
-                        finetune_epochs, log, run_dir)
+                        finetune_epochs, log, run_dir, pretrain_work_dir)
+
+
+def run_settings(data: Dict[str, Tensor], cfg_options: Sequence[str],
+                 finetune_epochs: int) -> dict:
+    """What a run's numbers depend on besides arm and seed, as its
+    ``result.json`` records it."""
+    return dict(cfg_options=list(cfg_options),
+                finetune_epochs=finetune_epochs,
+                finetune_images=len(data['finetune_index']),
+                train_images=len(data['train_labels']),
+                test_images=len(data['test_labels']))
+
+
+def _finished_run(result_path: str, settings: dict) -> dict:
+    """The finished run's result; a run made with other settings would
+    silently stand in for the one asked for, so it is refused."""
+    from .pretraining import RunFolderMismatchError
+    result = json.load(open(result_path))
+    other = {key: result.get(key) for key, value in settings.items()
+             if result.get(key) != value}
+    if other:
+        asked = {key: settings[key] for key in other}
+        raise RunFolderMismatchError(
+            f'{result_path} was made with {other}, not {asked}: give runs '
+            'with other settings their own --out folder')
+    return result
 
 
 def _run_arm(arm, seed, out, data, data_root, cfg_options, finetune_epochs,
-             log, run_dir) -> dict:
+             log, run_dir, work_dir) -> dict:
     import glob
     import os
 
@@ -306,7 +344,6 @@ def _run_arm(arm, seed, out, data, data_root, cfg_options, finetune_epochs,
         result.update(pretrain_seconds=0., pretrain_peak_rss_mib=None,
                       checkpoint=None, curves={})
     else:
-        work_dir = osp.join(run_dir, 'pretrain')
         checkpoint, seconds, rss = run_pretraining(
             config, work_dir, seed, data_root, cfg_options, log)
         model, cfg = build_model(osp.join(ROOT, config), overrides)
@@ -328,10 +365,8 @@ def _run_arm(arm, seed, out, data, data_root, cfg_options, finetune_epochs,
         model, cfg, data, finetune_epochs=finetune_epochs, seed=seed,
         log=lambda message: log(f'{arm} seed {seed}: {message}'))
     result.update(metrics)
-    result.update(finetune_epochs=finetune_epochs,
-                  finetune_images=len(data['finetune_index']),
-                  train_images=len(data['train_labels']),
-                  test_images=len(data['test_labels']),
+    result.update(run_settings(data, cfg_options, finetune_epochs),
+                  finetune_per_class=data['finetune_per_class'],
                   torch_threads=torch.get_num_threads())
     os.makedirs(run_dir, exist_ok=True)
     with open(result_path + '.tmp', 'w') as f:

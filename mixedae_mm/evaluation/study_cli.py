@@ -1,8 +1,9 @@
 """What the study command lines share (``tools/analysis_tools/
-ablation_study.py`` and ``dense_study.py``): a stop signal or a failed run
-ends them with one line (:func:`~.pretraining.run_study`), they log with
-the time, ``--report-only`` rewrites the report, the Fashion-MNIST files
-are checked before anything runs, and their errors name the tool.
+ablation_study.py``, ``dense_study.py`` and ``label_budget_study.py``): a
+stop signal or a failed run ends them with one line
+(:func:`~.pretraining.run_study`), they log with the time,
+``--report-only`` rewrites the report, the Fashion-MNIST files are checked
+before anything runs, and their errors name the tool.
 
 A study tool gives :func:`study_main` its argument parser and the body that
 runs its plan; its arguments have ``out``, ``data_root`` and

@@ -1,0 +1,105 @@
+"""The label-budget study (tools/analysis_tools/label_budget_study.py,
+evaluation/label_budget.py): the study's encoders fine-tuned with more
+labels, each budget in its own folder."""
+import glob
+import json
+import os.path as osp
+import statistics
+
+import pytest
+import torch
+
+from mixedae_mm.evaluation import label_budget
+from mixedae_mm.evaluation.pretraining import RunFolderMismatchError
+from mixedae_mm.evaluation.study import ARMS, build_model, run_arm
+from builders import finished_pretraining
+from conftest import load_tool
+
+TOOL = 'analysis_tools/label_budget_study.py'
+
+
+def test_a_budget_without_a_schedule_names_the_flag():
+    assert label_budget.schedule() == label_budget.BUDGETS
+    assert label_budget.schedule([6000, 200]) == {200: 10, 6000: 2}
+    assert label_budget.schedule([4, 2], [3, 1]) == {2: 1, 4: 3}
+    with pytest.raises(ValueError, match='--finetune-epochs'):
+        label_budget.schedule([5])
+    with pytest.raises(ValueError, match='one per budget'):
+        label_budget.schedule([5, 10], [1])
+
+
+def test_a_finished_run_of_other_settings_is_refused(tmp_path):
+    """Before: a run folder finished at another label budget was read as
+    done, and its numbers stood in for the budget asked for."""
+    run_dir = tmp_path / 'runs' / 'mae_seed0'
+    run_dir.mkdir(parents=True)
+    data = dict(finetune_index=torch.arange(20), train_labels=torch.zeros(50),
+                test_labels=torch.zeros(30))
+    finished = dict(arm='mae', seed=0, cfg_options=[], finetune_epochs=1,
+                    finetune_images=20, train_images=50, test_images=30)
+    (run_dir / 'result.json').write_text(json.dumps(finished))
+    same = run_arm('mae', 0, str(tmp_path), data, data_root='unused',
+                   cfg_options=[], finetune_epochs=1, log=print)
+    assert same == finished
+    data['finetune_index'] = torch.arange(40)
+    with pytest.raises(RunFolderMismatchError,
+                       match=r"finetune_images.: 20}, not {.finetune_images.:"
+                       r" 40}: give runs with other settings their own "
+                       r"--out folder"):
+        run_arm('mae', 0, str(tmp_path), data, data_root='unused',
+                cfg_options=[], finetune_epochs=1, log=print)
+
+
+@pytest.mark.slow
+def test_each_budget_evaluates_the_pretrained_encoders_and_is_reported(
+        small_fashion_mnist, repo_root, tmp_path, capsys):
+    """Two budgets, two seeds of MAE and MixedAE, from encoders an earlier
+    study left finished: nothing is pretrained again, every run records its
+    budget, the table has a row per budget with MixedAE minus MAE, and a
+    second call only reports."""
+    pretrain_dir = tmp_path / 'study_runs'
+    for arm in label_budget.ARMS:
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            model, _ = build_model(osp.join(repo_root, ARMS[arm]))
+            finished_pretraining(
+                str(pretrain_dir / f'{arm}_seed{seed}' / 'pretrain'),
+                model.state_dict())
+    out = tmp_path / 'budgets'
+    tool = load_tool(TOOL)
+    argv = ['--data-root', small_fashion_mnist, '--out', str(out),
+            '--pretrain-dir', str(pretrain_dir), '--budgets', '2', '4',
+            '--finetune-epochs', '1', '1', '--frozen-per-class', '5',
+            '--seeds', '0', '1', '--limit-test', '40']
+    tool.main(argv)
+
+    results = [json.load(open(p)) for p in sorted(glob.glob(
+        str(out / 'per_class_*' / 'runs' / '*' / 'result.json')))]
+    assert len(results) == 8
+    for result in results:
+        assert result['finetune_images'] == 10 * result['finetune_per_class']
+        assert result['train_images'] == 50 and result['test_images'] == 40
+        assert 0 <= result['finetune_top1'] <= 100
+        assert result['pretrain_seconds'] == 1.  # the finished pretraining's
+    assert not glob.glob(str(pretrain_dir / '*' / 'pretrain' / '*.log'))
+    rows = (out / 'results.md').read_text().strip().splitlines()[2:]
+    assert [row.split(' | ')[0] for row in rows] == ['| 2', '| 4']
+    for row, per_class in zip(rows, (2, 4)):
+        top1 = {arm: [r['finetune_top1'] for r in results
+                      if r['arm'] == arm and r['finetune_per_class'] ==
+                      per_class] for arm in label_budget.ARMS}
+        difference = (statistics.fmean(top1['mixedae']) -
+                      statistics.fmean(top1['mae']))
+        assert f'{difference:+.2f} (' in row.split(' | ')[4]
+    assert (out / 'results.png').stat().st_size > 5000
+
+    capsys.readouterr()
+    tool.main(argv)
+    assert capsys.readouterr().out.count('done already') == 8
+    longer = list(argv)
+    epochs = argv.index('--finetune-epochs') + 1
+    longer[epochs:epochs + 2] = ['2', '2']
+    with pytest.raises(SystemExit) as stop:
+        tool.main(longer)
+    assert stop.value.code.startswith('label_budget_study.py: error: ')
+    assert stop.value.code.endswith('their own --out folder')
