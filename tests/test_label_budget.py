@@ -3,6 +3,7 @@ evaluation/label_budget.py): the study's encoders fine-tuned with more
 labels, each budget in its own folder."""
 import glob
 import json
+import re
 import os.path as osp
 import statistics
 
@@ -81,6 +82,7 @@ def test_each_budget_evaluates_the_pretrained_encoders_and_is_reported(
         assert result['train_images'] == 50 and result['test_images'] == 40
         assert 0 <= result['finetune_top1'] <= 100
         assert result['pretrain_seconds'] == 1.  # the finished pretraining's
+        assert re.fullmatch(r'[0-9a-f]{40}(\+dirty)?', result['commit'])
     assert not glob.glob(str(pretrain_dir / '*' / 'pretrain' / '*.log'))
     rows = (out / 'results.md').read_text().strip().splitlines()[2:]
     assert [row.split(' | ')[0] for row in rows] == ['| 2', '| 4']

@@ -269,7 +269,7 @@ def run_arm(arm: str, seed: int, out: str, data: Dict[str, Tensor], *,
     ``arm``'s config with ``seed`` (or continue its stopped pretraining;
     ``scratch`` has none), evaluate the encoder on ``data``
     (:func:`load_study_data`) and write ``result.json`` (every metric, wall
-    times, peak memory). A run whose ``result.json`` exists is read, not
+    times, peak memory, the commit of the code). A run whose ``result.json`` exists is read, not
     run again; the run folder is held while it runs.
 
     The pretraining lives in the run folder's ``pretrain/``, or with
@@ -332,12 +332,13 @@ def _run_arm(arm, seed, out, data, data_root, cfg_options, finetune_epochs,
     import os
 
     from ..checkpoints import CheckpointMismatchError
+    from ..utils import code_commit
     from .pretraining import ROOT, RunFolderMismatchError, run_pretraining
     result_path = osp.join(run_dir, 'result.json')
     config = ARMS[arm]
     overrides = options_dict(cfg_options)
     result = dict(arm=arm, seed=seed, config=config or SCRATCH_CONFIG,
-                  cfg_options=cfg_options)
+                  cfg_options=cfg_options, commit=code_commit())
     if config is None:
         torch.manual_seed(seed)
         model, cfg = build_model(osp.join(ROOT, SCRATCH_CONFIG), overrides)
