@@ -2,8 +2,9 @@
 6,000 labelled images per class: does the fine-tune gain hold with more
 labels?
 
+    python tools/analysis_tools/ablation_study.py --out work_dirs/study
     python tools/analysis_tools/label_budget_study.py \\
-        --pretrain-dir docs/results/study/runs --out work_dirs/label_budget
+        --pretrain-dir work_dirs/study/runs --out work_dirs/label_budget
     python tools/analysis_tools/label_budget_study.py --budgets 1000 \\
         --seeds 0 1 --pretrain-dir work_dirs/study/runs --out DIR
 
