@@ -104,6 +104,7 @@ def test_an_item_hidden_below_the_minimum_area_is_removed():
     assert set(np.unique(scene['class_map'])) == {instance['label'] + 1}
 
 
+@pytest.mark.slow
 def test_converter_without_fashion_mnist_is_one_line(tmp_path):
     result = run_python(CONVERTER, '--data-root', tmp_path, '--out',
                         tmp_path / 'scenes', check=False,

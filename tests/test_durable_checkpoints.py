@@ -160,6 +160,7 @@ CONVERTERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', sorted(CONVERTERS))
 def test_truncated_checkpoint_is_one_error_line_naming_it(
         repo_root, tmp_path, tool):
@@ -179,6 +180,7 @@ def test_truncated_checkpoint_is_one_error_line_naming_it(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_converter_outputs_get_the_umask_mode(repo_root, tmp_path):
     src = tmp_path / 'pretrain.pth'
     torch.save({'state_dict': {'backbone.cls_token': torch.zeros(1, 1, 8)}},

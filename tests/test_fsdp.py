@@ -135,6 +135,7 @@ def test_wrap_policy_makes_every_transformer_layer_a_unit(repo_root):
                for n in decoder)
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, repo_root):
     folder = tmp_path / 'iter_2.pth'
     folder.mkdir()

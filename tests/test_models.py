@@ -427,6 +427,7 @@ def test_with_cp_keeps_less_for_backward():
     assert kept[1] < 0.7 * kept[0]
 
 
+@pytest.mark.slow
 def test_readable_attention_switch_gives_the_same_step(monkeypatch):
     """MIXEDAE_FAST_ATTN=0 (or set_fast_attn(False)) builds homologous
     attention on the readable path: the same losses and gradients as the

@@ -411,6 +411,7 @@ def _cmdline(pid):
         return ''  # it ended meanwhile
 
 
+@pytest.mark.slow
 def test_a_run_folder_held_by_a_live_process_is_refused(tmp_path):
     from mixedae_mm.evaluation.pretraining import (RunFolderBusyError,
                                                    hold_run_folder)
