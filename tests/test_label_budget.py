@@ -84,15 +84,18 @@ def test_each_budget_evaluates_the_pretrained_encoders_and_is_reported(
         assert result['pretrain_seconds'] == 1.  # the finished pretraining's
         assert re.fullmatch(r'[0-9a-f]{40}(\+dirty)?', result['commit'])
     assert not glob.glob(str(pretrain_dir / '*' / 'pretrain' / '*.log'))
-    rows = (out / 'results.md').read_text().strip().splitlines()[2:]
-    assert [row.split(' | ')[0] for row in rows] == ['| 2', '| 4']
-    for row, per_class in zip(rows, (2, 4)):
+    table = (out / 'results.md').read_text()
+    rows = [line for line in table.splitlines() if line.startswith('| ')]
+    assert [row.split(' | ')[0] for row in rows[1:]] == ['| 2', '| 4']
+    for per_class in (2, 4):
         top1 = {arm: [r['finetune_top1'] for r in results
                       if r['arm'] == arm and r['finetune_per_class'] ==
                       per_class] for arm in label_budget.ARMS}
         difference = (statistics.fmean(top1['mixedae']) -
                       statistics.fmean(top1['mae']))
-        assert f'{difference:+.2f} (' in row.split(' | ')[4]
+        assert (f'- {per_class} labelled images per class, fine-tune '
+                f'top-1, mixedae − mae: {difference:+.2f} (2 vs 2 seeds; '
+                '95% Welch interval') in table
     assert (out / 'results.png').stat().st_size > 5000
 
     capsys.readouterr()

@@ -224,7 +224,7 @@ def test_readme_frozen_feature_sentence_is_the_committed_runs(repo_root):
     fall only in its last layers, and at each arm's best layer every 95%
     interval for MixedAE minus MAE includes 0; computed from the committed
     JSON files."""
-    from mixedae_mm.evaluation.dense_study import welch_interval
+    from mixedae_mm.evaluation.seed_stats import welch_interval
     from mixedae_mm.evaluation.layer_probes import (_by_arm, best_rows,
                                                     read_results)
     grouped = _by_arm(read_results(

@@ -6,11 +6,11 @@ results, the table, the interval for MixedAE minus MAE and the plot
 transfer", reports it)."""
 import glob
 import json
-import math
 import os.path as osp
 import statistics
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .seed_stats import difference_text, mean_and_range
 from .study import ARMS
 
 #: task -> its config (configs/study/)
@@ -269,48 +269,6 @@ def _by_arm(results: List[dict], task: str) -> Dict[str, List[dict]]:
     return grouped
 
 
-def _spread(values: Sequence[float], digits: int = 1) -> str:
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f'{mean:.{digits}f}'
-    return (f'{mean:.{digits}f} ({min(values):.{digits}f}–'
-            f'{max(values):.{digits}f})')
-
-
-def welch_interval(a: Sequence[float], b: Sequence[float],
-                   confidence: float = 0.95) -> Optional[dict]:
-    """Mean of ``a`` minus mean of ``b`` with Welch's t interval; ``None``
-    with fewer than 2 values on a side.
-
-    Also ``seeds_to_resolve``: the seeds per arm with which a true
-    difference of the observed size, at the observed spread, would make the
-    interval exclude 0 four times in five (80% power, t quantiles with
-    ``2n - 2`` degrees of freedom); ``None`` when the difference or the
-    spread is 0, or more than 1,000 would be needed."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy import stats
-    va, vb = statistics.variance(a), statistics.variance(b)
-    na, nb = len(a), len(b)
-    difference = statistics.fmean(a) - statistics.fmean(b)
-    se2 = va / na + vb / nb
-    if se2 == 0:
-        return dict(difference=difference, low=difference, high=difference,
-                    seeds_to_resolve=None)
-    dof = se2**2 / ((va / na)**2 / (na - 1) + (vb / nb)**2 / (nb - 1))
-    half = stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(se2)
-    seeds = None
-    if difference != 0:
-        for n in range(2, 1001):
-            needed = (stats.t.ppf(0.5 + confidence / 2, 2 * n - 2) +
-                      stats.t.ppf(0.8, 2 * n - 2)) * math.sqrt((va + vb) / n)
-            if needed <= abs(difference):
-                seeds = n
-                break
-    return dict(difference=difference, low=float(difference - half),
-                high=float(difference + half), seeds_to_resolve=seeds)
-
-
 def markdown_table(results: List[dict]) -> str:
     """Per task, one row per arm: seeds, each metric's mean (min–max over
     seeds), training minutes and peak memory; then MixedAE minus MAE with
@@ -327,10 +285,12 @@ def markdown_table(results: List[dict]) -> str:
                   ' | train min | peak RSS GiB |',
                   '|---' * (len(titles) + 4) + '|']
         for arm, runs in grouped.items():
-            cells = [_spread([r['metrics'][key] for r in runs])
+            cells = [mean_and_range([r['metrics'][key] for r in runs])
                      for key, _ in METRICS[task]]
-            cells.append(_spread([r['train_seconds'] / 60 for r in runs]))
-            cells.append(_spread([r['peak_rss_mib'] / 1024 for r in runs]))
+            cells.append(mean_and_range([r['train_seconds'] / 60
+                                         for r in runs]))
+            cells.append(mean_and_range([r['peak_rss_mib'] / 1024
+                                         for r in runs]))
             seeds = ', '.join(str(r['seed']) for r in runs)
             lines.append(f'| {arm} | {seeds} | ' + ' | '.join(cells) + ' |')
         lines.append('')
@@ -390,23 +350,9 @@ def _protocol_line(grouped, key, title) -> str:
 def _difference_line(grouped, key, title, first, second) -> str:
     if first not in grouped or second not in grouped:
         return f'- {title}, {first} − {second}: not measured yet'
-    a = [r['metrics'][key] for r in grouped[first]]
-    b = [r['metrics'][key] for r in grouped[second]]
-    text = (f'- {title}, {first} − {second}: '
-            f'{statistics.fmean(a) - statistics.fmean(b):+.2f} '
-            f'({len(a)} vs {len(b)} seeds')
-    interval = welch_interval(a, b)
-    if interval is None:
-        return text + '; an interval needs 2 seeds a side)'
-    text += (f'; 95% Welch interval {interval["low"]:+.2f} to '
-             f'{interval["high"]:+.2f}')
-    if interval['low'] <= 0 <= interval['high']:
-        text += ': includes 0'
-        if interval['seeds_to_resolve']:
-            text += (f'; about {interval["seeds_to_resolve"]} seeds a side '
-                     'would resolve a difference this size at this spread '
-                     '(80% power)')
-    return text + ')'
+    return f'- {title}, {first} − {second}: ' + difference_text(
+        [r['metrics'][key] for r in grouped[first]],
+        [r['metrics'][key] for r in grouped[second]])
 
 
 def plot(results: List[dict], path: str) -> None:

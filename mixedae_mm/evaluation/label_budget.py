@@ -13,7 +13,7 @@ import statistics
 from typing import Dict, List, Optional, Sequence
 
 from . import study
-from .dense_study import welch_interval
+from .seed_stats import difference_text, mean_and_range
 
 #: labelled images per class -> fine-tune epochs, the same for every arm.
 #: 200 is the study's own budget and schedule (10 epochs, 310 steps of 64
@@ -92,39 +92,33 @@ def _by_budget(results: List[dict]) -> Dict[int, Dict[str, List[dict]]]:
     return dict(sorted(table.items()))
 
 
-def _cell(values: List[float]) -> str:
-    if not values:
-        return '–'
-    mean = f'{statistics.fmean(values):.2f}'
-    if len(values) == 1:
-        return f'{mean} (1 seed)'
-    return (f'{mean} ({min(values):.2f}–{max(values):.2f}, '
-            f'{len(values)} seeds)')
-
-
 def markdown_table(results: List[dict]) -> str:
     """Per budget: fine-tune top-1 of MAE and MixedAE (mean, min–max over
-    seeds) and MixedAE minus MAE with Welch's 95% interval."""
-    header = ['labelled images per class', 'fine-tune epochs', 'MAE',
-              'MixedAE', 'MixedAE − MAE (95% Welch interval)',
-              'fine-tune min']
+    seeds) and its cost; then MixedAE minus MAE with Welch's 95% interval
+    per budget."""
+    header = ['labelled images per class', 'fine-tune epochs', 'MAE seeds',
+              'MAE', 'MixedAE seeds', 'MixedAE', 'fine-tune min']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    differences = ['']
     for per_class, arms in _by_budget(results).items():
         runs = [r for group in arms.values() for r in group]
-        epochs = sorted({r['finetune_epochs'] for r in runs})
-        values = {arm: [r['finetune_top1'] for r in arms.get(arm, [])]
-                  for arm in ARMS}
-        interval = welch_interval(values['mixedae'], values['mae'])
-        difference = ('–' if interval is None else
-                      f'{interval["difference"]:+.2f} '
-                      f'({interval["low"]:+.2f} to {interval["high"]:+.2f})')
-        minutes = [r['finetune_seconds'] / 60 for r in runs]
-        lines.append('| ' + ' | '.join([
-            f'{per_class:,}', '/'.join(map(str, epochs)),
-            _cell(values['mae']),
-            _cell(values['mixedae']), difference,
-            f'{statistics.fmean(minutes):.1f}']) + ' |')
-    return '\n'.join(lines) + '\n'
+        row = [f'{per_class:,}', '/'.join(
+            map(str, sorted({r['finetune_epochs'] for r in runs})))]
+        for arm in ARMS:
+            row += [', '.join(str(r['seed']) for r in arms.get(arm, [])),
+                    mean_and_range([r['finetune_top1']
+                                    for r in arms.get(arm, [])], 2)
+                    if arm in arms else '–']
+        row.append(mean_and_range([r['finetune_seconds'] / 60
+                                   for r in runs]))
+        lines.append('| ' + ' | '.join(row) + ' |')
+        if all(arm in arms for arm in ARMS):
+            differences.append(
+                f'- {per_class:,} labelled images per class, fine-tune '
+                'top-1, mixedae − mae: ' + difference_text(
+                    *([r['finetune_top1'] for r in arms[arm]]
+                      for arm in ('mixedae', 'mae'))))
+    return '\n'.join(lines + differences) + '\n'
 
 
 def plot(results: List[dict], out_path: str) -> None:

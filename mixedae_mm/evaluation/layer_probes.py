@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils import eval_mode
-from .dense_study import _spread, welch_interval
+from .seed_stats import mean_and_range, welch_interval
 from .knn import pool_tokens
 from .probes import linear_probe, plain_tokens
 from .study import ARMS, knn_top1, preprocess
@@ -185,7 +185,7 @@ def markdown_table(results: List[dict]) -> str:
                   ' |', '|---' * (len(PROBES) + 1) + '|']
         for index, row in enumerate(runs[0]['rows']):
             lines.append(f'| {row["name"]} | ' + ' | '.join(
-                _spread(_values(runs, index, p)) for p in PROBES) + ' |')
+                mean_and_range(_values(runs, index, p)) for p in PROBES) + ' |')
         lines.append('')
     lines += ['### Best depth per arm (by the mean over seeds)', '',
               '| arm | seeds | ' + ' | '.join(PROBE_TITLES[p] for p in PROBES)
@@ -194,7 +194,7 @@ def markdown_table(results: List[dict]) -> str:
         cells = []
         for probe in PROBES:
             best = best_rows(runs, probe)
-            cell = f'{best["name"]}: {_spread(best["values"])}'
+            cell = f'{best["name"]}: {mean_and_range(best["values"])}'
             if len(runs) > 1:
                 cell += f' (per seed: {", ".join(best["per_seed"])})'
             cells.append(cell)

@@ -14,6 +14,7 @@ from torch import Tensor
 from ..utils import eval_mode
 from .knn import knn_accuracy, weighted_knn_scores
 from .probes import encode, fine_tune, linear_probe
+from .seed_stats import difference_text, mean_and_range
 
 #: arm -> its pretraining config (``None``: no pretraining, the encoder of
 #: the MixedAE config at its random initialisation)
@@ -384,17 +385,12 @@ def read_results(out_dir: str) -> List[dict]:
 
 
 def _cell(values: List[float], percent: bool) -> str:
-    if not values:
-        return '–'
-    fmt = '{:.1f}' if percent else '{:.3f}'
-    mean = fmt.format(statistics.fmean(values))
-    if len(values) == 1:
-        return mean
-    return f'{mean} ({fmt.format(min(values))}–{fmt.format(max(values))})'
+    return mean_and_range(values, 1 if percent else 3) if values else '–'
 
 
 def markdown_table(results: List[dict]) -> str:
-    """Mean and (min–max) over seeds of every metric, per arm, with cost."""
+    """Mean and (min–max) over seeds of every metric, per arm, with cost;
+    then MixedAE minus MAE with Welch's 95% interval on the four top-1s."""
     header = ['arm', 'seeds'] + [METRIC_TITLES[m] for m in METRICS] + [
         'pretrain min', 'fine-tune min', 'peak RSS GiB']
     lines = ['| ' + ' | '.join(header) + ' |',
@@ -415,6 +411,14 @@ def markdown_table(results: List[dict]) -> str:
                   if r.get('pretrain_peak_rss_mib')]
         row.append(_cell(memory, True) if memory else '–')
         lines.append('| ' + ' | '.join(row) + ' |')
+    arms = {arm: [r for r in results if r['arm'] == arm]
+            for arm in ('mixedae', 'mae')}
+    if all(arms.values()):
+        lines.append('')
+        for metric in METRICS[:4]:
+            lines.append(f'- {METRIC_TITLES[metric]}, mixedae − mae: ' +
+                         difference_text(*([r[metric] for r in runs]
+                                           for runs in arms.values())))
     return '\n'.join(lines) + '\n'
 
 
