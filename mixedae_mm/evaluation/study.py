@@ -270,8 +270,9 @@ def run_arm(arm: str, seed: int, out: str, data: Dict[str, Tensor], *,
     ``arm``'s config with ``seed`` (or continue its stopped pretraining;
     ``scratch`` has none), evaluate the encoder on ``data``
     (:func:`load_study_data`) and write ``result.json`` (every metric, wall
-    times, peak memory, the commit of the code). A run whose ``result.json`` exists is read, not
-    run again; the run folder is held while it runs.
+    times, peak memory, the commit of the code). A run whose
+    ``result.json`` exists is read, not run again; the run folder is held
+    while it runs.
 
     The pretraining lives in the run folder's ``pretrain/``, or with
     ``pretrain_dir`` in ``PRETRAIN_DIR/<arm>_seed<seed>/pretrain/``, so that
