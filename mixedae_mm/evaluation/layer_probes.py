@@ -184,8 +184,9 @@ def markdown_table(results: List[dict]) -> str:
                   '| depth | ' + ' | '.join(PROBE_TITLES[p] for p in PROBES) +
                   ' |', '|---' * (len(PROBES) + 1) + '|']
         for index, row in enumerate(runs[0]['rows']):
-            lines.append(f'| {row["name"]} | ' + ' | '.join(
-                mean_and_range(_values(runs, index, p)) for p in PROBES) + ' |')
+            cells = [mean_and_range(_values(runs, index, probe))
+                     for probe in PROBES]
+            lines.append(f'| {row["name"]} | ' + ' | '.join(cells) + ' |')
         lines.append('')
     lines += ['### Best depth per arm (by the mean over seeds)', '',
               '| arm | seeds | ' + ' | '.join(PROBE_TITLES[p] for p in PROBES)
