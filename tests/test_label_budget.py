@@ -108,3 +108,30 @@ def test_each_budget_evaluates_the_pretrained_encoders_and_is_reported(
         tool.main(longer)
     assert stop.value.code.startswith('label_budget_study.py: error: ')
     assert stop.value.code.endswith('their own --out folder')
+
+
+def test_readme_and_results_quote_the_committed_label_budget_runs(repo_root):
+    """docs/results/label_budget/results.md is the table the tool writes
+    from the committed runs, docs/results.md shows it, and the README's
+    sentence is computed from them."""
+    from mixedae_mm.evaluation.seed_stats import welch_interval
+    out = osp.join(repo_root, 'docs', 'results', 'label_budget')
+    results = label_budget.read_results(out)
+    table = open(osp.join(out, 'results.md')).read()
+    assert table == label_budget.markdown_table(results)
+    page = open(osp.join(repo_root, 'docs', 'results.md')).read()
+    for line in table.strip().splitlines():
+        assert line in page, line
+    readme = ' '.join(open(osp.join(repo_root, 'README.md')).read().split())
+    top1 = {arm: [r['finetune_top1'] for r in results if r['arm'] == arm
+                  and r['finetune_per_class'] == 1000]
+            for arm in label_budget.ARMS}
+    interval = welch_interval(top1['mixedae'], top1['mae'])
+    assert (f'With 1,000 labels a class instead of 200 (same encoders, '
+            f'{len(top1["mae"])} seeds each) the gain holds: '
+            f'{statistics.fmean(top1["mixedae"]):.1f} against '
+            f'{statistics.fmean(top1["mae"]):.1f}, '
+            f'{interval["difference"]:+.2f}, 95% Welch interval '
+            f'{interval["low"]:+.1f} to {interval["high"]:+.1f}') in readme
+    assert len(top1['mae']) == len(top1['mixedae']) == 3
+    assert interval['low'] > 0  # "the gain holds"

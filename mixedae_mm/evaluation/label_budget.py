@@ -7,7 +7,6 @@ Each budget is a study of its own (:func:`~.study.run_arm`) in
 ``OUT/per_class_<n>/``, evaluating the encoders that an earlier study
 pretrained (``--pretrain-dir``; a missing one is pretrained there first).
 """
-import math
 import os.path as osp
 import statistics
 from typing import Dict, List, Optional, Sequence
@@ -122,8 +121,8 @@ def markdown_table(results: List[dict]) -> str:
 
 
 def plot(results: List[dict], out_path: str) -> None:
-    """Fine-tune top-1 against labelled images per class (log scale): a dot
-    per seed, a line through the means, per arm."""
+    """Fine-tune top-1 per label budget (evenly spaced, smallest first): a
+    dot per seed, a line through the means, per arm."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -131,20 +130,21 @@ def plot(results: List[dict], out_path: str) -> None:
     figure, ax = plt.subplots(figsize=(6, 4))
     for index, arm in enumerate(ARMS):
         colour = plt.cm.tab10(index)
-        budgets = [n for n in table if table[n].get(arm)]
-        means = []
-        for per_class in budgets:
-            values = [r['finetune_top1'] for r in table[per_class][arm]]
+        offset = 0.06 * (2 * index - 1)  # keeps the two arms' dots apart
+        xs, means = [], []
+        for x, per_class in enumerate(table):
+            values = [r['finetune_top1']
+                      for r in table[per_class].get(arm, [])]
+            if not values:
+                continue
+            xs.append(x + offset)
             means.append(statistics.fmean(values))
-            # a small sideways offset keeps the two arms' dots apart
-            x = per_class * math.exp(0.04 * (2 * index - 1))
-            ax.scatter([x] * len(values), values, color=colour, s=14,
-                       zorder=3)
-        ax.plot(budgets, means, color=colour, marker='_', markersize=14,
+            ax.scatter([x + offset] * len(values), values, color=colour,
+                       s=14, zorder=3)
+        ax.plot(xs, means, color=colour, marker='_', markersize=14,
                 label=arm)
-    ax.set_xscale('log')
-    ax.set_xticks(list(table), [f'{n:,}' for n in table])
-    ax.minorticks_off()
+    ax.set_xticks(range(len(table)), [f'{n:,}' for n in table])
+    ax.set_xlim(-0.5, len(table) - 0.5)
     ax.set_xlabel('labelled training images per class')
     ax.set_ylabel('fine-tune top-1 (%)')
     ax.set_title('Fashion-MNIST fine-tune by label budget')

@@ -40,10 +40,11 @@ def parse_args(argv=None):
     parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST,
                         help='folder with the four Fashion-MNIST IDX files')
     parser.add_argument('--out', required=True, help='study folder')
-    parser.add_argument('--pretrain-dir', required=True,
+    parser.add_argument('--pretrain-dir',
                         help="an ablation study's runs/ folder: the encoders "
                         'are read from (or pretrained into) '
-                        '<arm>_seed<s>/pretrain/ there')
+                        '<arm>_seed<s>/pretrain/ there (needed unless '
+                        '--report-only)')
     parser.add_argument('--budgets', nargs='+', type=positive_int,
                         help='labelled images per class (default: '
                         f'{" ".join(map(str, label_budget.BUDGETS))})')
@@ -72,6 +73,9 @@ def parse_args(argv=None):
     parser.add_argument('--report-only', action='store_true',
                         help='only rewrite results.md / results.png')
     args = parser.parse_args(argv)
+    if args.pretrain_dir is None and not args.report_only:
+        parser.error('--pretrain-dir is required: the runs/ folder of the '
+                     'ablation study whose encoders are fine-tuned')
     try:
         args.schedule = label_budget.schedule(args.budgets,
                                               args.finetune_epochs)
