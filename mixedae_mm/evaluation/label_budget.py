@@ -70,11 +70,6 @@ def planned_runs(budgets: Sequence[int],
             for arm in arms]
 
 
-def frozen_per_class(per_class: int,
-                     at_least: int = FROZEN_PER_CLASS) -> int:
-    return max(at_least, per_class)
-
-
 # ----------------------------------------------------------------- reports
 def read_results(out_dir: str) -> List[dict]:
     import glob

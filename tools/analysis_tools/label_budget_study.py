@@ -89,22 +89,21 @@ def parse_args(argv=None):
 def run_plan(args, log):
     args.data_root = osp.abspath(args.data_root)
     args.pretrain_dir = osp.abspath(args.pretrain_dir)
-    data = {}
+    data, loaded = None, None  # the plan runs budget by budget
     for number, (per_class, arm, seed) in enumerate(args.plan, 1):
-        if per_class not in data:
+        if per_class != loaded:
             # FashionMNISTDamagedError, balanced_subset's ValueError
             with exit_on(TOOL, ValueError):
-                data = {per_class: study.load_study_data(
-                    args.data_root,
-                    label_budget.frozen_per_class(
-                        per_class, args.frozen_per_class), per_class,
-                    args.limit_train, args.limit_test, log)}
+                data = study.load_study_data(
+                    args.data_root, max(args.frozen_per_class, per_class),
+                    per_class, args.limit_train, args.limit_test, log)
+            loaded = per_class
         log(f'run {number}/{len(args.plan)}: {per_class} labels a class, '
             f'{arm} seed {seed}')
         with exit_on(TOOL, RunFolderMismatchError):
             study.run_arm(
                 arm, seed, label_budget.budget_dir(args.out, per_class),
-                data[per_class], data_root=args.data_root,
+                data, data_root=args.data_root,
                 cfg_options=args.cfg_options,
                 finetune_epochs=args.schedule[per_class],
                 pretrain_dir=args.pretrain_dir, log=log)
