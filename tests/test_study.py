@@ -92,7 +92,13 @@ def test_study_runs_every_arm_and_writes_every_column(
     table = (out / 'results.md').read_text()
     for title in METRIC_TITLES.values():
         assert title in table
-    assert len(table.strip().splitlines()) == 2 + len(ARMS)
+    table_rows = [l for l in table.splitlines() if l.startswith('|')]
+    assert len(table_rows) == 2 + len(ARMS)
+    # a MixedAE - MAE line for fine-tune, linear and both kNN; one seed a
+    # side gives no interval, and the line says so
+    differences = [l for l in table.splitlines() if 'mixedae − mae' in l]
+    assert len(differences) == 4
+    assert all('an interval needs 2 seeds a side' in l for l in differences)
     assert (out / 'results.png').stat().st_size > 10000
 
     # a second call finds every run done and only rewrites the report
