@@ -7,7 +7,8 @@ before anything runs, and their errors name the tool.
 
 A study tool gives :func:`study_main` its argument parser and the body that
 runs its plan; its arguments have ``out``, ``data_root`` and
-``report_only``.
+``report_only`` (:func:`add_study_arguments` adds the ones every study
+tool spells the same way).
 """
 import contextlib
 import os
@@ -18,7 +19,35 @@ from typing import Callable, Optional, Sequence
 
 from .pretraining import run_study
 
-__all__ = ['study_main', 'write_report', 'exit_on']
+__all__ = ['add_study_arguments', 'study_main', 'write_report', 'exit_on']
+
+
+def add_study_arguments(parser, *, limits: bool = True,
+                        cfg_options_help: Optional[str] = None,
+                        report: str = 'results.md / results.png') -> None:
+    """The options every study tool shares: ``--data-root``, with
+    ``limits`` ``--limit-train`` / ``--limit-test`` (tests shrink a study
+    through them), with ``cfg_options_help`` ``--cfg-options`` (what the
+    options reach differs per tool, so each says it), and
+    ``--report-only`` (rewrites ``report``)."""
+    from ..cli_args import positive_int
+    from ..datasets import DEBIAN_FASHION_MNIST
+    parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST,
+                        help='folder with the four Fashion-MNIST IDX files '
+                        '(.gz or not); default: where Debian\'s '
+                        'dataset-fashion-mnist puts them')
+    if limits:
+        parser.add_argument('--limit-train', type=positive_int,
+                            default=None, help='draw from the first N '
+                            'training images only (tests)')
+        parser.add_argument('--limit-test', type=positive_int,
+                            default=None, help='evaluate on the first N '
+                            'test images only (tests)')
+    if cfg_options_help:
+        parser.add_argument('--cfg-options', nargs='+', default=[],
+                            metavar='KEY=VALUE', help=cfg_options_help)
+    parser.add_argument('--report-only', action='store_true',
+                        help=f'only rewrite {report}')
 
 
 def write_report(out_dir: str, tables, log: Callable[[str], None]) -> None:

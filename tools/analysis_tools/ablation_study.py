@@ -30,19 +30,15 @@ if __name__ == '__main__':  # Ctrl-C during the imports below: one line
 
 from mixedae_mm.evaluation import study
 from mixedae_mm.evaluation.pretraining import RunFolderMismatchError
-from mixedae_mm.evaluation.study_cli import exit_on, study_main, write_report
+from mixedae_mm.evaluation.study_cli import (add_study_arguments, exit_on,
+                                             study_main, write_report)
 
 TOOL = 'ablation_study.py'
 
 
 def parse_args(argv=None):
-    from mixedae_mm.cli_args import non_negative_int, positive_int
-    from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
+    from mixedae_mm.cli_args import non_negative_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST,
-                        help='folder with the four Fashion-MNIST IDX files '
-                        '(.gz or not); default: where Debian\'s '
-                        'dataset-fashion-mnist puts them')
     parser.add_argument('--out', required=True, help='study folder')
     parser.add_argument('--arms', nargs='+', choices=list(study.ARMS),
                         help='default: all, each with its planned seeds')
@@ -57,19 +53,9 @@ def parse_args(argv=None):
                         'fine-tuning (200: a fixed 3.3%% of the set, drawn '
                         'inside the frozen subset)')
     parser.add_argument('--finetune-epochs', type=int, default=10)
-    parser.add_argument('--limit-train', type=positive_int, default=None,
-                        help='evaluate on the first N training images only '
-                        '(tests)')
-    parser.add_argument('--limit-test', type=positive_int, default=None,
-                        help='evaluate on the first N test images only '
-                        '(tests)')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        metavar='KEY=VALUE',
-                        help='passed to every pretraining (tools/train.py) '
-                        'and to the model built for evaluation, e.g. '
-                        'train_cfg.max_iters=20 to shrink a run')
-    parser.add_argument('--report-only', action='store_true',
-                        help='only rewrite results.md / results.png')
+    add_study_arguments(parser, cfg_options_help=(
+        'passed to every pretraining (tools/train.py) and to the model '
+        'built for evaluation, e.g. train_cfg.max_iters=20 to shrink a run'))
     args = parser.parse_args(argv)
     for flag in ('frozen_per_class', 'finetune_per_class', 'finetune_epochs'):
         if getattr(args, flag) < 1:

@@ -32,20 +32,18 @@ if __name__ == '__main__':  # Ctrl-C during the imports below: one line
 
 from mixedae_mm.evaluation import dense_study
 from mixedae_mm.evaluation.pretraining import RunFolderMismatchError
-from mixedae_mm.evaluation.study_cli import exit_on, study_main, write_report
+from mixedae_mm.evaluation.study_cli import (add_study_arguments, exit_on,
+                                             study_main, write_report)
 
 TOOL = 'dense_study.py'
 
 
 def parse_args(argv=None):
     from mixedae_mm.cli_args import non_negative_int
-    from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
     from mixedae_mm.evaluation.dense_study import TASKS
     from mixedae_mm.evaluation.study import ARMS
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', required=True, help='study folder')
-    parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST,
-                        help='folder with the four Fashion-MNIST IDX files')
     parser.add_argument('--scenes', default='data/fmnist_scenes',
                         help='scene folder (composed with the converter\'s '
                         'defaults if it holds no scenes.json)')
@@ -60,15 +58,12 @@ def parse_args(argv=None):
     parser.add_argument('--seeds', nargs='+', type=non_negative_int,
                         help='the same seeds for every arm (a pretraining '
                         'seed; the transfer run is seeded with it too)')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        metavar='KEY=VALUE',
-                        help='passed to every transfer run (train and '
-                        'test), e.g. train_cfg.max_iters=20')
     parser.add_argument('--pretrain-cfg-options', nargs='+', default=[],
                         metavar='KEY=VALUE',
                         help='passed to a pretraining the study has to make')
-    parser.add_argument('--report-only', action='store_true',
-                        help='only rewrite results.md / results.png')
+    add_study_arguments(parser, limits=False, cfg_options_help=(
+        'passed to every transfer run (train and test), e.g. '
+        'train_cfg.max_iters=20'))
     return parser.parse_args(argv)
 
 

@@ -28,17 +28,15 @@ if __name__ == '__main__':  # Ctrl-C during the imports below: one line
 
 from mixedae_mm.evaluation import label_budget, study
 from mixedae_mm.evaluation.pretraining import RunFolderMismatchError
-from mixedae_mm.evaluation.study_cli import exit_on, study_main, write_report
+from mixedae_mm.evaluation.study_cli import (add_study_arguments, exit_on,
+                                             study_main, write_report)
 
 TOOL = 'label_budget_study.py'
 
 
 def parse_args(argv=None):
     from mixedae_mm.cli_args import non_negative_int, positive_int
-    from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST,
-                        help='folder with the four Fashion-MNIST IDX files')
     parser.add_argument('--out', required=True, help='study folder')
     parser.add_argument('--pretrain-dir',
                         help="an ablation study's runs/ folder: the encoders "
@@ -60,18 +58,9 @@ def parse_args(argv=None):
     parser.add_argument('--seeds', nargs='+', type=non_negative_int,
                         help='the same seeds at every budget (default: 3 '
                         'at the smaller budgets, 2 at the largest)')
-    parser.add_argument('--limit-train', type=positive_int, default=None,
-                        help='draw the subsets from the first N training '
-                        'images only (tests)')
-    parser.add_argument('--limit-test', type=positive_int, default=None,
-                        help='evaluate on the first N test images only '
-                        '(tests)')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        metavar='KEY=VALUE',
-                        help='passed to a pretraining that is missing and '
-                        'to the model built for evaluation')
-    parser.add_argument('--report-only', action='store_true',
-                        help='only rewrite results.md / results.png')
+    add_study_arguments(parser, cfg_options_help=(
+        'passed to a pretraining that is missing and to the model built '
+        'for evaluation'))
     args = parser.parse_args(argv)
     if args.pretrain_dir is None and not args.report_only:
         parser.error('--pretrain-dir is required: the runs/ folder of the '

@@ -41,7 +41,7 @@ DEFAULT_ARMS = ('mae', 'mixedae', 'naive_mixing', 'homo_attn_only')
 
 def parse_args(argv=None):
     from mixedae_mm.cli_args import non_negative_int, positive_int
-    from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
+    from mixedae_mm.evaluation.study_cli import add_study_arguments
     from mixedae_mm.evaluation.study import ARMS
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--arms', nargs='+', default=list(DEFAULT_ARMS),
@@ -57,17 +57,10 @@ def parse_args(argv=None):
     parser.add_argument('--out', default='docs/results/layer_probes',
                         help='one JSON per run and layer_probes.md')
     parser.add_argument('--plot', default='docs/images/layer_probes.png')
-    parser.add_argument('--data-root', default=DEBIAN_FASHION_MNIST,
-                        help='folder with the four Fashion-MNIST IDX files')
     parser.add_argument('--frozen-per-class', type=positive_int,
                         default=1000, help='training images per class for '
                         'the probes (the study\'s default)')
-    parser.add_argument('--limit-train', type=positive_int, default=None,
-                        help='the first N training images only (tests)')
-    parser.add_argument('--limit-test', type=positive_int, default=None,
-                        help='the first N test images only (tests)')
-    parser.add_argument('--report-only', action='store_true',
-                        help='only rewrite the table and the plot')
+    add_study_arguments(parser, report='the table and the plot')
     return parser.parse_args(argv)
 
 
