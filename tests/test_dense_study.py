@@ -192,7 +192,15 @@ def test_readme_and_results_quote_the_committed_dense_runs(repo_root,
     results = read_results(out)
     assert results
     with open(osp.join(out, 'results.md')) as f:
-        assert f.read() == markdown_table(results)
+        table = f.read()
+    assert table == markdown_table(results)
+    with open(osp.join(repo_root, 'docs', 'results.md')) as f:
+        page = f.read()
+    # docs/results.md shows its rows and difference lines (under headings
+    # of its own)
+    for line in table.strip().splitlines():
+        if line.startswith(('|', '- ')):
+            assert line in page, line
     readme = _readme_sentences(repo_root)
     for quoted in readme_dense_numbers(results):
         assert quoted in readme

@@ -83,6 +83,7 @@ def test_readme_command_1_reaches_its_homologous_accuracy(repo_root,
                        weights_only=False)
     assert any(k.startswith('backbone.layers.0.attn.qkv')
                for k in state['state_dict'])
+    assert re.search(r'^checkpoint: .*iter_120\.pth$', out, re.MULTILINE)
     out = run('tools/visualization/demo_figures.py', str(work), '--out',
               str(work / 'figures'))
     for name in ('demo_reconstruction', 'demo_homologous_attention',

@@ -1,5 +1,6 @@
 """What the study command lines share (``tools/analysis_tools/
-ablation_study.py``, ``dense_study.py`` and ``label_budget_study.py``): a
+ablation_study.py``, ``dense_study.py``, ``label_budget_study.py`` and, for
+its options, ``layer_probes.py``): a
 stop signal or a failed run ends them with one line
 (:func:`~.pretraining.run_study`), they log with the time,
 ``--report-only`` rewrites the report, the Fashion-MNIST files are checked
@@ -7,8 +8,8 @@ before anything runs, and their errors name the tool.
 
 A study tool gives :func:`study_main` its argument parser and the body that
 runs its plan; its arguments have ``out``, ``data_root`` and
-``report_only`` (:func:`add_study_arguments` adds the ones every study
-tool spells the same way).
+``report_only`` (:func:`add_study_arguments` adds the options the study
+tools spell the same way).
 """
 import contextlib
 import os
