@@ -147,6 +147,7 @@ def seg_overrides(checkpoint, data_root, crop=64):
         'val_dataloader.dataset.data_root': data_root,
         'val_dataloader.dataset.pipeline.1.scale': (crop * 4, crop),
         'test_dataloader.dataset.data_root': data_root,
+        'test_dataloader.dataset.pipeline.1.scale': (crop * 4, crop),
         'train_cfg.max_iters': 1,
         'train_cfg.val_interval': 1,
         'default_hooks.logger.interval': 1,
