@@ -47,6 +47,25 @@ def load_tool(relative_path: str):
     return sys.modules[name]
 
 
+def readme_sentences() -> str:
+    """The README's text with every line break and run of spaces made one
+    space, so a test can look for a sentence however it is wrapped."""
+    with open(osp.join(ROOT, 'README.md')) as f:
+        return ' '.join(f.read().split())
+
+
+def assert_results_page_shows(table: str, after: str = '') -> None:
+    """docs/results.md shows every row and difference line of a generated
+    study table (``results.md``), in the part of the page from the heading
+    ``after`` on (the whole page by default)."""
+    with open(osp.join(ROOT, 'docs', 'results.md')) as f:
+        page = f.read()
+    page = page[page.index(after):]
+    for line in table.splitlines():
+        if line.startswith(('|', '- ')):
+            assert line in page, line
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: takes 3 s or more here (CI runs it; the edit loop: '

@@ -13,7 +13,8 @@ from PIL import Image
 from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
 from mixedae_mm.datasets.fmnist_scenes import (ITEM_CLASSES, SEG_CLASSES,
                                                build_scene_set, compose_scene)
-from conftest import IN_PROCESS_LOADING, run_python
+from conftest import (IN_PROCESS_LOADING, assert_results_page_shows,
+                      readme_sentences, run_python)
 
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
@@ -194,14 +195,8 @@ def test_readme_and_results_quote_the_committed_dense_runs(repo_root,
     with open(osp.join(out, 'results.md')) as f:
         table = f.read()
     assert table == markdown_table(results)
-    with open(osp.join(repo_root, 'docs', 'results.md')) as f:
-        page = f.read()
-    # docs/results.md shows its rows and difference lines (under headings
-    # of its own)
-    for line in table.strip().splitlines():
-        if line.startswith(('|', '- ')):
-            assert line in page, line
-    readme = _readme_sentences(repo_root)
+    assert_results_page_shows(table)  # under headings of its own
+    readme = readme_sentences()
     for quoted in readme_dense_numbers(results):
         assert quoted in readme
     _readme_segmentation_verdict_holds(results, readme)
@@ -229,11 +224,6 @@ def readme_dense_numbers(results):
             if _values(results, task, arm, metrics[0]):
                 yield f'{name} ' + ' / '.join(
                     cell(_values(results, task, arm, key)) for key in metrics)
-
-
-def _readme_sentences(repo_root):
-    with open(osp.join(repo_root, 'README.md')) as f:
-        return ' '.join(f.read().split())  # the sentences, unwrapped
 
 
 def _values(results, task, arm, key):
@@ -265,7 +255,7 @@ def test_readme_detection_claims_are_the_committed_runs(repo_root):
     from mixedae_mm.evaluation.dense_study import protocol_check, read_results
     from mixedae_mm.evaluation.seed_stats import welch_interval
     results = read_results(osp.join(repo_root, 'docs', 'results', 'dense'))
-    readme = _readme_sentences(repo_root)
+    readme = readme_sentences()
     mae, scratch = (_values(results, 'det', arm, 'bbox_mAP')
                     for arm in ('mae', 'scratch'))
     assert protocol_check(mae, scratch) is True

@@ -12,7 +12,7 @@ from torch import nn
 from mixedae_mm.evaluation.layer_probes import (FINAL_NORM, PROBES,
                                                 encode_layers, layer_tokens,
                                                 probe_layers, row_names)
-from conftest import load_tool
+from conftest import assert_results_page_shows, load_tool, readme_sentences
 
 TOOL = 'analysis_tools/layer_probes.py'
 TINY = dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64)
@@ -211,12 +211,7 @@ def test_the_committed_table_is_the_committed_runs(repo_root):
     with open(osp.join(out, 'layer_probes.md')) as f:
         table = f.read()
     assert table == markdown_table(results)
-    with open(osp.join(repo_root, 'docs', 'results.md')) as f:
-        page = f.read()
-    section = page[page.index('# Frozen features layer by layer'):]
-    for line in table.splitlines():
-        if line.startswith(('|', '- ')):
-            assert line in section, line
+    assert_results_page_shows(table, after='# Frozen features layer by layer')
 
 
 def test_readme_frozen_feature_sentence_is_the_committed_runs(repo_root):
@@ -248,8 +243,7 @@ def test_readme_frozen_feature_sentence_is_the_committed_runs(repo_root):
         x = intervals[probe]
         return (f"{x['difference']:+.2f}, 95% interval {x['low']:+.2f} to "
                 f"{x['high']:+.2f}")
-    with open(osp.join(repo_root, 'README.md')) as f:
-        readme = ' '.join(f.read().split())
+    readme = readme_sentences()
     assert (f'Probed layer by layer ({len(mae)} seeds each), its features '
             "fall only in its last layers: at each arm's best layer the "
             'linear probes cannot tell MixedAE from MAE '

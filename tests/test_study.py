@@ -20,7 +20,8 @@ from mixedae_mm.datasets import (DEBIAN_FASHION_MNIST, FashionMNISTFiles,
 from mixedae_mm.evaluation.pretraining import LOCK_FILE
 from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
 from builders import SHRUNK, finished_pretraining
-from conftest import IN_PROCESS_LOADING, load_tool, run_python
+from conftest import (IN_PROCESS_LOADING, assert_results_page_shows,
+                      load_tool, readme_sentences, run_python)
 
 STUDY = 'tools/analysis_tools/ablation_study.py'
 def test_the_packaged_data_set_is_installed():
@@ -154,8 +155,9 @@ def test_readme_headline_is_the_committed_study_results(repo_root):
     with open(osp.join(results_dir, 'results.md')) as f:
         assert f.read() == markdown_table(results)
 
-    def values(arm, metric='finetune_top1'):
-        return [r[metric] for r in results if r['arm'] == arm]
+    def values(arm, metric='finetune_top1', seeds_below=None):
+        return [r[metric] for r in results if r['arm'] == arm
+                and (seeds_below is None or r['seed'] < seeds_below)]
 
     def mean(arm, metric='finetune_top1'):
         return f'{fmean(values(arm, metric)):.1f}'
@@ -163,15 +165,11 @@ def test_readme_headline_is_the_committed_study_results(repo_root):
     def spread(arm):
         return f'{min(values(arm)):.1f}-{max(values(arm)):.1f}'
 
-    with open(osp.join(repo_root, 'README.md')) as f:
-        readme = ' '.join(f.read().split())  # the sentences, unwrapped
+    readme = readme_sentences()
     gain = fmean(values('mae')) - fmean(values('scratch'))
     finetune = welch_interval(values('mixedae'), values('mae'))
-    first_three = welch_interval(
-        [r['finetune_top1'] for r in results
-         if r['arm'] == 'mixedae' and r['seed'] < 3],
-        [r['finetune_top1'] for r in results
-         if r['arm'] == 'mae' and r['seed'] < 3])
+    first_three = welch_interval(values('mixedae', seeds_below=3),
+                                 values('mae', seeds_below=3))
     mae_range = (min(values('mae')), max(values('mae')))
     assert mae_range[0] <= fmean(values('mae_mmpretrain')) <= mae_range[1]
     # the words follow the interval: "better" only when it excludes 0
@@ -200,12 +198,7 @@ def test_readme_headline_is_the_committed_study_results(repo_root):
             f'{mean("homo_attn_only")} ({len(values("homo_attn_only"))} '
             'seeds)']:
         assert claim in readme, claim
-    # docs/results.md shows the table's rows and difference lines
-    with open(osp.join(repo_root, 'docs', 'results.md')) as f:
-        page = f.read()
-    for line in markdown_table(results).splitlines():
-        if line.startswith(('|', '- ')):
-            assert line in page, line
+    assert_results_page_shows(markdown_table(results))
 
 
 # ------------------------------------------------ stopping and continuing
