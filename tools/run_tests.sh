@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # README command 2: set up what is missing, then run the test suite on CPU.
-# Extra arguments go to pytest, e.g. -k ops
+# Extra arguments go to pytest, e.g. -k ops, or -n 0 for one process.
+#
+# One pytest worker per core (pytest-xdist), each test file on one worker,
+# one thread per process: much of the suite starts interpreters and imports
+# OpenMMLab, which a single process cannot overlap with another test's work.
+# At most 4 workers: a test's trainings take 1-3 GiB each.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash tools/setup_env.sh
-"${PYTHON:-python3}" -m pytest tests "$@"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+CORES=$(nproc)
+WORKERS=$(( CORES < 4 ? CORES : 4 ))
+"${PYTHON:-python3}" -m pytest tests -n "$WORKERS" --dist loadfile "$@"
