@@ -10,7 +10,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash tools/setup_env.sh
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-CORES=$(nproc)
+# nproc counts OMP_NUM_THREADS as a limit: ask it before setting that
+CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 WORKERS=$(( CORES < 4 ? CORES : 4 ))
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 "${PYTHON:-python3}" -m pytest tests -n "$WORKERS" --dist loadfile "$@"
