@@ -237,6 +237,24 @@ def readme_dense_numbers(results):
                     cell(_values(results, task, arm, key)) for key in metrics)
 
 
+
+def test_readme_dense_seed_counts_are_the_committed_runs(repo_root):
+    """Each task's README sentence names the seeds behind its numbers:
+    "scratch <numbers>, 2 seeds; MAE <numbers> and MixedAE <numbers>, 3
+    seeds each", counted from the committed runs."""
+    from mixedae_mm.evaluation.dense_study import read_results
+    results = read_results(osp.join(repo_root, 'docs', 'results', 'dense'))
+    quoted = list(readme_dense_numbers(results))  # det's three, seg's three
+    assert len(quoted) == 6
+    for task, (scratch, mae, mixedae) in zip(('det', 'seg'),
+                                             (quoted[:3], quoted[3:])):
+        seeds = {arm: len(_values(results, task, arm,
+                                  'mIoU' if task == 'seg' else 'bbox_mAP'))
+                 for arm in README_ARMS}
+        assert seeds['mae'] == seeds['mixedae']
+        assert (f'{scratch}, {seeds["scratch"]} seeds; {mae} and {mixedae}, '
+                f'{seeds["mae"]} seeds each') in readme_sentences()
+
 def _values(results, task, arm, key):
     return [r['metrics'][key] for r in results
             if r['task'] == task and r['arm'] == arm]

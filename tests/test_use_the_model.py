@@ -15,7 +15,7 @@ import torch
 import yaml
 from mmengine.config import Config
 from builders import recipe_configs
-from conftest import IN_PROCESS_LOADING
+from conftest import IN_PROCESS_LOADING, readme_sentences
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO = 'configs/demo/mixedae_vit-tiny-p8_demo.py'
@@ -108,6 +108,25 @@ def test_metafiles_label_every_number_and_weights_exist():
         'mixedae_vitb_ft-100e_in1k': {'Top 1 Accuracy': 83.9},
         'mixedae_vitb_upernet-160k_ade20k-512': {'mIoU': 48.7}}
 
+
+
+def test_readme_paper_targets_are_the_shipped_recipes_targets():
+    """The README's "Paper targets" quote the numbers the recipes carry:
+    the model index's ImageNet top-1 and ADE20K mIoU, and the margins over
+    MAE stated in the fine-tune and UperNet recipes and the Mask R-CNN
+    metafile."""
+    def text(path):
+        with open(osp.join(ROOT, path)) as f:
+            return ' '.join(f.read().replace('#', ' ').split())
+
+    finetune = text('configs/finetune/mixedae_vitb_ft-100e_in1k.py')
+    upernet = text('configs/seg/mixedae_vitb_upernet-160k_ade20k-512.py')
+    assert 'top-1 83.9' in finetune and '(MAE: 83.6)' in finetune
+    assert '48.7 mIoU' in upernet and '(+1.7 over MAE)' in upernet
+    assert 'MAE + 0.9 AP' in text('configs/det/metafile.yml')
+    assert ('ImageNet fine-tune 83.9 (MAE 83.6), ADE20K UperNet 48.7 mIoU '
+            '(MAE + 1.7), COCO Mask R-CNN MAE + 0.9 AP.'
+            ) in readme_sentences()
 
 def test_get_model_loads_a_checkpoint_by_path(pretrained_checkpoint):
     import mixedae_mm  # noqa: F401
