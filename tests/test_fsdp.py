@@ -117,7 +117,7 @@ def test_wrap_policy_makes_every_transformer_layer_a_unit(repo_root):
     from mmpretrain.registry import MODELS
 
     import mixedae_mm  # noqa: F401
-    from mixedae_mm.models.backbones.attention import MixedAEEncoderLayer
+    from mixedae_mm.models.backbones import MixedAEEncoderLayer
     cfg = Config.fromfile(osp.join(repo_root, DEMO))
     model = MODELS.build(cfg.model)
     with FUNCTIONS.switch_scope_and_registry(None):

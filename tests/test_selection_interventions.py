@@ -9,7 +9,7 @@ import torch
 from mixedae_mm.analysis.selection_interventions import (
     ForcedSelectionAttention, forced_keys, intervention, losses_on_mixes)
 from mixedae_mm.evaluation.study import ARMS, build_model
-from mixedae_mm.models.backbones.attention import HomologousAttention
+from mixedae_mm.models.backbones import HomologousAttention
 from conftest import load_tool
 
 CONFIG = ARMS['mixedae']

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..models.backbones.attention import (HomologousAttention,
-                                          rebuild_attention)
+from ..models.backbones import HomologousAttention
+from ..models.backbones.layer_swap import rebuild_attention
 from ..utils import eval_mode
 
 INTERVENTIONS = ('learned', 'own', 'random', 'other', 'skip')

@@ -144,11 +144,6 @@ def reconstruction_mask(owner: Tensor, group_size: int) -> Tensor:
     return not_own.flatten(0, 1).float()
 
 
-def homologous_target(owner: Tensor) -> Tensor:
-    """``(M, N, N)`` bool, True where two positions come from one image."""
-    return owner[:, :, None] == owner[:, None, :]
-
-
 def random_masking(batch_size: int,
                    num_patches: int,
                    mask_ratio: float,

@@ -1,8 +1,10 @@
-from .attention import HomologousAttention, MixedAEEncoderLayer
-from .mixedae_vit import MixedAEViT, MixedEncoding
+from .mixedae_vit import (HomologousAttention, MixedAEEncoderLayer,
+                          MixedAEViT, MixedEncoding, set_fast_attn,
+                          use_fast_attn)
 from .transfer import RelPosAttention, TransferEncoderLayer
 
 __all__ = [
     'HomologousAttention', 'MixedAEEncoderLayer', 'MixedAEViT',
-    'MixedEncoding', 'RelPosAttention', 'TransferEncoderLayer'
+    'MixedEncoding', 'RelPosAttention', 'TransferEncoderLayer',
+    'set_fast_attn', 'use_fast_attn'
 ]

@@ -1,17 +1,127 @@
+"""The pretraining encoder: :class:`MixedAEViT` and its homologous
+attention, one class per attention mode.
+
+- mmpretrain's ``MultiheadAttention`` is the plain attention (what a
+  transfer run, and ``extract_feat``, compute);
+- :class:`HomologousAttention` subclasses it and overrides only ``forward``:
+  with a ``top_k`` it attends to each patch query's top-k keys, without one
+  it falls back to its parent;
+- windowed attention and the relative position bias are transfer options:
+  ``transfer.py``.
+
+Homologous attention runs the fast path (``ops.topk_attention``: a C kernel
+on the CPU, a fused kernel elsewhere) unless switched to the readable one
+(``ops.topk_attention_reference``: select, mask, softmax, written out) with
+``MIXEDAE_FAST_ATTN=0`` or :func:`set_fast_attn` before the model is built,
+as timm's ``TIMM_FUSED_ATTN``; both give the same result (tests compare
+them), the readable one with an ``(L, L)`` tensor kept for backward.
+"""
+import os
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint
 from mmpretrain.models import VisionTransformer
-from mmpretrain.models.utils import build_2d_sincos_position_embedding
+from mmpretrain.models.backbones.vision_transformer import \
+    TransformerEncoderLayer
+from mmpretrain.models.utils import (MultiheadAttention,
+                                     build_2d_sincos_position_embedding)
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
 from ... import ops
 from .arch_zoo import ARCH_ZOO
-from .attention import MixedAEEncoderLayer
+from .layer_swap import rebuild_attention, take_over_layer
 from .pretrained import StrictPretrainedMixin
 from .transfer import TransferViTMixin
+
+#: ``MIXEDAE_FAST_ATTN=0``: homologous attention built after this reads it
+#: runs the readable path
+_FAST_ATTN = os.environ.get('MIXEDAE_FAST_ATTN', '1') != '0'
+
+
+def use_fast_attn() -> bool:
+    """Whether newly built :class:`HomologousAttention` runs the fast path
+    (default; ``MIXEDAE_FAST_ATTN=0`` or ``set_fast_attn(False)``: the
+    readable one)."""
+    return _FAST_ATTN
+
+
+def set_fast_attn(enable: bool = True) -> None:
+    """Switch the path of homologous attention built from now on."""
+    global _FAST_ATTN
+    _FAST_ATTN = bool(enable)
+
+
+class HomologousAttention(MultiheadAttention):
+    """mmpretrain ``MultiheadAttention`` that, given a ``top_k``, runs
+    homologous attention: each patch query attends to the cls key and its
+    ``top_k`` highest-scoring patch keys (``ops.topk_attention``).
+
+    Args:
+        fast_attn (bool, optional): Fast path (default: :func:`use_fast_attn`)
+            or the readable one.
+        Other arguments are those of ``MultiheadAttention``.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int,
+                 fast_attn: Optional[bool] = None, **kwargs) -> None:
+        super().__init__(embed_dims, num_heads, **kwargs)
+        self.fast_attn = use_fast_attn() if fast_attn is None else fast_attn
+
+    @classmethod
+    def replace(cls, attn: MultiheadAttention, **kwargs):
+        """A ``cls`` that takes over ``attn``'s sub-modules."""
+        return rebuild_attention(cls, attn, **kwargs)
+
+    def forward(self, x: Tensor, top_k: Optional[int] = None,
+                selections: Optional[List[Tensor]] = None) -> Tensor:
+        """``(S, L, C)`` -> ``(S, L, C)``; with ``top_k``, homologous
+        attention, whose selected keys ``(S, heads, L - 1, top_k)`` are
+        appended to ``selections``."""
+        if top_k is None:
+            return super().forward(x)
+        num_seq, seq_len, _ = x.shape
+        qkv = self.qkv(x).reshape(num_seq, seq_len, 3, self.num_heads,
+                                  self.head_dims).permute(2, 0, 3, 1, 4)
+        dropout_p = self.attn_drop if self.training else 0.
+        out, topk_indices = self.attend(qkv[0], qkv[1], qkv[2], top_k,
+                                        dropout_p)
+        if selections is not None:
+            selections.append(topk_indices)
+        out = self.proj(out.transpose(1, 2).flatten(2))
+        return self.out_drop(self.gamma1(self.proj_drop(out)))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, top_k: int,
+               dropout_p: float) -> ops.TopKAttention:
+        """``q, k, v (S, heads, L, d)``: each patch query over its
+        ``top_k`` keys; the fast or the readable path."""
+        attend = ops.topk_attention if self.fast_attn else \
+            ops.topk_attention_reference
+        return attend(q, k, v, top_k, dropout_p=dropout_p)
+
+
+class MixedAEEncoderLayer(TransformerEncoderLayer):
+    """mmpretrain's ``TransformerEncoderLayer`` with
+    :class:`HomologousAttention`; its parameters and their names are the
+    parent's. A whole layer is one call of :meth:`forward`, so activation
+    checkpointing (``with_cp``) and FSDP wrap whole layers."""
+
+    @classmethod
+    def replace(cls, layer: TransformerEncoderLayer,
+                **attn_kwargs) -> 'MixedAEEncoderLayer':
+        """Take over ``layer``'s modules, its attention as a
+        :class:`HomologousAttention` (``attn_kwargs``)."""
+        return take_over_layer(
+            cls, layer, HomologousAttention.replace(layer.attn,
+                                                    **attn_kwargs))
+
+    def forward(self, x: Tensor, top_k: Optional[int] = None,
+                selections: Optional[List[Tensor]] = None) -> Tensor:
+        """``(S, L, D)`` tokens -> ``(S, L, D)``; ``top_k`` and
+        ``selections`` as :meth:`HomologousAttention.forward`."""
+        x = x + self.attn(self.ln1(x), top_k, selections)
+        return self.ffn(self.ln2(x), identity=x)
 
 
 class MixedEncoding(NamedTuple):

@@ -16,7 +16,7 @@ from mmpretrain.models.backbones.vision_transformer import \
 from mmpretrain.models.utils import MultiheadAttention, resize_pos_embed
 from torch import Tensor, nn
 
-from .attention import rebuild_attention, take_over_layer
+from .layer_swap import rebuild_attention, take_over_layer
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,5 +1,3 @@
-from typing import Optional
-
 import torch
 import torch.utils.checkpoint
 from mmpretrain.models import MAEPretrainDecoder
@@ -19,8 +17,8 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
     embedding of its group slot. Decoder cost per step is then ``B * (N + 1)``
     tokens, the same as MAE's.
 
-    With ``ids_restore`` instead of ``owner`` it is exactly
-    ``MAEPretrainDecoder`` (the ``mixing=False`` ablation).
+    :meth:`forward_masked` is exactly ``MAEPretrainDecoder`` (the
+    ``mixing=False`` ablation).
 
     Args:
         group_size (int): ``G``, images per mixed sample.
@@ -51,27 +49,16 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
         if self.segment_embed is not None:
             nn.init.normal_(self.segment_embed, std=.02)
 
-    def forward(self,
-                x: Tensor,
-                ids_restore: Optional[Tensor] = None,
-                owner: Optional[Tensor] = None) -> Tensor:
-        """Predict pixels of every source image.
+    def forward(self, x: Tensor, owner: Tensor) -> Tensor:
+        """Predict pixels of every source image of the mixed samples.
 
         Args:
-            x: ``(M, N + 1, D)`` encoded mixed samples (MixedAE) or
-                ``(B, N_keep + 1, D)`` visible tokens (MAE).
-            ids_restore: MAE's ``(B, N)`` un-shuffle indices.
-            owner: MixedAE's ``(M, N)`` partition.
+            x: ``(M, N + 1, D)`` encoded mixed samples.
+            owner: ``(M, N)`` partition.
 
         Returns:
             ``(B, N, p * p * C)`` pixel predictions (cls removed).
         """
-        if (ids_restore is None) == (owner is None):
-            raise ValueError('pass exactly one of ids_restore (MAE) and '
-                             'owner (MixedAE)')
-        if owner is None:
-            return self.decode(self._unshuffle(x, ids_restore))
-
         num_mixed = x.shape[0]
         # Project before un-mixing: M rows instead of B.
         x = self.decoder_embed(x)
@@ -84,9 +71,11 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
             x = x + self.segment_embed.repeat(num_mixed, 1).unsqueeze(1)
         return self.decode(x)
 
-    def _unshuffle(self, x: Tensor, ids_restore: Tensor) -> Tensor:
-        """MAE: the visible tokens ``(B, 1 + N_keep, D)`` back in image
-        order, mask tokens at the masked positions, plus positions."""
+    def forward_masked(self, x: Tensor, ids_restore: Tensor) -> Tensor:
+        """MAE (the ``mixing=False`` ablation), as ``MAEPretrainDecoder``:
+        the visible tokens ``(B, 1 + N_keep, D)`` back in image order with
+        mask tokens at the masked positions (``ids_restore (B, N)``), then
+        the decoder -> ``(B, N, p * p * C)``."""
         x = self.decoder_embed(x)
         batch, num_visible, dims = x.shape[0], x.shape[1] - 1, x.shape[2]
         num_masked = ids_restore.shape[1] - num_visible
@@ -95,7 +84,8 @@ class MixedAEPretrainDecoder(MAEPretrainDecoder):
             dim=1)
         patches = shuffled.gather(
             1, ids_restore.unsqueeze(-1).expand(-1, -1, dims))
-        return torch.cat((x[:, :1], patches), dim=1) + self.decoder_pos_embed
+        return self.decode(
+            torch.cat((x[:, :1], patches), dim=1) + self.decoder_pos_embed)
 
     def decode(self, x: Tensor) -> Tensor:
         """Decoder blocks, norm and pixel projection on full sequences

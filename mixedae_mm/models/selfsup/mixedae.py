@@ -77,7 +77,7 @@ class MixedAE(BaseSelfSupervisor):
         ``hidden`` 1 where the loss counts a patch, ``encoding`` the
         backbone's :class:`MixedEncoding`."""
         encoding = self.backbone.forward_mixed(inputs)
-        pred = self.neck(encoding.tokens, owner=encoding.owner)
+        pred = self.neck(encoding.tokens, encoding.owner)
         hidden = ops.reconstruction_mask(encoding.owner,
                                          self.backbone.group_size)
         return pred, hidden, encoding
@@ -98,4 +98,4 @@ class MAEAblation(MixedAE):
         """``(pred (B, N, P), mask (B, N), None)``, ``mask`` 1 where the
         patch was hidden (no :class:`MixedEncoding`: nothing is mixed)."""
         latent, mask, ids_restore = self.backbone.forward_masked(inputs)
-        return self.neck(latent, ids_restore=ids_restore), mask, None
+        return self.neck.forward_masked(latent, ids_restore), mask, None

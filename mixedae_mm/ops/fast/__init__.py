@@ -1,5 +1,5 @@
 """The fast path of homologous attention: the same result as
-:func:`..homologous_attention.topk_attention_reference` (tests compare
+:func:`..homologous.topk_attention_reference` (tests compare
 outputs, selections and gradients), at less memory and time.
 
 - :mod:`.selection`: the selection through order-preserving int32 keys and
@@ -13,7 +13,7 @@ outputs, selections and gradients), at less memory and time.
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..homologous_attention import TopKAttention, topk_keep_mask
+from ..homologous import TopKAttention, topk_keep_mask
 from . import cpu_kernels
 from .selection import select_topk_keys
 from .sparse_attention import sparse_topk_attention

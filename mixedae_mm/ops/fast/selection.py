@@ -1,5 +1,5 @@
 """The fast path's top-k selection: the rule of
-:func:`..homologous_attention.topk_select_reference` (the ``k`` highest
+:func:`..homologous.topk_select_reference` (the ``k`` highest
 fp32 scores, exact ties going to the lower key position) through
 order-preserving int32 keys and one ``torch.topk``, the same on every fast
 path (PyTorch ops, the C kernel, any device). Tests hold it equal to the
@@ -9,7 +9,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from ..homologous_attention import attention_scores_fp32, topk_keep_mask
+from ..homologous import attention_scores_fp32, topk_keep_mask
 
 
 def topk_select(patch_scores: Tensor, k: int) -> Tensor:

@@ -1,13 +1,13 @@
 """Homologous attention on the CPU without an ``(L, L)`` tensor kept for
 backward: the CPU fast path of :func:`.topk_attention`
-(no dropout), equal to :func:`..homologous_attention.topk_attention_reference`
+(no dropout), equal to :func:`..homologous.topk_attention_reference`
 (tests compare them)."""
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..homologous_attention import attention_scores_fp32
+from ..homologous import attention_scores_fp32
 from .selection import topk_select_with_scores
 from . import cpu_kernels
 

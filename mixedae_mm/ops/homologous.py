@@ -1,11 +1,13 @@
-"""Homologous attention, written out: each patch query attends to the cls
-token and to its ``K`` highest-scoring patch keys only.
+"""Homology, what the method teaches: which patches come from one source
+image. Homologous attention (each patch query attends to the cls token and
+its ``K`` highest-scoring patch keys), how often its keys are homologous,
+and the homologous contrastive loss that teaches the encoder to tell.
 
-This is the readable path (the model runs it with the fast path switched
-off: ``MIXEDAE_FAST_ATTN=0``, see ``models/backbones/attention.py``) and
-the reference every optimised path is held equal to: select the keys from
-fp32 scores (:func:`topk_select_reference`, a stable sort), turn them into
-a boolean mask (:func:`topk_keep_mask`), softmax over the kept keys
+The attention here is written out: the readable path (what the model runs
+with ``MIXEDAE_FAST_ATTN=0``, see ``models/backbones/mixedae_vit.py``) and
+the reference every optimised path is held equal to. Select the keys from
+fp32 scores (:func:`topk_select_reference`, a stable sort), turn them into a
+boolean mask (:func:`topk_keep_mask`), softmax over the kept keys
 (:func:`topk_attention_reference`). The fast path, :mod:`.fast`, computes
 the same with int32 ranking keys, a C kernel on the CPU and a fused kernel
 elsewhere.
@@ -143,6 +145,11 @@ def attention_over_keys(q: Tensor, k: Tensor, v: Tensor,
     return attn @ v
 
 
+def homologous_target(owner: Tensor) -> Tensor:
+    """``(M, N, N)`` bool, True where two positions come from one image."""
+    return owner[:, :, None] == owner[:, None, :]
+
+
 def homologous_accuracy(topk_indices: Tensor, owner: Tensor) -> Tensor:
     """Fraction of top-k selected keys that share the query's source image.
 
@@ -175,3 +182,38 @@ def homologous_accuracy_chance(num_patches: int, group_size: int) -> float:
     """
     check_mixing_shapes(group_size, num_patches, group_size)
     return (num_patches // group_size) / num_patches
+
+
+def homologous_contrastive_loss(features: Tensor, owner: Tensor,
+                                temperature: float) -> Tensor:
+    """Supervised contrastive loss over the patch tokens of each mixed sample.
+
+    For token ``i`` the positives are the other tokens with the same owner,
+    the candidates are all other tokens of its mixed sample:
+    ``-mean_{p in P(i)} log softmax_{a != i}(z_i . z_a / tau)[p]``,
+    averaged over tokens and samples.
+
+    Computed in fp32 even under autocast: with ``tau = 0.25`` the logits
+    span [-4, 4], where bf16 keeps only two to three significant digits.
+
+    Args:
+        features: ``(M, N, C)``; L2-normalised inside.
+        owner: ``(M, N)``.
+        temperature: ``tau``.
+
+    Returns:
+        Scalar fp32 loss.
+    """
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        z = F.normalize(features.float(), dim=-1)
+        logits = z @ z.transpose(1, 2) / temperature
+        num_patches = owner.shape[1]
+        self_mask = torch.eye(num_patches, dtype=torch.bool, device=z.device)
+        logits = logits.masked_fill(self_mask, float('-inf'))
+        log_prob = logits.log_softmax(dim=-1)
+        positives = homologous_target(owner) & ~self_mask
+        # -inf * 0 on the diagonal would be NaN: zero it before the sum.
+        log_prob = log_prob.masked_fill(self_mask, 0.0)
+        pos_log_prob = (log_prob * positives).sum(-1) / positives.sum(
+            -1).clamp(min=1)
+        return -pos_log_prob.mean()
