@@ -116,15 +116,17 @@ def test_converter_without_fashion_mnist_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_dense_study_trains_and_tests_both_tasks_and_reports(scenes,
-                                                            tmp_path):
-    """One arm end to end: its pretraining made (shrunk), UperNet and Mask
+def test_dense_study_trains_and_tests_both_tasks_and_reports(
+        scenes, small_fashion_mnist, tmp_path):
+    """One arm end to end: its pretraining made (shrunk: 2 iterations, and
+    its online kNN over 300 images instead of 12,000), UperNet and Mask
     R-CNN trained on it and tested, every metric in result.json, the table
     and the plot written, and --report-only rebuilding the same table."""
     out = tmp_path / 'dense'
     command = [
-        STUDY, '--out', out, '--scenes', scenes, '--pretrain-dir',
-        tmp_path / 'pretrain', '--arms', 'mae', '--seeds', '0',
+        STUDY, '--out', out, '--scenes', scenes, '--data-root',
+        small_fashion_mnist, '--pretrain-dir', tmp_path / 'pretrain',
+        '--arms', 'mae', '--seeds', '0',
         '--pretrain-cfg-options', 'train_cfg.max_iters=2',
         'train_dataloader.batch_size=16', *IN_PROCESS_LOADING,
         '--cfg-options', 'train_cfg.max_iters=2',
