@@ -312,6 +312,19 @@ def train_recipe(repo_root, config, work, overrides, *extra):
                        overrides, cwd=repo_root, env=env)
 
 
+def assert_same_training_state(path_a, path_b):
+    """The weights and Adam's first moments of two checkpoints agree (to
+    1e-6): a resumed run ended where the uninterrupted one did."""
+    a = torch.load(path_a, map_location='cpu')
+    b = torch.load(path_b, map_location='cpu')
+    for key, value in a['state_dict'].items():
+        torch.testing.assert_close(b['state_dict'][key], value, rtol=0,
+                                   atol=1e-6, msg=key)
+    for idx, state in a['optimizer']['state'].items():
+        torch.testing.assert_close(b['optimizer']['state'][idx]['exp_avg'],
+                                   state['exp_avg'], rtol=0, atol=1e-6)
+
+
 # ------------------------------------------------------- study pretrainings
 def finished_pretraining(work_dir, state_dict, iteration=2):
     """A pretraining folder as ``evaluation.pretraining.run_pretraining``

@@ -329,13 +329,32 @@ def test_the_documented_sbatch_script_passes_usr1_on_and_requeues(
     assert not record.exists()
 
 
+@pytest.fixture(scope='module')
+def tiny_recipe_run(repo_root, tmp_path_factory):
+    """configs/mixedae_vitb_1600e.py shrunk (``tiny_recipe_overrides``: 2
+    iterations per epoch, 3 epochs, checkpoints per epoch, 2 persistent
+    workers) and run to its end once: the uninterrupted run every stopped
+    one below must end equal to. Returns its overrides and work dir."""
+    from builders import (RECIPE, pretraining_imagenet,
+                          tiny_recipe_overrides, train_recipe)
+    root = tmp_path_factory.mktemp('tiny_recipe')
+    overrides = tiny_recipe_overrides(
+        pretraining_imagenet(str(root / 'imagenet'), size=72))
+    full = root / 'full'
+    result = train_recipe(repo_root, osp.join(repo_root, RECIPE), full,
+                          overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return overrides, full
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('signalled_at, saved, resumed_at', [
     (2, 'iter_3.pth', 'resumed epoch: 1, iter: 3'),  # mid-epoch 2
     (3, 'epoch_2.pth', 'resumed epoch: 2, iter: 4'),  # epoch 2's last
 ])
 def test_epoch_based_recipe_stopped_mid_epoch_or_at_its_end_resumes_exactly(
-        repo_root, tmp_path, signalled_at, saved, resumed_at):
+        repo_root, tmp_path, tiny_recipe_run, signalled_at, saved,
+        resumed_at):
     """configs/mixedae_vitb_1600e.py shrunk (2 iterations per epoch, 3
     epochs, checkpoints per epoch, 2 persistent workers), sent SIGTERM by
     itself before a given iteration: mid-epoch it saves that iteration
@@ -343,8 +362,7 @@ def test_epoch_based_recipe_stopped_mid_epoch_or_at_its_end_resumes_exactly(
     either way --resume ends with the uninterrupted run's weights."""
     from mmengine.config import Config
 
-    from builders import (RECIPE, pretraining_imagenet,
-                          tiny_recipe_overrides, train_recipe)
+    from builders import RECIPE, train_recipe
     base = osp.join(repo_root, RECIPE)
     shipped = Config.fromfile(base)
     signalled = tmp_path / 'signalled.py'
@@ -354,10 +372,8 @@ def test_epoch_based_recipe_stopped_mid_epoch_or_at_its_end_resumes_exactly(
         " + ['signal_hook'], allow_failed_imports=False)\n"
         f'custom_hooks = {[dict(h) for h in shipped.custom_hooks]!r} + '
         f"[dict(type='SignalAtIterHook', iteration={signalled_at})]\n")
-    overrides = tiny_recipe_overrides(
-        pretraining_imagenet(str(tmp_path / 'imagenet'), size=72))
-
-    full, part = tmp_path / 'full', tmp_path / 'part'
+    overrides, full = tiny_recipe_run
+    part = tmp_path / 'part'
     result = train_recipe(repo_root, str(signalled), part, overrides)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     name, iteration, path = STOPPED.findall(result.stdout + result.stderr)[0]
@@ -368,6 +384,39 @@ def test_epoch_based_recipe_stopped_mid_epoch_or_at_its_end_resumes_exactly(
     result = train_recipe(repo_root, base, part, overrides, '--resume')
     assert result.returncode == 0, result.stderr[-3000:]
     assert resumed_at in result.stdout + result.stderr
-    result = train_recipe(repo_root, base, full, overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_weights(full / 'epoch_3.pth', part / 'epoch_3.pth')
+
+
+@pytest.mark.slow
+def test_killed_epoch_based_recipe_resumes_to_the_same_weights(
+        repo_root, tmp_path, tiny_recipe_run):
+    """configs/mixedae_vitb_1600e.py as shipped (epoch-based, persistent
+    workers, checkpoint every epoch), shrunk: SIGKILL in epoch 3, resume
+    from epoch_2.pth; the final weights equal an uninterrupted run's."""
+    from mmengine.config import Config
+
+    from builders import RECIPE, assert_same_training_state, train_recipe
+    base = osp.join(repo_root, RECIPE)
+    shipped = Config.fromfile(base)
+    assert shipped.train_dataloader.persistent_workers is True
+    assert shipped.train_cfg.type == 'EpochBasedTrainLoop'
+    assert shipped.default_hooks.checkpoint.interval == 1
+    hooks = [dict(h) for h in shipped.custom_hooks]
+    killed_cfg = tmp_path / 'killed.py'
+    killed_cfg.write_text(
+        f'_base_ = {base!r}\n'
+        f'custom_imports = dict(imports={shipped.custom_imports.imports!r}'
+        " + ['kill_hook'], allow_failed_imports=False)\n"
+        f'custom_hooks = {hooks!r} + '
+        "[dict(type='KillAtIterHook', iteration=5)]\n")
+    overrides, full = tiny_recipe_run
+    part = tmp_path / 'part'
+    result = train_recipe(repo_root, str(killed_cfg), part, overrides)
+    assert result.returncode == -9, 'the run was not killed'
+    assert (part / 'epoch_2.pth').exists()
+    assert not (part / 'epoch_3.pth').exists()
+    result = train_recipe(repo_root, base, part, overrides, '--resume')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = open(sorted(part.glob('*/*.log'))[-1]).read()
+    assert 'resumed epoch: 2, iter: 4' in log
+    assert_same_training_state(full / 'epoch_3.pth', part / 'epoch_3.pth')

@@ -16,7 +16,8 @@ from mmengine.dataset import DefaultSampler
 from mmengine.dataset import worker_init_fn as mmengine_worker_init_fn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from builders import (RECIPE, pretraining_imagenet, tiny_recipe_overrides,
+from builders import (RECIPE, assert_same_training_state,
+                      pretraining_imagenet, tiny_recipe_overrides,
                       train_recipe)
 
 
@@ -229,53 +230,6 @@ def test_mixup_cutmix_of_a_step_are_a_function_of_seed_rank_and_iteration(
     assert not torch.equal(step(0, 1, 7)[1], scores)
 
 
-def _assert_same_training_state(path_a, path_b):
-    a = torch.load(path_a, map_location='cpu')
-    b = torch.load(path_b, map_location='cpu')
-    for key, value in a['state_dict'].items():
-        torch.testing.assert_close(b['state_dict'][key], value, rtol=0,
-                                   atol=1e-6, msg=key)
-    for idx, state in a['optimizer']['state'].items():
-        torch.testing.assert_close(b['optimizer']['state'][idx]['exp_avg'],
-                                   state['exp_avg'], rtol=0, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_killed_epoch_based_recipe_resumes_to_the_same_weights(
-        repo_root, tmp_path):
-    """configs/mixedae_vitb_1600e.py as shipped (epoch-based, persistent
-    workers, checkpoint every epoch), shrunk: SIGKILL in epoch 3, resume
-    from epoch_2.pth; the final weights equal an uninterrupted run's."""
-    base = osp.join(repo_root, RECIPE)
-    shipped = Config.fromfile(base)
-    assert shipped.train_dataloader.persistent_workers is True
-    assert shipped.train_cfg.type == 'EpochBasedTrainLoop'
-    assert shipped.default_hooks.checkpoint.interval == 1
-    hooks = [dict(h) for h in shipped.custom_hooks]
-    killed_cfg = tmp_path / 'killed.py'
-    killed_cfg.write_text(
-        f'_base_ = {base!r}\n'
-        f'custom_imports = dict(imports={shipped.custom_imports.imports!r}'
-        " + ['kill_hook'], allow_failed_imports=False)\n"
-        f'custom_hooks = {hooks!r} + '
-        "[dict(type='KillAtIterHook', iteration=5)]\n")
-    overrides = tiny_recipe_overrides(
-        pretraining_imagenet(str(tmp_path / 'imagenet'), size=72))
-
-    full, part = tmp_path / 'full', tmp_path / 'part'
-    result = train_recipe(repo_root, base, full, overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = train_recipe(repo_root, str(killed_cfg), part, overrides)
-    assert result.returncode == -9, 'the run was not killed'
-    assert (part / 'epoch_2.pth').exists()
-    assert not (part / 'epoch_3.pth').exists()
-    result = train_recipe(repo_root, base, part, overrides, '--resume')
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = open(sorted(part.glob('*/*.log'))[-1]).read()
-    assert 'resumed epoch: 2, iter: 4' in log
-    _assert_same_training_state(full / 'epoch_3.pth', part / 'epoch_3.pth')
-
-
 @pytest.mark.slow
 def test_epoch_based_recipe_resumes_from_a_mid_epoch_checkpoint(
         repo_root, tmp_path):
@@ -295,5 +249,5 @@ def test_epoch_based_recipe_resumes_from_a_mid_epoch_checkpoint(
     assert result.returncode == 0, result.stderr[-3000:]
     log = open(sorted(part.glob('*/*.log'))[-1]).read()
     assert 'resumed epoch: 1, iter: 3' in log
-    _assert_same_training_state(full / 'iter_4.pth', part / 'iter_4.pth')
+    assert_same_training_state(full / 'iter_4.pth', part / 'iter_4.pth')
     assert 'continuing at its batch 2 of 2' in log
