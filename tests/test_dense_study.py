@@ -14,7 +14,7 @@ from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
 from mixedae_mm.datasets.fmnist_scenes import (ITEM_CLASSES, SEG_CLASSES,
                                                build_scene_set, compose_scene)
 from conftest import (IN_PROCESS_LOADING, assert_results_page_shows,
-                      readme_sentences, run_python)
+                      load_tool, readme_sentences, run_python)
 
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
@@ -117,7 +117,7 @@ def test_converter_without_fashion_mnist_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_dense_study_trains_and_tests_both_tasks_and_reports(
-        scenes, small_fashion_mnist, tmp_path):
+        scenes, small_fashion_mnist, tmp_path, capsys):
     """One arm end to end: its pretraining made (shrunk: 2 iterations, and
     its online kNN over 300 images instead of 12,000), UperNet and Mask
     R-CNN trained on it and tested, every metric in result.json, the table
@@ -144,18 +144,22 @@ def test_dense_study_trains_and_tests_both_tasks_and_reports(
         assert result['commit']
     table = (out / 'results.md').read_text()
     assert '| mae | 0 |' in table and (out / 'results.png').stat().st_size
+    # the rest needs no new interpreter: the tool's main, in-process
+    study = load_tool('analysis_tools/dense_study.py')
     (out / 'results.md').unlink()
-    run_python(STUDY, '--out', out, '--report-only')
+    study.main(['--out', str(out), '--report-only'])
     assert (out / 'results.md').read_text() == table
-    again = run_python(*command, timeout=300)  # everything is done already
-    assert again.stdout.count('done already') == 2
+    capsys.readouterr()
+    arguments = [str(a) for a in command[1:]]
+    study.main(arguments)  # everything is done already
+    assert capsys.readouterr().out.count('done already') == 2
     # a run folder is never reused with other options
     (out / 'runs' / 'seg_mae_seed0' / 'result.json').unlink()
-    other = run_python(*command[:-len(NO_WORKERS) - 2],
-                       'train_dataloader.batch_size=2', *NO_WORKERS,
-                       check=False, timeout=300)
-    assert other.returncode == 1
-    assert 'was started with other options' in other.stderr.splitlines()[-1]
+    with pytest.raises(SystemExit) as other:
+        study.main([*arguments[:-len(NO_WORKERS) - 2],
+                    'train_dataloader.batch_size=2', *NO_WORKERS])
+    # a message (so exit status 1), the error line the user sees
+    assert 'was started with other options' in other.value.code
 
 
 @pytest.mark.slow
