@@ -278,7 +278,7 @@ def _wait(study, log_path):
 
 @pytest.mark.slow
 def test_sigterm_stops_the_study_and_its_training_and_a_rerun_continues(
-        small_fashion_mnist, repo_root, tmp_path):
+        small_fashion_mnist, repo_root, tmp_path, capsys):
     """A SIGTERM to the study reaches its training, which saves and stops;
     the study waits, says where it stopped, counts the attempt and exits
     143. A second study meanwhile is refused; the rerun continues from the
@@ -316,9 +316,10 @@ def test_sigterm_stops_the_study_and_its_training_and_a_rerun_continues(
     assert not timing['done']
 
     end = int(iteration) + 2
-    again = run_python(*_study_command(small_fashion_mnist, out, end)[1:],
-                       timeout=600)
-    assert 'continuing the stopped pretraining' in again.stdout
+    capsys.readouterr()  # the rerun: the tool's main, in-process
+    load_tool('analysis_tools/ablation_study.py').main(
+        [str(a) for a in _study_command(small_fashion_mnist, out, end)[2:]])
+    assert 'continuing the stopped pretraining' in capsys.readouterr().out
     result = json.loads((work_dir.parent / 'result.json').read_text())
     assert result['curves']['homo_acc'][0] == list(range(1, end + 1))
     assert result['curves']['knn_top1'][0] == [end]
