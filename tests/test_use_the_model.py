@@ -113,6 +113,40 @@ def test_metafiles_label_every_number_and_weights_exist():
 
 
 
+def test_readme_code_pointers_name_the_files_that_hold_the_step():
+    """The README's "In code, open first" sentence: the files it names
+    exist, and each holds what the sentence says (the step; the encoder
+    and its homologous attention; the pure mixing and homologous
+    functions)."""
+    import re
+
+    from mixedae_mm import ops
+    from mixedae_mm.models.backbones import (HomologousAttention,
+                                             MixedAEEncoderLayer, MixedAEViT)
+    from mixedae_mm.models.selfsup.mixedae import MixedAE
+    readme = readme_sentences()
+    start = readme.index('In code, open first')
+    sentence = readme[start:readme.index('runs the readable attention', start)]
+    named = re.findall(r'`([\w/]+\.py)`', sentence)
+    assert named == ['mixedae_mm/models/selfsup/mixedae.py',
+                     'models/backbones/mixedae_vit.py', 'mixing.py',
+                     'homologous.py']
+    paths = [named[0], f'mixedae_mm/{named[1]}',
+             *(f'mixedae_mm/ops/{name}' for name in named[2:])]
+    modules = [path[:-len('.py')].replace('/', '.') for path in paths]
+    for path in paths:
+        assert osp.isfile(osp.join(ROOT, path)), path
+    assert MixedAE.loss.__module__ == modules[0]
+    for cls in (MixedAEViT, MixedAEEncoderLayer, HomologousAttention):
+        assert cls.__module__ == modules[1], cls
+    for function in (ops.sample_partition, ops.mix_images, ops.unmix_tokens):
+        assert function.__module__ == modules[2], function
+    for function in (ops.topk_attention_reference, ops.homologous_accuracy,
+                     ops.homologous_contrastive_loss):
+        assert function.__module__ == modules[3], function
+    assert '`MIXEDAE_FAST_ATTN=0`' in readme[start:]  # tests/test_models.py
+
+
 def test_readme_paper_targets_are_the_shipped_recipes_targets():
     """The README's "Paper targets" quote the numbers the recipes carry:
     the model index's ImageNet top-1 and ADE20K mIoU, and the margins over
