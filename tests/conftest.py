@@ -1,3 +1,4 @@
+import contextlib
 import importlib.util
 import os
 import os.path as osp
@@ -47,6 +48,26 @@ def load_tool(relative_path: str):
     return sys.modules[name]
 
 
+def call_tool(relative_path: str, *args,
+              capsys) -> subprocess.CompletedProcess:
+    """``python tools/<relative_path> ARGS`` from the clone's root, but
+    in-process (no new interpreter), for a test that checks what the
+    command answers: its exit status, stdout and stderr, a ``SystemExit``
+    message printed to stderr with status 1 as the interpreter does. Any
+    other exception propagates: a command line must not end in one."""
+    status = 0
+    with contextlib.chdir(ROOT):
+        try:
+            load_tool(relative_path).main([str(a) for a in args])
+        except SystemExit as stop:
+            status = stop.code
+    if isinstance(status, str):
+        print(status, file=sys.stderr)
+        status = 1
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, status or 0, out.out, out.err)
+
+
 def readme_sentences() -> str:
     """The README's text with every line break and run of spaces made one
     space, so a test can look for a sentence however it is wrapped."""
@@ -70,6 +91,32 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: takes 3 s or more here (CI runs it; the edit loop: '
         '-m "not slow")')
+
+
+#: the test files that take longest, longest first (per-file totals of the
+#: suite's --durations on 2 cores, 2026-12-06). tools/run_tests.sh hands
+#: whole files to its workers in collection order: started first, a long
+#: file cannot be the one that still runs after the others have finished.
+LONGEST_FILES = (
+    'test_preemption.py', 'test_study.py', 'test_use_the_model.py',
+    'test_durable_checkpoints.py', 'test_launch.py', 'test_dense_study.py',
+    'test_train.py', 'test_transfer.py', 'test_published_weights.py',
+    'test_converters.py', 'test_cpu_kernels.py', 'test_fsdp.py',
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files of :data:`LONGEST_FILES` first, in its order; the others
+    after them in their usual order (a stable sort keeps each file's tests
+    in theirs)."""
+    missing = [name for name in LONGEST_FILES
+               if not osp.exists(osp.join(ROOT, 'tests', name))]
+    if missing:
+        raise pytest.UsageError(f'tests/conftest.py LONGEST_FILES names '
+                                f'{missing}, which tests/ no longer has: '
+                                f'update the list')
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope='session')

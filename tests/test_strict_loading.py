@@ -11,6 +11,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from conftest import call_tool, run_python
+
 from builders import (CLS_FINETUNE, cls_overrides, det_overrides,
                       seg_overrides, tiny_imagenet)
 
@@ -108,11 +110,6 @@ def test_seg_and_det_inferencers_refuse_a_pretraining_checkpoint(
         Inferencer(cfg, weights=pretrained_checkpoint, device='cpu')
 
 
-def _run(*args):
-    from conftest import run_python
-    return run_python(*args, check=False)
-
-
 def _assert_refused(result, model='MixedAE'):
     assert result.returncode == 1, result.stdout[-2000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -122,34 +119,31 @@ def _assert_refused(result, model='MixedAE'):
     assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['vis_reconstruction.py',
                                   'vis_homologous_attention.py'])
 def test_picture_tools_refuse_a_checkpoint_of_another_architecture(
-        tool, pretrained_checkpoint, demo_data, tmp_path):
+        tool, pretrained_checkpoint, demo_data, tmp_path, capsys):
     images = sorted(glob.glob(osp.join(demo_data, 'train', '**', '*.*'),
                               recursive=True))[:4]
     out = tmp_path / 'out'
-    result = _run(f'tools/visualization/{tool}', VITB, pretrained_checkpoint,
-                  *images, '--out', str(out))
+    result = call_tool(f'visualization/{tool}', VITB, pretrained_checkpoint,
+                       *images, '--out', str(out), capsys=capsys)
     _assert_refused(result)
     assert not glob.glob(str(out / '*.png'))
 
 
-@pytest.mark.slow
 def test_knn_eval_refuses_a_checkpoint_of_another_architecture(
-        pretrained_checkpoint, tmp_path):
+        pretrained_checkpoint, tmp_path, capsys):
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
-    result = _run('tools/analysis_tools/knn_eval.py', VITB,
-                  pretrained_checkpoint, '--data-root', data, '--k', '1',
-                  '--batch-size', '4', '--num-workers', '0', '--device',
-                  'cpu')
+    result = call_tool('analysis_tools/knn_eval.py', VITB,
+                       pretrained_checkpoint, '--data-root', data, '--k', '1',
+                       '--batch-size', '4', '--num-workers', '0', '--device',
+                       'cpu', capsys=capsys)
     _assert_refused(result)
 
 
-@pytest.mark.slow
 def test_test_tool_refuses_a_checkpoint_of_another_model(
-        pretrained_checkpoint, tmp_path):
+        pretrained_checkpoint, tmp_path, capsys):
     """A pretraining checkpoint is no classifier: tools/test.py used to
     evaluate the random head it left."""
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
@@ -160,9 +154,10 @@ def test_test_tool_refuses_a_checkpoint_of_another_model(
         'test_dataloader.batch_size': 4,
         'test_dataloader.num_workers': 0,
         'test_dataloader.persistent_workers': False})
-    result = _run('tools/test.py', CLS_FINETUNE, pretrained_checkpoint,
-                  '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-                  *(f'{k}={v}' for k, v in overrides.items()))
+    result = call_tool('test.py', CLS_FINETUNE, pretrained_checkpoint,
+                       '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                       *(f'{k}={v}' for k, v in overrides.items()),
+                       capsys=capsys)
     _assert_refused(result, model='ImageClassifier')
     assert "unexpected ['neck.mask_token'" in result.stderr
 
@@ -254,6 +249,6 @@ def test_inferencers_imported_after_the_package_load_strictly_too():
         'mmdet.apis.det_inferencer as d\n'
         'print(s._load_checkpoint_to_model.strict_for_mixedae_mm, '
         'd._load_checkpoint_to_model.strict_for_mixedae_mm)\n')
-    result = _run('-c', code)
+    result = run_python('-c', code, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ['True', 'True']

@@ -5,10 +5,12 @@ config or checkpoint file is named the same way."""
 import glob
 import os
 import os.path as osp
+import runpy
 import signal
+import sys
 
 import pytest
-from conftest import load_tool, run_python
+from conftest import call_tool, load_tool, run_python
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs/demo/mixedae_vit-tiny-p8_demo.py')
@@ -176,26 +178,20 @@ def test_picture_tools_name_a_file_that_is_no_image(
         assert message == f'error: {fake} {says}: give image files'
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('missing', ['val', 'train'])
-def test_knn_eval_names_a_missing_split_folder(repo_root,
-                                               pretrained_checkpoint,
-                                               tmp_path, missing):
+def test_knn_eval_names_a_missing_split_folder(pretrained_checkpoint,
+                                               tmp_path, missing, capsys):
     """Before, a data root without val/ extracted every training feature
     and then died with FileNotFoundError on the first val image."""
     import shutil
-    import subprocess
-    import sys
 
     from builders import tiny_imagenet
     data = tiny_imagenet(str(tmp_path / 'imagenet'), per_class=2, classes=2)
     shutil.rmtree(osp.join(data, missing))
-    result = subprocess.run(
-        [sys.executable, 'tools/analysis_tools/knn_eval.py', CONFIG,
-         pretrained_checkpoint, '--data-root', data, '--num-workers', '0',
-         '--device', 'cpu'],
-        cwd=repo_root, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    result = call_tool('analysis_tools/knn_eval.py', CONFIG,
+                       pretrained_checkpoint, '--data-root', data,
+                       '--num-workers', '0', '--device', 'cpu',
+                       capsys=capsys)
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
@@ -523,3 +519,18 @@ def test_ctrl_c_during_the_imports_is_one_line(tmp_path, script):
     assert line.endswith(('interrupted (Ctrl-C)',
                           'stopped by SIGINT; the finished runs are kept: '
                           'run the study again to continue'))
+
+
+@pytest.mark.parametrize('script', TOOL_SCRIPTS)
+def test_every_tool_runs_as_a_script(script, capsys, monkeypatch):
+    """Run as a script, each file in tools/ hands its arguments to its
+    command line (most tests call a tool's ``main`` directly): ``--help``,
+    the file run as ``__main__`` in this process."""
+    path = osp.join(ROOT, 'tools', script)
+    # the script installs its Ctrl-C hook: restored after the test
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
+    monkeypatch.setattr(sys, 'argv', [path, '--help'])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(path, run_name='__main__')
+    assert stop.value.code in (0, None)
+    assert 'usage: ' in capsys.readouterr().out

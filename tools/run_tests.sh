@@ -15,4 +15,7 @@ bash tools/setup_env.sh
 CORES=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 WORKERS=$(( CORES + 1 < 4 ? CORES + 1 : 4 ))
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-"${PYTHON:-python3}" -m pytest tests -n "$WORKERS" --dist loadfile "$@"
+# --no-loadscope-reorder: files in collection order, which tests/conftest.py
+# makes the longest first (xdist would order them by their number of tests)
+"${PYTHON:-python3}" -m pytest tests -n "$WORKERS" --dist loadfile \
+  --no-loadscope-reorder "$@"
