@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import load_tool, run_python
+from conftest import call_tool, load_tool, run_python
 
 from mixedae_mm.checkpoints import (CheckpointError, converters, keymap,
                                     read_state_dict)
@@ -297,13 +297,12 @@ def test_unknown_keys_are_named_not_dropped():
         keymap.mae_to_mm_pretrain({'head.weight': t})
 
 
-@pytest.mark.slow
-def test_cli_reports_unknown_key_and_writes_nothing(repo_root, tmp_path):
+def test_cli_reports_unknown_key_and_writes_nothing(tmp_path, capsys):
     src = tmp_path / 'odd.pth'
     torch.save({'model': {'blocks.0.attn.q_bias': torch.zeros(3)}}, src)
     dst = tmp_path / 'out.pth'
-    proc = run_cli(repo_root, 'convert_timm.py', src, dst, '--from', 'timm',
-                   check=False)
+    proc = call_tool('model_converters/convert_timm.py', src, dst, '--from',
+                     'timm', capsys=capsys)
     assert proc.returncode != 0
     assert 'blocks.0.attn.q_bias' in proc.stderr
     assert 'Traceback' not in proc.stderr
@@ -381,11 +380,11 @@ def test_no_converter_overwrites_the_checkpoint_a_run_resumes_from(
     assert resumed.read_bytes() != before
 
 
-@pytest.mark.slow
-def test_extract_backbone_onto_its_source_is_one_line(repo_root, tmp_path):
+def test_extract_backbone_onto_its_source_is_one_line(tmp_path, capsys):
     src = tmp_path / 'iter_2.pth'
     before = training_checkpoint(src)
-    proc = run_cli(repo_root, 'extract_backbone.py', src, src, check=False)
+    proc = call_tool('model_converters/extract_backbone.py', src, src,
+                     capsys=capsys)
     assert proc.returncode == 1
     assert proc.stderr == (
         f'extract_backbone.py: error: {src} is the input checkpoint: '

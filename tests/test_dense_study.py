@@ -14,7 +14,7 @@ from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
 from mixedae_mm.datasets.fmnist_scenes import (ITEM_CLASSES, SEG_CLASSES,
                                                build_scene_set, compose_scene)
 from conftest import (IN_PROCESS_LOADING, assert_results_page_shows,
-                      load_tool, readme_sentences, run_python)
+                      call_tool, load_tool, readme_sentences, run_python)
 
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
@@ -163,7 +163,7 @@ def test_dense_study_trains_and_tests_both_tasks_and_reports(
 
 
 @pytest.mark.slow
-def test_an_encoder_of_another_size_is_refused(scenes, tmp_path):
+def test_an_encoder_of_another_size_is_refused(scenes, tmp_path, capsys):
     """Strict loading: a pretraining checkpoint whose encoder does not match
     the study encoder stops the run; it never trains from random weights."""
     from mixedae_mm.models.backbones import MixedAEViT
@@ -173,12 +173,12 @@ def test_an_encoder_of_another_size_is_refused(scenes, tmp_path):
     checkpoint = tmp_path / 'other.pth'
     torch.save(dict(state_dict={f'backbone.{k}': v for k, v in
                                 other.state_dict().items()}), checkpoint)
-    result = run_python(
-        'tools/train.py', SEG_CONFIG, '--work-dir', tmp_path / 'work',
+    result = call_tool(
+        'train.py', SEG_CONFIG, '--work-dir', tmp_path / 'work',
         '--cfg-options', f'model.backbone.init_cfg.checkpoint={checkpoint}',
         *[f'{loader}.dataset.data_root={scenes}' for loader in (
             'train_dataloader', 'val_dataloader', 'test_dataloader')],
-        'train_cfg.max_iters=1', *NO_WORKERS, check=False, timeout=300)
+        'train_cfg.max_iters=1', *NO_WORKERS, capsys=capsys)
     assert result.returncode != 0
     assert 'shape' in result.stderr and 'Iter(train)' not in result.stdout
 

@@ -90,9 +90,8 @@ def test_run_killed_while_saving_with_rotation_resumes(repo_root, demo_data,
     assert mode(work / 'last_checkpoint') == 0o644
 
 
-@pytest.mark.slow
-def test_crafted_pickle_passed_to_resume_never_runs(repo_root, demo_data,
-                                                    tmp_path):
+def test_crafted_pickle_passed_to_resume_never_runs(demo_data, tmp_path,
+                                                    capsys, monkeypatch):
     marker = tmp_path / 'payload_ran'
 
     class Payload:
@@ -102,11 +101,11 @@ def test_crafted_pickle_passed_to_resume_never_runs(repo_root, demo_data,
 
     evil = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': Payload()}, evil)
-    result = run(repo_root, [
-        'tools/train.py', DEMO, '--work-dir', tmp_path / 'work', '--resume',
-        evil
-    ] + demo_overrides(demo_data, max_iters=1),
-        env={'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD': '1'})
+    # torch's switch that makes every load unpickle whatever it finds
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    result = call_tool('train.py', DEMO, '--work-dir', tmp_path / 'work',
+                       '--resume', evil,
+                       *demo_overrides(demo_data, max_iters=1), capsys=capsys)
     assert result.returncode != 0
     assert not marker.exists(), 'the pickled payload ran'
     assert 'trust_checkpoint.py' in result.stderr
@@ -115,7 +114,7 @@ def test_crafted_pickle_passed_to_resume_never_runs(repo_root, demo_data,
 
 @pytest.mark.slow
 def test_plain_mmengine_checkpoint_via_trust_tool_resumes(
-        repo_root, demo_data, tmp_path):
+        repo_root, demo_data, tmp_path, capsys):
     plain_dir = tmp_path / 'plain'
     plain = run(repo_root, ['tools/train.py', DEMO, '--work-dir', plain_dir] +
                 demo_overrides(demo_data, max_iters=1, **{
@@ -129,9 +128,9 @@ def test_plain_mmengine_checkpoint_via_trust_tool_resumes(
 
     work = tmp_path / 'work'
     overrides = demo_overrides(demo_data, max_iters=2)
-    refused = run(repo_root,
-                  ['tools/train.py', DEMO, '--work-dir', work, '--resume',
-                   ckpt] + overrides)
+    # the refusal: train.py's main, in-process
+    refused = call_tool('train.py', DEMO, '--work-dir', work, '--resume',
+                        ckpt, *overrides, capsys=capsys)
     assert refused.returncode != 0
     assert (f'trust_checkpoint.py {ckpt} {plain_dir / "iter_1_weights_only"}'
             '.pth --trust') in refused.stderr

@@ -12,7 +12,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import IN_PROCESS_LOADING, load_tool
+from conftest import IN_PROCESS_LOADING, call_tool, load_tool
 from builders import CLS_FINETUNE, cls_overrides
 from transfer_utils import assert_backbone_equals_pretrained, build_model
 
@@ -135,15 +135,12 @@ def test_wrap_policy_makes_every_transformer_layer_a_unit(repo_root):
                for n in decoder)
 
 
-@pytest.mark.slow
-def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, repo_root):
+def test_sharded_checkpoint_folder_is_refused_by_name(tmp_path, capsys):
     folder = tmp_path / 'iter_2.pth'
     folder.mkdir()
     torch.save({'state_dict': {}}, folder / 'rank0.pth')
-    result = subprocess.run(
-        [sys.executable, 'tools/model_converters/extract_backbone.py',
-         str(folder), str(tmp_path / 'out.pth')],
-        cwd=repo_root, capture_output=True, text=True, timeout=120)
+    result = call_tool('model_converters/extract_backbone.py', folder,
+                       tmp_path / 'out.pth', capsys=capsys)
     assert result.returncode != 0
     assert "state_dict_cfg='full'" in result.stderr
     assert 'per-rank FSDP shards' in result.stderr

@@ -21,7 +21,7 @@ from mixedae_mm.evaluation.pretraining import LOCK_FILE
 from mixedae_mm.evaluation.study import ARMS, METRIC_TITLES
 from builders import SHRUNK, finished_pretraining
 from conftest import (IN_PROCESS_LOADING, assert_results_page_shows,
-                      load_tool, readme_sentences, run_python)
+                      call_tool, load_tool, readme_sentences)
 
 STUDY = 'tools/analysis_tools/ablation_study.py'
 def test_the_packaged_data_set_is_installed():
@@ -41,15 +41,12 @@ def test_dataset_reads_both_forms(small_fashion_mnist):
     assert packaged[7]['gt_label'] == small[7]['gt_label']
 
 
-@pytest.mark.slow
-def test_missing_data_set_is_one_line(tmp_path, repo_root):
+def test_missing_data_set_is_one_line(tmp_path, capsys):
     with pytest.raises(FashionMNISTMissingError,
                        match='dataset-fashion-mnist.*--data-root'):
         FashionMNISTFiles(data_root=str(tmp_path), pipeline=[])
-    result = subprocess.run(
-        [sys.executable, STUDY, '--data-root', str(tmp_path), '--out',
-         str(tmp_path / 'study')], cwd=repo_root, capture_output=True,
-        text=True, timeout=120)
+    result = call_tool('analysis_tools/ablation_study.py', '--data-root',
+                       tmp_path, '--out', tmp_path / 'study', capsys=capsys)
     assert result.returncode == 1
     assert result.stderr.count('\n') == 1, result.stderr
     assert 'apt-get install dataset-fashion-mnist' in result.stderr
@@ -291,9 +288,11 @@ def test_sigterm_stops_the_study_and_its_training_and_a_rerun_continues(
         log_path, work_dir)
     try:
         assert len(_training_processes(work_dir)) == 1
-        second = run_python(
-            *_study_command(small_fashion_mnist, out, ENDLESS)[1:],
-            check=False, timeout=300)
+        # the refusal: the tool's main, in-process
+        second = call_tool(
+            'analysis_tools/ablation_study.py',
+            *_study_command(small_fashion_mnist, out, ENDLESS)[2:],
+            capsys=capsys)
         assert second.returncode == 1
         assert 'Traceback' not in second.stderr, second.stderr[-3000:]
         assert second.stderr.strip().splitlines()[-1].startswith(
