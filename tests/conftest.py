@@ -98,10 +98,11 @@ def pytest_configure(config):
 #: whole files to its workers in collection order: started first, a long
 #: file cannot be the one that still runs after the others have finished.
 LONGEST_FILES = (
-    'test_preemption.py', 'test_study.py', 'test_use_the_model.py',
-    'test_durable_checkpoints.py', 'test_launch.py', 'test_dense_study.py',
-    'test_train.py', 'test_transfer.py', 'test_published_weights.py',
-    'test_converters.py', 'test_cpu_kernels.py', 'test_fsdp.py',
+    'test_preemption.py', 'test_study.py', 'test_train.py',
+    'test_use_the_model.py', 'test_launch.py', 'test_dense_study.py',
+    'test_transfer.py', 'test_durable_checkpoints.py', 'test_cpu_kernels.py',
+    'test_published_weights.py', 'test_unreadable_images.py',
+    'test_gpu_check.py',
 )
 
 
@@ -214,11 +215,27 @@ def small_fashion_mnist(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def isolated_default_scope():
-    """Each test starts with the default scope it found: in-process
-    inferencers and runners of mmseg/mmdet set theirs globally, and a later
-    build through mmpretrain's registry would then look in mmdet's."""
+def isolated_mmengine_globals():
+    """Each test starts with the mmengine globals it found and leaves none of
+    its own behind:
+
+    - the default scope: in-process inferencers and runners of mmseg/mmdet
+      set theirs globally, and a later build through mmpretrain's registry
+      would then look in mmdet's;
+    - the loggers a test made: an ``MMLogger`` writes to the output that was
+      current when it was made, which for a test that reads its output
+      (``capsys``) is closed after the test; a later test logging through
+      it (mmengine logs to its latest logger) would get
+      ``--- Logging error ---`` and a traceback in its stderr.
+    """
+    from mmengine.logging import MMLogger
     from mmengine.registry import DefaultScope
-    saved = dict(DefaultScope._instance_dict)
+    saved_scope = dict(DefaultScope._instance_dict)
+    loggers_before = set(MMLogger._instance_dict)
     yield
-    DefaultScope._instance_dict = saved
+    DefaultScope._instance_dict = saved_scope
+    for name in set(MMLogger._instance_dict) - loggers_before:
+        logger = MMLogger._instance_dict.pop(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
