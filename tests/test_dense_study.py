@@ -14,7 +14,7 @@ from mixedae_mm.datasets import DEBIAN_FASHION_MNIST
 from mixedae_mm.datasets.fmnist_scenes import (ITEM_CLASSES, SEG_CLASSES,
                                                build_scene_set, compose_scene)
 from conftest import (IN_PROCESS_LOADING, assert_results_page_shows,
-                      call_tool, load_tool, readme_sentences, run_python)
+                      call_tool, readme_sentences, run_python)
 
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
@@ -145,21 +145,20 @@ def test_dense_study_trains_and_tests_both_tasks_and_reports(
     table = (out / 'results.md').read_text()
     assert '| mae | 0 |' in table and (out / 'results.png').stat().st_size
     # the rest needs no new interpreter: the tool's main, in-process
-    study = load_tool('analysis_tools/dense_study.py')
+    study = 'analysis_tools/dense_study.py'
     (out / 'results.md').unlink()
-    study.main(['--out', str(out), '--report-only'])
+    report = call_tool(study, '--out', out, '--report-only', capsys=capsys)
+    assert report.returncode == 0, report.stderr[-3000:]
     assert (out / 'results.md').read_text() == table
-    capsys.readouterr()
-    arguments = [str(a) for a in command[1:]]
-    study.main(arguments)  # everything is done already
-    assert capsys.readouterr().out.count('done already') == 2
+    again = call_tool(study, *command[1:], capsys=capsys)
+    assert again.stdout.count('done already') == 2  # all done already
     # a run folder is never reused with other options
     (out / 'runs' / 'seg_mae_seed0' / 'result.json').unlink()
-    with pytest.raises(SystemExit) as other:
-        study.main([*arguments[:-len(NO_WORKERS) - 2],
-                    'train_dataloader.batch_size=2', *NO_WORKERS])
-    # a message (so exit status 1), the error line the user sees
-    assert 'was started with other options' in other.value.code
+    other = call_tool(study, *command[1:-len(NO_WORKERS) - 2],
+                      'train_dataloader.batch_size=2', *NO_WORKERS,
+                      capsys=capsys)
+    assert other.returncode == 1
+    assert 'was started with other options' in other.stderr.splitlines()[-1]
 
 
 @pytest.mark.slow

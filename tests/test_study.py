@@ -101,10 +101,10 @@ def test_study_runs_every_arm_and_writes_every_column(
 
     # a second call finds every run done and only rewrites the report (the
     # tool's main, in-process: no new interpreter needed)
-    capsys.readouterr()
-    load_tool('analysis_tools/ablation_study.py').main(
-        [str(a) for a in command[2:]])
-    assert capsys.readouterr().out.count('done already') == len(ARMS)
+    again = call_tool('analysis_tools/ablation_study.py', *command[2:],
+                      capsys=capsys)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count('done already') == len(ARMS)
 
 
 def test_a_checkpoint_of_another_arm_is_refused(repo_root, tmp_path):
@@ -315,10 +315,11 @@ def test_sigterm_stops_the_study_and_its_training_and_a_rerun_continues(
     assert not timing['done']
 
     end = int(iteration) + 2
-    capsys.readouterr()  # the rerun: the tool's main, in-process
-    load_tool('analysis_tools/ablation_study.py').main(
-        [str(a) for a in _study_command(small_fashion_mnist, out, end)[2:]])
-    assert 'continuing the stopped pretraining' in capsys.readouterr().out
+    again = call_tool(  # the rerun: the tool's main, in-process
+        'analysis_tools/ablation_study.py',
+        *_study_command(small_fashion_mnist, out, end)[2:], capsys=capsys)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'continuing the stopped pretraining' in again.stdout
     result = json.loads((work_dir.parent / 'result.json').read_text())
     assert result['curves']['homo_acc'][0] == list(range(1, end + 1))
     assert result['curves']['knn_top1'][0] == [end]
