@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import call_tool, load_tool
+from conftest import call_tool
 
 from mixedae_mm.checkpoints import (CheckpointError, atomic_write,
                                     load_weights_only, remove_stale_temps)
@@ -137,10 +137,9 @@ def test_plain_mmengine_checkpoint_via_trust_tool_resumes(
 
     trusted = tmp_path / 'trusted.pth'
     tool = 'tools/model_converters/trust_checkpoint.py'
-    # the refusal needs no interpreter of its own: the tool's main
-    with pytest.raises(SystemExit, match='without --trust'):
-        load_tool('model_converters/trust_checkpoint.py').main(
-            [str(ckpt), str(trusted)])
+    no_opt_in = call_tool('model_converters/trust_checkpoint.py', ckpt,
+                          trusted, capsys=capsys)  # a refusal: in-process
+    assert no_opt_in.returncode != 0 and 'without --trust' in no_opt_in.stderr
     assert not trusted.exists()
     converted = run(repo_root, [tool, ckpt, trusted, '--trust'])
     assert converted.returncode == 0, converted.stderr
